@@ -1,0 +1,44 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create .venv (torch pinned to the CPU build on disk first, then the project) and run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_HOME := .demo-home
+HEXTER_DIR := .cache/hexter
+
+.PHONY: demo test install install-test hexter bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and pinned: an unpinned `torch` would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test,dexed]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	rm -rf $(DEMO_HOME)
+	$(BIN)/dx7tools import patches/*.syx --home $(DEMO_HOME)
+	$(BIN)/dx7tools list --home $(DEMO_HOME)
+	$(BIN)/dx7tools show "DDX7 VIOLN" --home $(DEMO_HOME)
+
+# Debian hexter's factory banks: the oracle tests' real-world cartridges (skipped if unreachable).
+hexter:
+	@scripts/fetch_hexter.sh $(HEXTER_DIR) || echo "hexter banks not available; their tests will skip"
+
+test: install-test hexter
+	DX7TOOLS_HEXTER_DIR=$(HEXTER_DIR) $(BIN)/python -m pytest -q
+
+bench: install-test hexter
+	DX7TOOLS_HEXTER_DIR=$(HEXTER_DIR) $(BIN)/python benchmarks/bench_parse.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) .cache build *.egg-info

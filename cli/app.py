@@ -1,0 +1,238 @@
+"""The ``dx7tools`` command line: a thin typer layer over library calls.
+
+Every command maps to a function a user can call from Python (named in each docstring). Bad
+input ends in one ``error:`` line on stderr naming the file and the problem, and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from typing_extensions import Annotated
+
+from dx7tools import DX7Error, params
+from dx7tools.algorithms import get_algorithm
+from dx7tools.library import HOME_ENV, Library, LibraryVoice
+from dx7tools.sysex import write_cartridge, write_single
+
+app = typer.Typer(
+    name="dx7tools",
+    help="DX7 patch-aware sound design: import cartridges, browse voices, write banks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output keeps whole table rows (rich would otherwise wrap them at 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True)
+
+HomeOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--home",
+        help=f"Data home for the library, corpora and runs (default: ${HOME_ENV}, else the user data folder).",
+        envvar=HOME_ENV,
+        show_envvar=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _warn(lines: List[str]) -> None:
+    for line in lines:
+        err.print(f"[yellow]warning:[/] {line}", markup=True, highlight=False)
+
+
+def _format_operator_frequency(ratio: Optional[float], fixed_hz: Optional[float]) -> str:
+    if ratio is None:
+        return f"{fixed_hz:.4g}Hz"
+    return f"{ratio:g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# import
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_(
+    files: Annotated[List[Path], typer.Argument(help="SysEx cartridges (.syx), single voices, raw banks (.dx7).")],
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Import every file under folders.")] = False,
+    repair_names: Annotated[
+        bool, typer.Option("--repair-names", help="Replace control characters in voice names by spaces.")
+    ] = False,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Import the readable files and list the others, instead of stopping.")
+    ] = False,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Import every voice of the given files into the library (Python: Library.import_files)."""
+    library = Library(home)
+    show_progress = not json_ and err.is_terminal and len(files) > 1
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not show_progress,
+    ) as progress:
+        task = progress.add_task("reading", total=None)
+
+        def step(path: Path) -> None:
+            progress.update(task, advance=1, description=f"reading {path.name}")
+
+        report = library.import_files(
+            files, recursive=recursive, repair_names=repair_names, skip_bad=skip_bad, progress=step
+        )
+    if json_:
+        _print_json(report.to_dict())
+    else:
+        _warn(report.warnings)
+        for line in report.failed:
+            err.print(f"[red]skipped:[/] {line}", markup=True, highlight=False)
+        out.print(
+            f"{report.files} file(s): {report.voices_read} voices read, {report.new} new, "
+            f"{report.duplicates} duplicates, {len(report.warnings)} warnings"
+            + (f", {len(report.failed)} file(s) skipped" if report.failed else "")
+            + f" -> {library.path}",
+            highlight=False,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# list
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_(
+    algorithm: Annotated[Optional[int], typer.Option("--algorithm", "-a", help="Only this algorithm (1-32).")] = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", "-n", help="Name substring, or a shell pattern such as 'BRASS*'.")
+    ] = None,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """List library voices (Python: Library.voices)."""
+    voices = Library(home).voices(algorithm=algorithm, name=name)
+    if json_:
+        _print_json([v.to_dict() for v in voices])
+        return
+    table = Table(title=f"{len(voices)} voice(s)", title_justify="left")
+    for col, justify in (("id", "right"), ("name", "left"), ("alg", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for n in range(1, 7):
+        table.add_column(f"OP{n}", justify="right")
+    table.add_column("fb", justify="right")
+    table.add_column("source", no_wrap=True)
+    for v in voices:
+        freqs = [_format_operator_frequency(op.ratio, op.fixed_hz) for op in v.voice.operators]
+        src = v.sources[0] if v.sources else None
+        where = f"{Path(src.file).name}:{src.bank + 1}:{src.slot + 1}" if src else ""
+        table.add_row(str(v.id), v.name, str(v.voice.algorithm), *freqs, str(v.voice.feedback), where)
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# show
+# ---------------------------------------------------------------------------------------------
+
+
+def _voice_json(entry: LibraryVoice) -> dict:
+    data = entry.to_dict()
+    voice = entry.voice
+    data["parameters"] = {p.key: value + p.display_offset for p, value in voice.items()}
+    data["operators"] = [dict(number=op.number, **op.to_dict()) for op in voice.operators]
+    data["diagram"] = get_algorithm(voice.algorithm).diagram()
+    return data
+
+
+@app.command("show")
+def show(
+    voice: Annotated[str, typer.Argument(help="Voice id or unique name.")],
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Every parameter of one voice, its algorithm diagram and envelopes (Python: Library.get)."""
+    entry = Library(home).get(voice)
+    if json_:
+        _print_json(_voice_json(entry))
+        return
+    v = entry.voice
+    out.print(f"[bold]{entry.id}  {v.name}[/]   algorithm {v.algorithm}, feedback {v.feedback}", highlight=False)
+    for src in entry.sources:
+        out.print(f"  from {src}", highlight=False)
+    out.print(f"  hash {v.content_hash[:16]}", highlight=False)
+    out.print(get_algorithm(v.algorithm).diagram(), highlight=False, markup=False)
+
+    ops = Table(title="operators", title_justify="left")
+    ops.add_column("parameter")
+    for n in range(1, 7):
+        ops.add_column(f"OP{n}", justify="right")
+    for field in params.OPERATOR_FIELD_NAMES:
+        label = params.BY_KEY[f"op1_{field}"].label.removeprefix("OP1 ")
+        ops.add_row(label, *(str(v[f"op{n}_{field}"]) for n in range(1, 7)))
+    ops.add_row(
+        "= frequency", *(_format_operator_frequency(op.ratio, op.fixed_hz) for op in v.operators), style="bold"
+    )
+    out.print(ops)
+
+    common = Table(title="voice", title_justify="left")
+    common.add_column("parameter")
+    common.add_column("value", justify="right")
+    for p, value in v.items():
+        if p.operator is None and not p.key.startswith("name_"):
+            common.add_row(p.label, str(value + p.display_offset))
+    out.print(common)
+
+
+# ---------------------------------------------------------------------------------------------
+# bank
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command("bank")
+def bank(
+    voices: Annotated[List[str], typer.Argument(help="Voice ids or unique names, in slot order (at most 32).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write (.syx).")],
+    single: Annotated[bool, typer.Option("--single", help="Write one voice as a single-voice (VCED) dump.")] = False,
+    channel: Annotated[int, typer.Option("--channel", min=1, max=16, help="MIDI channel in the header.")] = 1,
+    home: HomeOption = None,
+) -> None:
+    """Write library voices as a 32-voice cartridge, padded with INIT VOICE (Python: write_cartridge)."""
+    library = Library(home)
+    chosen = [library.get(ref).voice for ref in voices]
+    if single:
+        if len(chosen) != 1:
+            raise DX7Error(f"--single writes one voice, got {len(chosen)}")
+        write_single(output, chosen[0], channel)
+        out.print(f"wrote single voice {chosen[0].name!r} -> {output}", highlight=False)
+    else:
+        write_cartridge(output, chosen, channel)
+        out.print(f"wrote {len(chosen)} voice(s) + {32 - len(chosen)} INIT VOICE -> {output}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning DX7Error into one line and exit 1."""
+    try:
+        app()
+    except DX7Error as exc:
+        err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]", markup=True)
+        sys.exit(130)

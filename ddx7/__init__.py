@@ -1,0 +1,1 @@
+"""The torch side of dx7tools: differentiable FM synth, TCN decoder, training (grows with later issues)."""

@@ -1,0 +1,33 @@
+"""The one exception type of the dx7tools library API, and its warning category.
+
+Every problem with user input (a file, a voice reference, an option) raises :class:`DX7Error`.
+Its ``str()`` is a single line that names the source and the problem, and the byte offset
+where one helps — the CLI prints exactly that line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class DX7Error(ValueError):
+    """Bad input: a file that is not DX7 data, a truncated dump, an unknown voice, …
+
+    Attributes:
+        source: the file (or other input) the problem was found in, or ``None``.
+        problem: what is wrong, in words.
+        offset: byte offset into ``source`` where it was found, or ``None``.
+    """
+
+    def __init__(self, problem: str, source: str | None = None, offset: int | None = None):
+        self.problem = problem
+        self.source = source
+        self.offset = offset
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = f" (at byte {self.offset})" if self.offset is not None else ""
+        prefix = f"{self.source}: " if self.source else ""
+        return f"{prefix}{self.problem}{where}"
+
+
+class DX7Warning(UserWarning):
+    """Something was repaired while reading (stale checksum, a value masked into range)."""
