@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,6 +20,7 @@ from typing_extensions import Annotated
 
 from dx7tools import DX7Error, params
 from dx7tools.algorithms import get_algorithm
+from dx7tools.envelope import operator_levels
 from dx7tools.library import HOME_ENV, Library, LibraryVoice
 from dx7tools.sysex import write_cartridge, write_single
 
@@ -161,6 +163,24 @@ def _voice_json(entry: LibraryVoice) -> dict:
     return data
 
 
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def _envelope_sketch(voice, note: int = 60, held: float = 2.0, total: float = 3.0, width: int = 60) -> str:
+    """Each operator's level over a held note (dB, 0 to -60), drawn with block characters."""
+    frames = operator_levels(voice, note=note, velocity=100, note_seconds=held, total_seconds=total,
+                             frame_rate=width / total)
+    with np.errstate(divide="ignore"):
+        db = 20 * np.log10(np.maximum(frames, 1e-9))
+    steps = np.clip(np.round((db + 60) / 60 * (len(_BARS) - 1)), 0, len(_BARS) - 1).astype(int)
+    key_up = int(round(held / total * width))
+    lines = [f"envelopes (note {note}, velocity 100, key held {held:g} s of {total:g} s; 0 to -60 dB)"]
+    for n in range(6):
+        bars = "".join(_BARS[i] for i in steps[:, n])
+        lines.append(f"  OP{n + 1} |{bars[:key_up]}|{bars[key_up:]}|")
+    return "\n".join(lines)
+
+
 @app.command("show")
 def show(
     voice: Annotated[str, typer.Argument(help="Voice id or unique name.")],
@@ -190,6 +210,8 @@ def show(
         "= frequency", *(_format_operator_frequency(op.ratio, op.fixed_hz) for op in v.operators), style="bold"
     )
     out.print(ops)
+
+    out.print(_envelope_sketch(v), highlight=False, markup=False)
 
     common = Table(title="voice", title_justify="left")
     common.add_column("parameter")

@@ -42,6 +42,7 @@ def test_import_list_show_bank_round_trip(run_cli, tmp_path):
     shown = run_cli("show", "DDX7 FLUTE")
     assert shown.returncode == 0
     assert "OUTPUT LEVEL" in shown.stdout and "[6]" in shown.stdout and "LFO SPEED" in shown.stdout
+    assert "envelopes (note 60" in shown.stdout and "  OP6 |" in shown.stdout
     data = run_cli("show", str(violin["id"]), "--json").json()
     assert data["parameters"]["algorithm"] == 2 and data["parameters"]["op6_coarse"] == 14
     assert len(data["parameters"]) == 155 and data["operators"][0]["number"] == 1
