@@ -191,8 +191,7 @@ def test_diagram_shows_each_operator_once_and_the_feedback(alg):
 
 
 @pytest.mark.oracle
-def test_table_matches_dexed_py():
-    dexed = pytest.importorskip("dexed", reason="dexed-py (optional extra) not installed")
+def test_table_matches_dexed_py(dexed):
     for alg in ALGORITHMS:
         a0 = alg.number - 1  # dexed numbers algorithms and operators from 0
         assert tuple(op + 1 for op in dexed.get_carriers(a0)) == alg.carriers, alg.number

@@ -30,8 +30,6 @@ Oracle set-up and the figures the tolerances come from (dexed-py 0.3.0, Mark I e
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -216,13 +214,11 @@ def test_operator_levels_voice():
         env.operator_levels(voice, 128)
 
 
-def test_envelope_is_fast():
+def test_envelope_length_and_shape():
     voice = Voice.init().replace(op2_output_level=80, op2_eg_rate_1=20, op3_output_level=60, op3_eg_rate_2=10)
-    start = time.perf_counter()
-    for _ in range(20):
-        x = env.operator_levels(voice, 60, 100, 3.0, total_seconds=5.0)
+    x = env.operator_levels(voice, 60, 100, 3.0, total_seconds=5.0)
     assert x.shape == (1250, 6)
-    assert (time.perf_counter() - start) / 20 < 0.05
+    assert np.all(x[:, 3:] == 0) and np.all(x[:, :3].max(axis=0) > 0)
 
 
 # --- oracle: Dexed -------------------------------------------------------------------------------
@@ -272,8 +268,7 @@ EG_CASES = {
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("name", list(EG_CASES))
-def test_eg_matches_dexed(name):
-    dexed = pytest.importorskip("dexed", reason="dexed-py (optional extra) not installed")
+def test_eg_matches_dexed(name, dexed):
     rates, levels, note, fields = EG_CASES[name]
     voice = _op1_voice(rates, levels, **fields)
     held, total, velocity = 1.0, 2.0, 70
@@ -314,9 +309,8 @@ def test_eg_matches_dexed(name):
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("sample_rate", [16000, 44100])
-def test_hold_and_release_timing_match_dexed_at_other_rates(sample_rate):
+def test_hold_and_release_timing_match_dexed_at_other_rates(sample_rate, dexed):
     """The ``sample_rate`` argument reproduces Dexed's block timing and hold lengths."""
-    dexed = pytest.importorskip("dexed", reason="dexed-py (optional extra) not installed")
     voice = _op1_voice([99, 50, 60, 70], [99, 99, 70, 0])
     fps = sample_rate / HOP
     theirs = _db(_dexed_frames(dexed, voice, 48, 100, 1.5, 2.0, sample_rate=sample_rate))
@@ -330,8 +324,7 @@ def test_hold_and_release_timing_match_dexed_at_other_rates(sample_rate):
 
 
 @pytest.mark.oracle
-def test_output_level_curve_matches_dexed():
-    dexed = pytest.importorskip("dexed", reason="dexed-py (optional extra) not installed")
+def test_output_level_curve_matches_dexed(dexed):
     for level in (99, 90, 75, 50):
         voice = _op1_voice([99, 99, 99, 99], [99, 99, 99, 0], output_level=level)
         theirs = _dexed_frames(dexed, voice, 48, 100, 0.5, 0.5)[20:100].mean()
@@ -348,9 +341,8 @@ def _bessel_j(k, beta):
 
 
 @pytest.mark.oracle
-def test_modulation_index_matches_dexed_sidebands():
+def test_modulation_index_matches_dexed_sidebands(dexed):
     """OP2 -> OP1 (algorithm 1): sideband amplitudes are |J_k(index)| with index = 4 pi amplitude."""
-    dexed = pytest.importorskip("dexed", reason="dexed-py (optional extra) not installed")
     note = 36
     f0 = 440.0 * 2 ** ((note - 69) / 12)
     fc = freq.operator_frequency(0, 8, 0, 7, f0)
@@ -380,8 +372,7 @@ def test_modulation_index_matches_dexed_sidebands():
 
 @pytest.mark.oracle
 @pytest.mark.parametrize(("mode", "coarse", "fine", "note"), [(0, 8, 0, 36), (0, 1, 50, 60), (1, 2, 50, 60)])
-def test_detune_matches_dexed(mode, coarse, fine, note):
-    dexed = pytest.importorskip("dexed", reason="dexed-py (optional extra) not installed")
+def test_detune_matches_dexed(mode, coarse, fine, note, dexed):
     f0 = 440.0 * 2 ** ((note - 69) / 12)
     for detune in (0, 4, 7, 11, 14):
         voice = _op1_voice([99, 99, 99, 99], [99, 99, 99, 0], mode=mode, coarse=coarse, fine=fine,
