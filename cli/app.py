@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from typing_extensions import Annotated
 
 from dx7tools import DX7Error, params
 from dx7tools.algorithms import get_algorithm
@@ -82,7 +81,7 @@ def import_(
 ) -> None:
     """Import every voice of the given files into the library (Python: Library.import_files)."""
     library = Library(home)
-    show_progress = not json_ and err.is_terminal and len(files) > 1
+    show_progress = not json_ and err.is_terminal and (len(files) > 1 or recursive)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

@@ -1,8 +1,10 @@
-"""The one exception type of the dx7tools library API, and its warning category.
+"""The one exception type of the dx7tools library API.
 
 Every problem with user input (a file, a voice reference, an option) raises :class:`DX7Error`.
 Its ``str()`` is a single line that names the source and the problem, and the byte offset
-where one helps — the CLI prints exactly that line and exits non-zero.
+where one helps — the CLI prints exactly that line and exits non-zero. Repairs made while
+reading (stale checksum, values masked into range) are not exceptions: readers list them in
+``Cartridge.warnings``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,3 @@ class DX7Error(ValueError):
         where = f" (at byte {self.offset})" if self.offset is not None else ""
         prefix = f"{self.source}: " if self.source else ""
         return f"{prefix}{self.problem}{where}"
-
-
-class DX7Warning(UserWarning):
-    """Something was repaired while reading (stale checksum, a value masked into range)."""

@@ -121,14 +121,26 @@ class ImportReport:
         }
 
 
+CARTRIDGE_SUFFIXES = (".syx", ".sysex", ".dx7", ".bnk", ".bin")
+"""File name endings that a ``recursive`` import picks up inside folders (case-insensitive)."""
+
+
 def expand_paths(paths: Iterable[str | os.PathLike], recursive: bool = False) -> list[Path]:
-    """Files to import: the paths themselves, and with ``recursive`` every file under a folder."""
+    """Files to import: the paths themselves, and with ``recursive`` every cartridge-like file
+    (see :data:`CARTRIDGE_SUFFIXES`) under a folder. Files named explicitly are read whatever
+    their name."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             if not recursive:
                 raise DX7Error("is a directory (use --recursive to import every file in it)", str(p))
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")))
+            out.extend(
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in CARTRIDGE_SUFFIXES
+                )
+            )
         else:
             out.append(p)
     return out

@@ -122,11 +122,11 @@ class Voice:
 
     def replace(self, **changes: int) -> "Voice":
         """A copy with some raw parameter values changed: ``v.replace(op1_output_level=80)``."""
-        data = self._data.copy()
+        data = self._data.astype(np.int64)
         for key, value in changes.items():
             if key not in params.BY_KEY:
                 raise DX7Error(f"unknown voice parameter {key!r}")
-            data[params.BY_KEY[key].vced] = value if 0 <= value <= 255 else 255
+            data[params.BY_KEY[key].vced] = value
         return Voice(data)
 
     def with_name(self, name: str) -> "Voice":

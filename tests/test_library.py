@@ -56,7 +56,8 @@ def test_directories_need_recursive(tmp_path, rng):
     folder = tmp_path / "carts"
     (folder / "sub").mkdir(parents=True)
     write_cartridge(folder / "one.syx", random_voices(rng, 2))
-    write_cartridge(folder / "sub" / "two.syx", random_voices(rng, 2))
+    write_cartridge(folder / "sub" / "two.SYX", random_voices(rng, 2))
+    (folder / "README.txt").write_text("not a cartridge: skipped by a recursive import")
     lib = Library(tmp_path / "home")
     with pytest.raises(DX7Error, match="is a directory"):
         lib.import_files([folder])

@@ -111,6 +111,10 @@ def test_voice_rejects_out_of_range_values():
         Voice(row)
     with pytest.raises(DX7Error, match="155"):
         Voice(b"\x00" * 100)
+    with pytest.raises(DX7Error, match="op2_output_level must be 0-99, got -1"):
+        Voice.init().replace(op2_output_level=-1)
+    with pytest.raises(DX7Error, match="op2_output_level must be 0-99, got 300"):
+        Voice.init().replace(op2_output_level=300)
 
 
 def test_voice_accessors_and_names():
