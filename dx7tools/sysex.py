@@ -108,7 +108,7 @@ def parse_bytes(data: bytes, source: str = "<bytes>", *, repair_names: bool = Fa
     if data[0] != SYSEX_START and SYSEX_START not in data:
         _parse_raw(data, cart, repair_names)
     elif data[0] != SYSEX_START and len(data) % params.VMEM_SIZE == 0:
-        # A raw bank never holds a byte with bit 7 set, so an F0 in it is not framing.
+        # Whole packed voices without a leading F0: a raw bank, in which an F0 is a bad byte.
         _parse_raw(data, cart, repair_names)
     else:
         _parse_sysex_stream(data, cart, repair_names)
@@ -118,7 +118,7 @@ def parse_bytes(data: bytes, source: str = "<bytes>", *, repair_names: bool = Fa
 def _parse_raw(data: bytes, cart: Cartridge, repair_names: bool) -> None:
     n = len(data)
     if n in (params.VCED_SIZE, params.VCED_SIZE + 1):
-        _check_7bit(data, 0, cart.source, "raw single voice")
+        _check_7bit(data, cart.source, "raw single voice")
         _add_vced(np.frombuffer(data[: params.VCED_SIZE], dtype=np.uint8), 0, 0, cart, repair_names)
         return
     if n % params.VMEM_SIZE:
@@ -127,16 +127,20 @@ def _parse_raw(data: bytes, cart: Cartridge, repair_names: bool) -> None:
             f"multiple of {params.VMEM_SIZE}",
             cart.source,
         )
-    _check_7bit(data, 0, cart.source, "raw packed bank")
+    _check_7bit(data, cart.source, "raw packed bank")
     _add_vmem(np.frombuffer(data, dtype=np.uint8), 0, cart, repair_names)
 
 
-def _check_7bit(data: bytes | memoryview, base: int, source: str, what: str) -> None:
-    arr = np.frombuffer(data, dtype=np.uint8)
-    high = np.flatnonzero(arr & 0x80)
-    if len(high):
-        i = int(high[0])
-        raise DX7Error(f"byte 0x{arr[i]:02X} with bit 7 set inside {what}", source, base + i)
+def _first_high_byte(data: bytes) -> int | None:
+    """Offset of the first byte with bit 7 set (a MIDI status byte), or ``None``."""
+    high = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) & 0x80)
+    return int(high[0]) if len(high) else None
+
+
+def _check_7bit(data: bytes, source: str, what: str) -> None:
+    i = _first_high_byte(data)
+    if i is not None:
+        raise DX7Error(f"byte 0x{data[i]:02X} with bit 7 set inside {what}", source, i)
 
 
 def _parse_sysex_stream(data: bytes, cart: Cartridge, repair_names: bool) -> None:
@@ -185,9 +189,8 @@ def _parse_dump(data: bytes, pos: int, fmt: int, bank: int, cart: Cartridge, rep
         )
     start = pos + _HEADER_SIZE
     payload = data[start : start + size]
-    high = np.flatnonzero(np.frombuffer(payload, dtype=np.uint8) & 0x80)
-    if len(high):
-        i = int(high[0])
+    i = _first_high_byte(payload)
+    if i is not None:
         if payload[i] in (SYSEX_START, SYSEX_END):
             raise DX7Error(
                 f"truncated {what} dump: it ends after {i} of {size} data bytes "
