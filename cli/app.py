@@ -154,9 +154,8 @@ def list_(
 
 
 def _voice_json(entry: LibraryVoice) -> dict:
-    data = entry.to_dict()
     voice = entry.voice
-    data["parameters"] = {p.key: value + p.display_offset for p, value in voice.items()}
+    data = {**entry.to_dict(), "parameters": voice.to_dict()["parameters"]}
     data["operators"] = [dict(number=op.number, **op.to_dict()) for op in voice.operators]
     data["diagram"] = get_algorithm(voice.algorithm).diagram()
     return data
@@ -169,8 +168,7 @@ def _envelope_sketch(voice, note: int = 60, held: float = 2.0, total: float = 3.
     """Each operator's level over a held note (dB, 0 to -60), drawn with block characters."""
     frames = operator_levels(voice, note=note, velocity=100, note_seconds=held, total_seconds=total,
                              frame_rate=width / total)
-    with np.errstate(divide="ignore"):
-        db = 20 * np.log10(np.maximum(frames, 1e-9))
+    db = 20 * np.log10(np.maximum(frames, 1e-9))
     steps = np.clip(np.round((db + 60) / 60 * (len(_BARS) - 1)), 0, len(_BARS) - 1).astype(int)
     key_up = int(round(held / total * width))
     lines = [f"envelopes (note {note}, velocity 100, key held {held:g} s of {total:g} s; 0 to -60 dB)"]

@@ -83,15 +83,9 @@ class LibraryVoice:
 
     def to_dict(self) -> dict:
         """The ``list --json`` row: id, name, algorithm (1-32), ratios, fixed_hz, feedback, sources."""
-        voice = self.voice
         return {
             "id": self.id,
-            "name": voice.name,
-            "algorithm": voice.algorithm,
-            "ratios": voice.ratios,
-            "fixed_hz": voice.fixed_hz,
-            "feedback": voice.feedback,
-            "hash": voice.content_hash,
+            **self.voice.to_dict(include_parameters=False),
             "source": str(self.sources[0]) if self.sources else None,
             "sources": [{"file": s.file, "bank": s.bank + 1, "slot": s.slot + 1} for s in self.sources],
         }
@@ -133,7 +127,7 @@ def expand_paths(paths: Iterable[str | os.PathLike], recursive: bool = False) ->
     for p in map(Path, paths):
         if p.is_dir():
             if not recursive:
-                raise DX7Error("is a directory (use --recursive to import every file in it)", str(p))
+                raise DX7Error("is a directory (use --recursive to import every cartridge file in it)", str(p))
             out.extend(
                 sorted(
                     f

@@ -203,17 +203,19 @@ class Voice:
         for p in params.PARAMETERS:
             yield p, int(self._data[p.vced])
 
-    def to_dict(self) -> dict:
-        """Summary plus every parameter under its key (algorithm shown 1-32)."""
-        return {
+    def to_dict(self, include_parameters: bool = True) -> dict:
+        """Summary, plus every parameter under its key unless asked not to (algorithm shown 1-32)."""
+        data = {
             "name": self.name,
             "algorithm": self.algorithm,
-            "feedback": self.feedback,
             "ratios": self.ratios,
             "fixed_hz": self.fixed_hz,
+            "feedback": self.feedback,
             "hash": self.content_hash,
-            "parameters": {p.key: v + p.display_offset for p, v in self.items()},
         }
+        if include_parameters:
+            data["parameters"] = {p.key: v + p.display_offset for p, v in self.items()}
+        return data
 
     # -- value semantics -------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
