@@ -245,6 +245,47 @@ def bank(
         out.print(f"wrote {len(chosen)} voice(s) + {32 - len(chosen)} INIT VOICE -> {output}", highlight=False)
 
 
+# ---------------------------------------------------------------------------------------------
+# preview
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command("preview")
+def preview(
+    voice: Annotated[str, typer.Argument(help="Voice id or unique name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="WAV file to write (32-bit float).")],
+    note: Annotated[int, typer.Option("--note", min=0, max=127, help="MIDI note.")] = 60,
+    velocity: Annotated[int, typer.Option("--velocity", min=1, max=127, help="MIDI velocity.")] = 100,
+    seconds: Annotated[float, typer.Option("--seconds", min=0.0, help="How long the key is held (s).")] = 2.0,
+    tail: Annotated[float, typer.Option("--tail", min=0.0, help="Seconds rendered after key-up.")] = 0.5,
+    engine: Annotated[str, typer.Option("--engine", help="ddx7 (our synth) or dexed (needs the dexed extra).")] = "ddx7",
+    sample_rate: Annotated[int, typer.Option("--sample-rate", min=1000, help="Hz.")] = 16000,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Render a held note of a library voice to WAV (Python: ddx7.preview.preview)."""
+    from dx7tools.audio import write_wav
+
+    if engine not in ("ddx7", "dexed"):
+        raise DX7Error(f"unknown engine {engine!r}; choose ddx7 or dexed")
+    entry = Library(home).get(voice)
+    from ddx7.preview import preview as render, unmodelled_features
+
+    missing = unmodelled_features(entry.voice) if engine == "ddx7" else []
+    if missing:
+        _warn([f"{entry.voice.name!r} uses {', '.join(missing)}, which the ddx7 engine does not model"])
+    audio = render(entry.voice, note, velocity, seconds, engine=engine, tail=tail, sample_rate=sample_rate)
+    write_wav(output, audio, sample_rate)
+    info = {"file": str(output), "voice": entry.id, "name": entry.voice.name, "engine": engine,
+            "note": note, "velocity": velocity, "seconds": round(len(audio) / sample_rate, 6),
+            "sample_rate": sample_rate, "peak": round(float(np.max(np.abs(audio))), 6), "unmodelled": missing}
+    if json_:
+        _print_json(info)
+    else:
+        out.print(f"wrote {info['seconds']:.2f} s of {entry.voice.name!r} (note {note}, velocity {velocity}, "
+                  f"{engine}, {sample_rate} Hz, peak {info['peak']:.2f}) -> {output}", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning DX7Error into one line and exit 1."""
     try:

@@ -60,9 +60,9 @@ def fixed_frequency(coarse, fine):
 
 
 # Dexed/MSFA detune constants (see the module notes).
-_DETUNE_SCALE = 0.0209 / 7.0
-_DETUNE_DECAY = 0.396
-_FIXED_DETUNE_OCTAVES = 13457.0 / (1 << 24)
+DETUNE_SCALE = 0.0209 / 7.0
+DETUNE_DECAY = 0.396
+FIXED_DETUNE_OCTAVES = 13457.0 / (1 << 24)
 
 
 def _detune_steps(detune) -> np.ndarray:
@@ -95,12 +95,12 @@ def detune_ratio(detune, f0_hz, *, fixed=False):
     """
     steps = _detune_steps(detune)
     if fixed:
-        shift = np.exp2(_FIXED_DETUNE_OCTAVES * np.maximum(steps, 0.0))
+        shift = np.exp2(FIXED_DETUNE_OCTAVES * np.maximum(steps, 0.0))
         out = shift * np.ones_like(np.asarray(f0_hz, dtype=np.float64))  # broadcast like f0
     else:
         # Dexed scales the note's log2 frequency itself, so lower notes shift more (in cents).
         log_f0 = np.log2(_positive_hz("f0_hz", f0_hz))
-        out = np.exp2(_DETUNE_SCALE * np.exp(-_DETUNE_DECAY * log_f0) * log_f0 * steps)
+        out = np.exp2(DETUNE_SCALE * np.exp(-DETUNE_DECAY * log_f0) * log_f0 * steps)
     return float(out) if out.ndim == 0 else out
 
 
