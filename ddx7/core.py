@@ -63,7 +63,8 @@ def operator_frequencies(f0: torch.Tensor, ratio: torch.Tensor, fixed_hz: torch.
     return torch.where(is_fixed, fixed.expand_as(ratio_hz), ratio_hz)
 
 
-def accumulate_phase(freq_hz: torch.Tensor, sample_rate: float, start: torch.Tensor):
+def accumulate_phase(freq_hz: torch.Tensor, sample_rate: float, start: torch.Tensor,
+                     dtype: torch.dtype = torch.float32):
     """Running phase of oscillators in exact fixed point.
 
     The increment per sample is rounded to 1/2^32 cycle (3.7 microhertz at 16 kHz) and summed
@@ -74,9 +75,10 @@ def accumulate_phase(freq_hz: torch.Tensor, sample_rate: float, start: torch.Ten
         freq_hz: (..., N) frequency per sample (float64 recommended).
         sample_rate: Hz.
         start: (...) int64 phase before the first sample (0 at note-on).
+        dtype: of the returned phase.
 
     Returns:
-        ``(phase, end)``: phase (..., N) float32 in cycles [0, 1) at each sample (the first
+        ``(phase, end)``: phase (..., N) ``dtype`` in cycles [0, 1) at each sample (the first
         sample has ``start``), and the int64 phase after the last sample.
     """
     inc = torch.round(freq_hz.double() * (_PHASE_ONE / float(sample_rate))).to(torch.int64)
@@ -84,7 +86,7 @@ def accumulate_phase(freq_hz: torch.Tensor, sample_rate: float, start: torch.Ten
     total = torch.cumsum(inc, dim=-1)
     phase = torch.remainder(start[..., None] + total - inc, _PHASE_ONE)
     end = torch.remainder(start + total[..., -1], _PHASE_ONE)
-    return (phase.double() / _PHASE_ONE).float(), end
+    return (phase.double() / _PHASE_ONE).to(dtype), end
 
 
 def antialias_gain(freq_hz: torch.Tensor, sample_rate: float, fade_start: float = 0.45) -> torch.Tensor:

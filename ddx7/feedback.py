@@ -67,13 +67,13 @@ def _forward(theta, amp, beta, memory, out):  # pragma: no cover - compiled
         m2 = memory[b, 1]
         half = 0.5 * beta[b]
         for i in range(n):
-            y = amp[b, 0, i] * math.sin(theta[b, 0, i] + half * (m1 + m2))
-            out[b, 0, i] = y
+            # Every value is read back from ``out`` so that it carries the array's precision:
+            # the next block (memory) and the backward pass see exactly what was used here.
+            out[b, 0, i] = amp[b, 0, i] * math.sin(theta[b, 0, i] + half * (m1 + m2))
             for k in range(1, length):
-                y = amp[b, k, i] * math.sin(theta[b, k, i] + FOUR_PI * y)
-                out[b, k, i] = y
+                out[b, k, i] = amp[b, k, i] * math.sin(theta[b, k, i] + FOUR_PI * out[b, k - 1, i])
             m2 = m1
-            m1 = y
+            m1 = out[b, length - 1, i]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -16,6 +16,7 @@ Documented behaviour:
 
 * Frames -> samples: causal linear interpolation (:func:`ddx7.core.upsample_causal`), so a
   frame's value is reached on its last sample (half a frame of latency, 2 ms by default).
+  Operator frequencies (detune included) are computed per frame and interpolated the same way.
 * Unvoiced frames (``f0 == 0``): ratio-mode operators are silent (as carriers and as modulators);
   fixed-frequency operators keep sounding at their index.
 * Anti-aliasing: an operator's output fades to zero as its frequency goes from 0.45 fs to the
@@ -184,10 +185,10 @@ class FMSynth(nn.Module):
             state after the block.
         """
         state: FMState = controls["state"]
-        phase, end = core.accumulate_phase(controls["freq"], self.sample_rate, state.phase)
         amp = controls["amp"]
+        phase, end = core.accumulate_phase(controls["freq"], self.sample_rate, state.phase, amp.dtype)
         beta = feedback_beta(self.feedback.to(amp.dtype), self.config.algorithm).expand(amp.shape[0])
-        outs, memory = core.fm_operators(phase.to(amp.dtype), amp, self.algorithm, beta, state.memory)
+        outs, memory = core.fm_operators(phase, amp, self.algorithm, beta, state.memory)
         audio = (outs * self.carrier_mask.to(amp.dtype)[None, :, None]).sum(1)
         return audio, FMState(end, controls["f0"].detach(), controls["index"].detach(), memory)
 
