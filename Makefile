@@ -29,6 +29,7 @@ demo: install
 	$(BIN)/dx7tools import patches/*.syx --home $(DEMO_HOME)
 	$(BIN)/dx7tools list --home $(DEMO_HOME)
 	$(BIN)/dx7tools show "DDX7 VIOLN" --home $(DEMO_HOME)
+	$(BIN)/dx7tools preview "DDX7 VIOLN" --seconds 2 -o $(DEMO_HOME)/violin.wav --home $(DEMO_HOME)
 
 # Debian hexter's factory banks: the oracle tests' real-world cartridges (skipped if unreachable).
 hexter:
@@ -39,6 +40,7 @@ test: install-test hexter
 
 bench: install-test hexter
 	DX7TOOLS_HEXTER_DIR=$(HEXTER_DIR) $(BIN)/python benchmarks/bench_parse.py
+	$(BIN)/python benchmarks/bench_synth.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .cache build *.egg-info

@@ -16,8 +16,9 @@ from dx7tools.frequency import DETUNE_DECAY, DETUNE_SCALE, FIXED_DETUNE_OCTAVES
 
 from .feedback import FOUR_PI, feedback_chain
 
-PHASE_BITS = 32
-"""Phase accumulators are 32-bit fixed point (like the DX7's own): exact, so no drift."""
+PHASE_BITS = 40
+"""Frame-start phases are 40-bit fixed point (int64 modulo 2^40): exact sums, so no drift; the
+rounding of each frame's advance (< 2^-41 cycle) leaves a frequency error below 1e-9 Hz."""
 _PHASE_ONE = 1 << PHASE_BITS
 
 
@@ -29,18 +30,17 @@ def upsample_causal(frames: torch.Tensor, previous: torch.Tensor, hop: int) -> t
     the result of a block equals the same samples of the whole input exactly.
 
     Args:
-        frames: (B, T, C) values per frame.
-        previous: (B, C) the value of the frame before the first (e.g. ``frames[:, 0]``).
+        frames: (B, C, T) values per frame (channels first).
+        previous: (B, C) the value of the frame before the first (e.g. ``frames[..., 0]``).
         hop: samples per frame.
 
     Returns:
-        (B, T * hop, C).
+        (B, C, T * hop).
     """
-    b, t, c = frames.shape
-    before = torch.cat([previous[:, None, :].to(frames.dtype), frames[:, :-1]], dim=1)
+    b, c, t = frames.shape
+    before = torch.cat([previous[..., None].to(frames.dtype), frames[..., :-1]], dim=-1)
     w = torch.arange(1, hop + 1, dtype=frames.dtype, device=frames.device) / hop
-    out = before[:, :, None, :] + (frames - before)[:, :, None, :] * w[None, None, :, None]
-    return out.reshape(b, t * hop, c)
+    return (before[..., None] + (frames - before)[..., None] * w).reshape(b, c, t * hop)
 
 
 def operator_frequencies(f0: torch.Tensor, ratio: torch.Tensor, fixed_hz: torch.Tensor,
@@ -63,30 +63,44 @@ def operator_frequencies(f0: torch.Tensor, ratio: torch.Tensor, fixed_hz: torch.
     return torch.where(is_fixed, fixed.expand_as(ratio_hz), ratio_hz)
 
 
-def accumulate_phase(freq_hz: torch.Tensor, sample_rate: float, start: torch.Tensor,
-                     dtype: torch.dtype = torch.float32):
-    """Running phase of oscillators in exact fixed point.
+def accumulate_phase(freq_hz: torch.Tensor, previous_hz: torch.Tensor, sample_rate: float, hop: int,
+                     start: torch.Tensor, dtype: torch.dtype = torch.float32):
+    """Running phase of oscillators whose frequency is interpolated like :func:`upsample_causal`.
 
-    The increment per sample is rounded to 1/2^32 cycle (3.7 microhertz at 16 kHz) and summed
-    in int64 modulo 2^32, so hours of audio keep their phase exactly and any split into blocks
-    gives the same phases bit for bit.
+    Within frame ``k`` the frequency ramps linearly from frame ``k-1``'s to frame ``k``'s, so the
+    phase at sample ``j`` of the frame has a closed form (an arithmetic series) from the phase at
+    the frame's start. Frame starts are accumulated in 40-bit fixed point (int64 modulo 2^40):
+    exact, so hours of audio do not drift and any split into blocks gives the same phases bit
+    for bit. Only the offsets within a frame
+    (at most ``hop`` samples) are floating point, in float64.
 
     Args:
-        freq_hz: (..., N) frequency per sample (float64 recommended).
-        sample_rate: Hz.
-        start: (...) int64 phase before the first sample (0 at note-on).
+        freq_hz: (B, C, T) frequency per frame (Hz, float64 recommended).
+        previous_hz: (B, C) frequency of the frame before the first.
+        sample_rate: Hz; hop: samples per frame.
+        start: (B, C) int64 phase before the first sample (units of 2^-40 cycle; 0 at note-on).
         dtype: of the returned phase.
 
     Returns:
-        ``(phase, end)``: phase (..., N) ``dtype`` in cycles [0, 1) at each sample (the first
+        ``(phase, end)``: phase (B, C, T * hop) in cycles in [0, 1) at each sample (the first
         sample has ``start``), and the int64 phase after the last sample.
     """
-    inc = torch.round(freq_hz.double() * (_PHASE_ONE / float(sample_rate))).to(torch.int64)
-    inc = torch.remainder(inc, _PHASE_ONE)
-    total = torch.cumsum(inc, dim=-1)
-    phase = torch.remainder(start[..., None] + total - inc, _PHASE_ONE)
-    end = torch.remainder(start + total[..., -1], _PHASE_ONE)
-    return (phase.double() / _PHASE_ONE).to(dtype), end
+    b, c, t = freq_hz.shape
+    cur = freq_hz.double() / sample_rate  # cycles per sample
+    before = torch.cat([previous_hz[..., None].double() / sample_rate, cur[..., :-1]], dim=-1)
+    slope = cur - before
+    # phase advance over j samples: j * before + slope * j (j + 1) / (2 hop)
+    j = torch.arange(hop + 1, dtype=torch.float64, device=cur.device)
+    ramp = j * (j + 1) / (2.0 * hop)
+    # wrapped before summing, so that 2^23 frames (9 hours at 250/s) fit in one int64 cumsum
+    total = torch.bitwise_and(torch.round((hop * before + slope * ramp[hop]) * _PHASE_ONE).to(torch.int64),
+                              _PHASE_ONE - 1)
+    ends = torch.cumsum(total, dim=-1)
+    frame_start = torch.bitwise_and(start[..., None] + ends - total, _PHASE_ONE - 1).double() / _PHASE_ONE
+    phase = frame_start[..., None] + before[..., None] * j[:hop] + slope[..., None] * ramp[:hop]
+    phase = (phase - torch.floor(phase)).reshape(b, c, t * hop)
+    end = torch.bitwise_and(start + ends[..., -1], _PHASE_ONE - 1)
+    return phase.to(dtype), end
 
 
 def antialias_gain(freq_hz: torch.Tensor, sample_rate: float, fade_start: float = 0.45) -> torch.Tensor:

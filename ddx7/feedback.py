@@ -25,7 +25,8 @@ last one's output is fed back.
 Because every sample depends on the previous ones the recurrence cannot be vectorised over
 time; it runs as a compiled (numba) loop over samples, vectorised nowhere and exact. The
 backward pass is the hand-written adjoint of the same loop (reverse time), so gradients reach
-the amplitudes, the phases (and so the external modulators) and ``beta``. Cost, measured in
+the amplitudes, the phases (and so the external modulators) and ``beta`` (the part carried back
+through the feedback delay is clipped at :data:`ADJOINT_LIMIT`, see there). Cost, measured in
 ``benchmarks/bench_synth.py``: a few nanoseconds per sample per chain operator.
 """
 
@@ -38,6 +39,13 @@ import numpy as np
 import torch
 
 FOUR_PI = 4.0 * math.pi
+ADJOINT_LIMIT = 1.0e4
+"""Bound on the gradient carried back through the feedback path, per sample.
+
+With strong feedback at a high level the loop is chaotic and its exact adjoint grows
+exponentially backwards in time (to inf and NaN within a second of audio); clipping what flows
+back through the delay keeps training finite. Outside the chaotic regime the carried gradient
+stays orders of magnitude below the bound, so gradients there are exact (gradcheck holds)."""
 
 
 FEEDBACK_SCALE = {4: 0.25, 6: 0.25, 32: 0.25}
@@ -101,8 +109,8 @@ def _backward(theta, amp, beta, memory, out, grad_out, g_theta, g_amp, g_beta): 
             g_theta[b, 0, i] = g_arg
             acc_beta += g_arg * 0.5 * (y1 + y2)
             h = g_arg * half
-            pend0 = pend1 + h
-            pend1 = h
+            pend0 = min(max(pend1 + h, -ADJOINT_LIMIT), ADJOINT_LIMIT)
+            pend1 = min(max(h, -ADJOINT_LIMIT), ADJOINT_LIMIT)
         g_beta[b] = acc_beta
 
 

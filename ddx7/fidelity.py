@@ -83,16 +83,19 @@ def spectral_distance_db(ours: np.ndarray, reference: np.ndarray, *, n_fft: int 
                          range_db: float = 60.0) -> np.ndarray:
     """Per-frame mean absolute log-magnitude difference (dB) between two renders.
 
-    Both spectra are floored at ``range_db`` below the reference's loudest bin (quieter detail
-    is below Dexed's output quantisation and not audible next to the rest).
+    Both spectra are floored at ``range_db`` below the reference's loudest bin, and each frame's
+    mean runs over the bins above that floor in either render (so that empty bins do not water
+    it down: a 1.5 dB gain error reads as about 1.5 dB).
 
     Returns:
-        float array (frames,).
+        float array (frames,) (0 for frames where both renders are below the floor).
     """
     n = min(len(ours), len(reference))
     a, b = log_spectrogram(ours[:n], n_fft, hop), log_spectrogram(reference[:n], n_fft, hop)
     floor = b.max() - range_db
-    return np.mean(np.abs(np.maximum(a, floor) - np.maximum(b, floor)), axis=1)
+    active = (a > floor) | (b > floor)
+    diff = np.abs(np.maximum(a, floor) - np.maximum(b, floor))
+    return np.where(active.any(axis=1), (diff * active).sum(axis=1) / np.maximum(active.sum(axis=1), 1), 0.0)
 
 
 def long_term_spectrum_db(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
@@ -131,11 +134,12 @@ def compare_with_dexed(voice: Voice, note: int = 60, seconds: float = 1.0, sampl
 
     lt_ours, lt_ref = long_term_spectrum_db(ours), long_term_spectrum_db(ref)
     floor = lt_ref.max() - range_db
+    active = (lt_ours > floor) | (lt_ref > floor)
     return {
         "attack_db": mean(calm & (frames < split)),
         "sustain_db": mean(calm & (frames >= split)),
         "worst_db": float(d[calm].max()) if calm.any() else float("nan"),
         "chaotic": float(1.0 - calm.mean()),
-        "long_term_db": float(np.mean(np.abs(np.maximum(lt_ours, floor) - np.maximum(lt_ref, floor)))),
+        "long_term_db": float(np.mean(np.abs(np.maximum(lt_ours, floor) - np.maximum(lt_ref, floor))[active])),
         "ddx7": ours, "dexed": ref,
     }

