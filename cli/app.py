@@ -20,6 +20,7 @@ from rich.table import Table
 from dx7tools import DX7Error, params
 from dx7tools.algorithms import get_algorithm
 from dx7tools.envelope import operator_levels
+from dx7tools.fixed_config import FixedConfig
 from dx7tools.library import HOME_ENV, Library, LibraryVoice
 from dx7tools.sysex import write_cartridge, write_single
 
@@ -284,6 +285,249 @@ def preview(
     else:
         out.print(f"wrote {info['seconds']:.2f} s of {entry.voice.name!r} (note {note}, velocity {velocity}, "
                   f"{engine}, {sample_rate} Hz, peak {info['peak']:.2f}) -> {output}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# corpus
+# ---------------------------------------------------------------------------------------------
+
+corpus_app = typer.Typer(help="Instrument corpora for training: build the defaults, add recordings, list.",
+                         no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+
+def _progress_bar(label: str):
+    return Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+                    TimeElapsedColumn(), console=err, transient=True)
+
+
+def _print_corpus(info: dict) -> None:
+    table = Table(title=f"corpus {info['name']}", title_justify="left")
+    for col in ("split", "segments", "seconds"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split in ("train", "valid", "test"):
+        table.add_row(split, str(info.get("segments", {}).get(split, "")),
+                      f"{info.get('durations', {}).get(split, 0.0):.1f}")
+    out.print(table)
+
+
+def _corpus_info(corpus) -> dict:
+    segs = corpus.segments()
+    return {"name": corpus.name, "path": str(corpus.path),
+            "segments": {s: sum(1 for x in segs if x["split"] == s) for s in ("train", "valid", "test")},
+            "durations": {k: round(v, 3) for k, v in corpus.durations().items()}}
+
+
+@corpus_app.command("build")
+def corpus_build(
+    instrument: Annotated[str, typer.Argument(help="violin, flute or trumpet.")],
+    minutes: Annotated[float, typer.Option("--minutes", min=0.05, help="Minutes of audio to render.")] = 5.0,
+    seed: Annotated[int, typer.Option("--seed", help="Phrase generator seed.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing corpus of that name.")] = False,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Render a default corpus offline with the General MIDI soundfont (Python: ddx7.corpus.build_corpus)."""
+    from ddx7.corpus import build_corpus
+
+    with _progress_bar(f"rendering {instrument}") as bar:
+        task = bar.add_task("render", total=None)
+        corpus = build_corpus(home, instrument, minutes=minutes, seed=seed, overwrite=overwrite,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    info = _corpus_info(corpus)
+    _print_json(info) if json_ else _print_corpus(info)
+
+
+@corpus_app.command("add")
+def corpus_add(
+    name: Annotated[str, typer.Argument(help="Name of the new corpus (lowercase letters, digits, - and _).")],
+    audio: Annotated[Optional[Path], typer.Option("--audio", help="Folder of recordings (wav/flac/ogg/mp3).")] = None,
+    urmp: Annotated[Optional[Path], typer.Option("--urmp", help="URMP dataset folder (AuSep_* stems).")] = None,
+    instrument: Annotated[Optional[str], typer.Option("--instrument", help="URMP instrument code: vn, fl, tpt, ...")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing corpus of that name.")] = False,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Make a corpus from your recordings or URMP stems (Python: ddx7.corpus.add_corpus)."""
+    from ddx7.corpus import add_corpus
+
+    if (audio is None) == (urmp is None):
+        raise DX7Error("give exactly one of --audio DIR or --urmp DIR")
+    with _progress_bar(f"reading {name}") as bar:
+        task = bar.add_task("read", total=None)
+        corpus = add_corpus(home, name, audio_dir=audio, urmp_dir=urmp, instrument=instrument, overwrite=overwrite,
+                            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    _warn(list(getattr(corpus, "warnings", []) or []))
+    info = _corpus_info(corpus)
+    _print_json(info) if json_ else _print_corpus(info)
+
+
+@corpus_app.command("list")
+def corpus_list(json_: JsonOption = False, home: HomeOption = None) -> None:
+    """Corpora in the data home with their durations (Python: ddx7.corpus.list_corpora)."""
+    from ddx7.corpus import list_corpora
+
+    rows = list_corpora(home)
+    if json_:
+        _print_json(rows)
+        return
+    table = Table()
+    for col in ("name", "kind", "instrument", "train s", "valid s", "test s", "segments"):
+        table.add_column(col)
+    for r in rows:
+        d = r.get("durations", {})
+        table.add_row(r["name"], str(r.get("kind", "")), str(r.get("instrument") or ""),
+                      *(f"{d.get(s, 0.0):.1f}" for s in ("train", "valid", "test")),
+                      str(sum((r.get("segments") or {}).values()) if isinstance(r.get("segments"), dict)
+                          else r.get("segments", "")))
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# fit / resynth / runs
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command("fit")
+def fit(
+    corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (see `dx7tools corpus list`).")],
+    voice: Annotated[Optional[str], typer.Option("--voice", help="Library voice id or name whose fixed configuration "
+                                                 "DDX7 uses; default: the paper's for violin/flute/trumpet.")] = None,
+    model: Annotated[str, typer.Option("--model", help="ddx7 or hpn (the DDSP baseline).")] = "ddx7",
+    minutes: Annotated[Optional[float], typer.Option("--minutes", help="Training time budget.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Train this many steps instead of --minutes.")] = None,
+    run: Annotated[Optional[str], typer.Option("--run", help="Run name (default: CORPUS-MODEL[-N]).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run named by --run after a stop.")] = False,
+    crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for f0: full or tiny.")] = "full",
+    crepe_hop: Annotated[Optional[int], typer.Option("--crepe-hop", help="Run CREPE every N samples and "
+                                                     "interpolate to 250 frames/s (faster; default 64).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    segment_seconds: Annotated[float, typer.Option("--segment-seconds")] = 1.0,
+    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 2e-3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads (default: all cores).")] = None,
+    test_audio: Annotated[bool, typer.Option("--test-audio/--no-test-audio", help="Resynthesise the test split "
+                                             "at the end.")] = True,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Train DDX7 (or HpN) on a corpus (Python: ddx7.train.fit)."""
+    import dataclasses
+    import json as _json
+
+    from ddx7 import train
+    from ddx7.corpus import Corpus
+    from ddx7.presets import resolve_config
+
+    if steps is None and minutes is None:
+        minutes = train.FitConfig.minutes
+    if resume and run is None:
+        raise DX7Error("--resume needs --run NAME")
+    name = train.check_name(run) if run else train.default_run_name(home, corpus, model)
+    run_dir = train.runs_dir(home) / name
+    if resume and (run_dir / "run.json").exists():
+        saved = _json.loads((run_dir / "run.json").read_text())
+        cfg = train.FitConfig(**saved["config"])
+        if steps is not None or minutes is not None:
+            cfg.steps, cfg.minutes = steps, (minutes if steps is None else None)
+        config = FixedConfig.from_dict(saved["fixed_config"]) if saved.get("fixed_config") else None
+    else:
+        cfg = train.FitConfig(corpus=corpus, model=model, voice=voice, steps=steps,
+                              minutes=None if steps is not None else minutes, segment_seconds=segment_seconds,
+                              batch_size=batch_size, learning_rate=learning_rate, crepe=crepe, crepe_hop=crepe_hop,
+                              seed=seed, threads=threads)
+        cfg.check()
+        instrument = Corpus.open(home, corpus).to_dict().get("instrument")
+        config = resolve_config(home, voice, instrument) if model == "ddx7" else None
+    if config is not None:
+        err.print(f"fixed configuration: {config.describe()} ({config.name})", highlight=False)
+    with _progress_bar("features") as bar:
+        task = bar.add_task("features", total=None)
+        data = train.load_examples(home, cfg.corpus, cfg,
+                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
+    progress = Progress(TextColumn("[bold]training[/] {task.description}"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("left"),
+                        _TimeLeft(), console=err, transient=True)
+    with progress:
+        total = cfg.steps if cfg.steps is not None else cfg.minutes * 60.0
+        task = progress.add_task("", total=total)
+
+        def on_step(ev: dict) -> None:
+            done = ev["step"] if cfg.steps is not None else ev["elapsed_s"]
+            progress.update(task, completed=min(done, total),
+                            description=f"step {ev['step']}  loss {ev['loss']:.3f}  best valid {ev['best_valid']:.3f}")
+
+        result = train.fit(home, run_dir, cfg, config, resume=resume, progress=on_step, data=data)
+    files = train.write_test_resynthesis(run_dir, data) if test_audio and data["test"] else []
+    info = {"run": name, "path": str(run_dir), "model": cfg.model, "steps": result.steps,
+            "best_valid_loss": round(result.best_valid, 6), "parameters": result.parameters,
+            "seconds": round(result.elapsed_s, 1), "test_audio": str(run_dir / "test") if files else None,
+            "fixed_config": config.to_dict() if config is not None else None}
+    if json_:
+        _print_json(info)
+    else:
+        out.print(f"run {name}: {cfg.model}, {result.parameters:,} parameters, {result.steps} steps in "
+                  f"{result.elapsed_s / 60:.1f} min, best validation loss {result.best_valid:.4f}", highlight=False)
+        if files:
+            out.print(f"test split resynthesised: {run_dir / 'test'} ({len(files) // 2} excerpts)", highlight=False)
+
+
+class _TimeLeft(TextColumn):
+    def __init__(self):
+        super().__init__("")
+
+    def render(self, task):  # type: ignore[override]
+        from rich.text import Text
+
+        if not task.total or not task.completed or task.elapsed is None:
+            return Text("?")
+        left = task.elapsed * (task.total - task.completed) / max(task.completed, 1e-9)
+        return Text(f"{int(left // 60)}:{int(left % 60):02d}")
+
+
+@app.command("resynth")
+def resynth(
+    run: Annotated[str, typer.Argument(help="Run name (see `dx7tools runs`) or run folder.")],
+    input_: Annotated[Path, typer.Argument(metavar="IN", help="Any audio file soundfile reads.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="WAV to write (16 kHz, 32-bit float).")],
+    block_seconds: Annotated[float, typer.Option("--block-seconds", min=0.1, help="Block length.")] = 10.0,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Resynthesise any recording with a trained run, in blocks (Python: ddx7.resynth.resynthesize_file)."""
+    from ddx7 import train
+    from ddx7.resynth import resynthesize_file
+
+    run_dir = Path(run) if Path(run).is_dir() else train.runs_dir(home) / train.check_name(run)
+    if not run_dir.exists():
+        raise DX7Error(f"no run named {run!r} (see `dx7tools runs`)")
+    with _progress_bar("resynthesis") as bar:
+        task = bar.add_task("resynth", total=None)
+        info = resynthesize_file(run_dir, input_, output, block_seconds=block_seconds,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if json_:
+        _print_json(info)
+    else:
+        out.print(f"wrote {info['seconds']:.1f} s -> {output}", highlight=False)
+
+
+@app.command("runs")
+def runs(json_: JsonOption = False, home: HomeOption = None) -> None:
+    """Training runs in the data home (Python: ddx7.train.list_runs)."""
+    from ddx7.train import list_runs
+
+    rows = list_runs(home)
+    if json_:
+        _print_json(rows)
+        return
+    table = Table()
+    for col in ("name", "corpus", "model", "status", "steps", "best valid", "parameters"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["name"]), str(r["corpus"]), str(r["model"]), str(r["status"]), str(r.get("steps") or ""),
+                      f"{r['best_valid_loss']:.4f}" if r.get("best_valid_loss") is not None else "",
+                      f"{r['parameters']:,}" if r.get("parameters") else "")
+    out.print(table)
 
 
 def main() -> None:
