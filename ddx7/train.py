@@ -177,7 +177,7 @@ def _load(path: Path) -> tuple[dict, dict]:
 
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get("meta", "{}"))
-    except (OSError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
+    except Exception as exc:  # safetensors raises its own SafetensorError for a bad header
         raise DX7Error(f"not a readable checkpoint: {exc}", str(path)) from None
     return tensors, meta
 
@@ -256,6 +256,7 @@ def evaluate(model, examples: list[Example], max_frames: int = 2500) -> float:
     """Mean spectral loss over whole segments (each cut to ``max_frames``)."""
     model.eval()
     losses = []
+    torch.manual_seed(0)  # HpN's noise: the same validation every time (training re-seeds per step)
     with torch.no_grad():
         for e in examples:
             n = min(e.frames, max_frames)
@@ -283,6 +284,7 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
     run_dir.mkdir(parents=True, exist_ok=True)
 
     data = data if data is not None else load_examples(home, cfg.corpus, cfg)
+    torch.manual_seed(cfg.seed)  # the initial weights, too, are a function of the seed
     model = build_model(cfg.model, config, **model_kwargs({"model": cfg.model, "config": asdict(cfg)}))
     params = count_parameters(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
@@ -321,12 +323,13 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         loss = multiscale_spectral_loss(model(f0, loud), target)
+        loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         step += 1
-        row = {"step": step, "train_loss": f"{float(loss):.6f}", "valid_loss": "", "lr": f"{lr_at(step - 1):.6g}",
+        row = {"step": step, "train_loss": f"{loss_value:.6f}", "valid_loss": "", "lr": f"{lr_at(step - 1):.6g}",
                "elapsed_s": f"{time.perf_counter() - started:.2f}"}
         final = (cfg.steps is not None and step >= cfg.steps) or time.perf_counter() - started >= budget
         if step % cfg.valid_every == 0 or final:
@@ -338,7 +341,7 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
                       {"step": step, "valid_loss": valid})
         rows.append(row)
         if progress:
-            progress({"step": step, "steps": cfg.steps, "loss": float(loss), "best_valid": best,
+            progress({"step": step, "steps": cfg.steps, "loss": loss_value, "best_valid": best,
                       "elapsed_s": time.perf_counter() - started, "budget_s": budget})
         if final or time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds:
             checkpoint()
