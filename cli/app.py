@@ -406,6 +406,9 @@ def fit(
     learning_rate: Annotated[float, typer.Option("--learning-rate")] = 2e-3,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads (default: all cores).")] = None,
+    valid_every: Annotated[int, typer.Option("--valid-every", min=1, help="Validate every N steps.")] = 50,
+    checkpoint_seconds: Annotated[float, typer.Option("--checkpoint-seconds", min=0.0,
+                                                      help="Write a checkpoint at most this often.")] = 20.0,
     test_audio: Annotated[bool, typer.Option("--test-audio/--no-test-audio", help="Resynthesise the test split "
                                              "at the end.")] = True,
     json_: JsonOption = False,
@@ -425,7 +428,9 @@ def fit(
         raise DX7Error("--resume needs --run NAME")
     name = train.check_name(run) if run else train.default_run_name(home, corpus, model)
     run_dir = train.runs_dir(home) / name
-    if resume and (run_dir / "run.json").exists():
+    if resume and not (run_dir / "run.json").exists():
+        raise DX7Error(f"nothing to resume: no run named {name!r} (see `dx7tools runs`)")
+    if resume:
         saved = _json.loads((run_dir / "run.json").read_text())
         cfg = train.FitConfig(**saved["config"])
         if steps is not None or minutes is not None:
@@ -435,7 +440,8 @@ def fit(
         cfg = train.FitConfig(corpus=corpus, model=model, voice=voice, steps=steps,
                               minutes=None if steps is not None else minutes, segment_seconds=segment_seconds,
                               batch_size=batch_size, learning_rate=learning_rate, crepe=crepe, crepe_hop=crepe_hop,
-                              seed=seed, threads=threads)
+                              seed=seed, threads=threads, valid_every=valid_every,
+                              checkpoint_seconds=checkpoint_seconds)
         cfg.check()
         instrument = Corpus.open(home, corpus).to_dict().get("instrument")
         config = resolve_config(home, voice, instrument) if model == "ddx7" else None

@@ -20,7 +20,7 @@ import torch
 
 from dx7tools.errors import DX7Error
 
-from .train import HOP, SAMPLE_RATE, load_model, voiced_f0
+from .train import HOP, SAMPLE_RATE, confidence_threshold, load_model, voiced_f0
 
 MARGIN = 1024  # samples of context on each side of a block (loudness n_fft / 2; CREPE needs 512)
 
@@ -98,7 +98,8 @@ def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0,
                     chunk = _read(fin, k0 * HOP - MARGIN, k1 * HOP + MARGIN, total)
                     feats = compute_features(chunk, SAMPLE_RATE, hop=HOP, model=cfg["crepe"], crepe_hop=cfg["crepe_hop"])
                     sl = slice(MARGIN // HOP, MARGIN // HOP + (k1 - k0))
-                    f0 = voiced_f0(np.asarray(feats["f0_hz"])[sl], np.asarray(feats["confidence"])[sl])
+                    f0 = voiced_f0(np.asarray(feats["f0_hz"])[sl], np.asarray(feats["confidence"])[sl],
+                                   confidence_threshold(cfg))
                     loud = np.asarray(feats["loudness_db"], dtype=np.float32)[sl]
                     audio, state = model_block(model, torch.from_numpy(f0)[None], torch.from_numpy(loud)[None], state)
                     fout.write(audio[0].numpy()[: max(0, min((k1 - k0) * HOP, total - k0 * HOP))])

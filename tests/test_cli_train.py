@@ -1,0 +1,114 @@
+"""The training commands end to end through the real console script: corpus add, fit (and a
+kill -9 in the middle of it, then --resume), runs, resynth."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from ddx7.presets import paper_config
+from ddx7.synth import FMSynth
+
+PATCHES = Path(__file__).parent.parent / "patches" / "dx7tools-starters.syx"
+FIT = ("--voice", "DDX7 VIOLN", "--crepe", "tiny", "--batch-size", "2", "--segment-seconds", "0.5",
+       "--valid-every", "5", "--checkpoint-seconds", "0", "--no-test-audio")
+
+
+def phrase(f0: float, seconds: float, sr: int = 16000) -> np.ndarray:
+    frames = int(seconds * 250)
+    env = np.minimum(1, np.minimum(np.arange(frames), frames - np.arange(frames)) / 25.0)
+    index = torch.from_numpy(np.stack([env * 1.6, env * 0.6, env * 1.2, env * 0.8, env * 0.3, env * 0.05], -1))
+    with torch.no_grad():
+        return FMSynth(paper_config("violin"))(torch.full((1, frames), f0), index.float()[None])[0].numpy() * 0.3
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("recordings")
+    silence = np.zeros(8000, np.float32)
+    for i, f0 in enumerate((196.0, 261.6, 392.0)):
+        take = np.concatenate([phrase(f0, 2.0), silence, phrase(f0 * 1.26, 1.5), silence, phrase(f0 * 1.5, 1.0)])
+        stereo = np.stack([take, take], 1)
+        soundfile.write(d / f"take{i}.wav", stereo, 16000)
+    return d
+
+
+@pytest.fixture
+def mini(run_cli, recordings):
+    r = run_cli("import", str(PATCHES))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("corpus", "add", "mini", "--audio", str(recordings), "--json")
+    assert r.returncode == 0, r.stderr
+    return run_cli
+
+
+def metrics(home: Path, run: str) -> list[dict]:
+    return list(csv.DictReader(open(home / "runs" / run / "metrics.csv")))
+
+
+def test_fit_runs_and_resynth(mini, home, recordings, tmp_path):
+    r = mini("fit", "--corpus", "mini", "--steps", "6", "--run", "a", *FIT, "--json")
+    assert r.returncode == 0, r.stderr
+    info = r.json()
+    assert info["steps"] == 6 and info["parameters"] > 400_000 and info["fixed_config"]["algorithm"] == 2
+    r = mini("runs", "--json")
+    assert [x["name"] for x in r.json()] == ["a"]
+    # the same name again: refused without --resume
+    r = mini("fit", "--corpus", "mini", "--steps", "6", "--run", "a", *FIT)
+    assert r.returncode == 1 and "exists; pass --resume" in r.stderr
+    # resynthesis block by block equals one big block
+    src = recordings / "take1.wav"
+    for blocks in ("0.37", "100"):
+        r = mini("resynth", "a", str(src), "-o", str(tmp_path / f"out{blocks}.wav"), "--block-seconds", blocks)
+        assert r.returncode == 0, r.stderr
+    small, sr = soundfile.read(tmp_path / "out0.37.wav")
+    big, _ = soundfile.read(tmp_path / "out100.wav")
+    assert sr == 16000 and len(small) == len(big) == soundfile.info(src).frames
+    np.testing.assert_allclose(small, big, atol=2e-3)
+
+
+def test_kill_9_then_resume_gives_the_same_curve(mini, home, dx7tools_exe):
+    args = [dx7tools_exe, "fit", "--corpus", "mini", "--steps", "30", *FIT, "--home", str(home), "--threads", "1"]
+    r = mini("fit", "--corpus", "mini", "--steps", "30", "--run", "straight", *FIT, "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen(args + ["--run", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = home / "runs" / "killed" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if ckpt.exists() and len(ckpt.read_text().splitlines()) > 12:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(metrics(home, "killed"))
+    assert 10 < done < 30, done
+    r = mini("fit", "--corpus", "mini", "--run", "killed", "--resume", "--steps", "30", "--no-test-audio")
+    assert r.returncode == 0, r.stderr
+    a, b = metrics(home, "straight"), metrics(home, "killed")
+    assert [x["step"] for x in b] == [str(i) for i in range(1, 31)]
+    np.testing.assert_allclose([float(x["train_loss"]) for x in a], [float(x["train_loss"]) for x in b], rtol=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("fit", "--corpus", "nope", "--steps", "1"), "no corpus named 'nope'"),
+    (("fit", "--corpus", "mini", "--steps", "1", "--voice", "NO SUCH VOICE"), "no voice"),
+    (("fit", "--corpus", "mini", "--steps", "1", "--model", "wavenet"), "unknown model"),
+    (("fit", "--corpus", "mini", "--steps", "1", "--run", "../x"), "bad run name"),
+    (("fit", "--corpus", "mini", "--run", "ghost", "--resume"), "nothing to resume"),
+    (("resynth", "ghost", "in.wav", "-o", "out.wav"), "no run named 'ghost'"),
+    (("fit", "--corpus", "mini", "--steps", "1"), "pass --voice"),
+])
+def test_training_bad_input(mini, args, message):
+    r = mini(*args)
+    assert r.returncode == 1 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
