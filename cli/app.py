@@ -331,7 +331,7 @@ def corpus_build(
     from ddx7.corpus import build_corpus
 
     with _progress_bar(f"rendering {instrument}") as bar:
-        task = bar.add_task("render", total=None)
+        task = bar.add_task("render", total=1)
         corpus = build_corpus(home, instrument, minutes=minutes, seed=seed, overwrite=overwrite,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
     info = _corpus_info(corpus)
@@ -354,7 +354,7 @@ def corpus_add(
     if (audio is None) == (urmp is None):
         raise DX7Error("give exactly one of --audio DIR or --urmp DIR")
     with _progress_bar(f"reading {name}") as bar:
-        task = bar.add_task("read", total=None)
+        task = bar.add_task("read", total=1)
         corpus = add_corpus(home, name, audio_dir=audio, urmp_dir=urmp, instrument=instrument, overwrite=overwrite,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
     _warn(list(getattr(corpus, "warnings", []) or []))
@@ -448,7 +448,7 @@ def fit(
     if config is not None:
         err.print(f"fixed configuration: {config.describe()} ({config.name})", highlight=False)
     with _progress_bar("features") as bar:
-        task = bar.add_task("features", total=None)
+        task = bar.add_task("features", total=1)
         data = train.load_examples(home, cfg.corpus, cfg,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
     progress = Progress(TextColumn("[bold]training[/] {task.description}"), BarColumn(),
@@ -508,7 +508,7 @@ def resynth(
     if not run_dir.exists():
         raise DX7Error(f"no run named {run!r} (see `dx7tools runs`)")
     with _progress_bar("resynthesis") as bar:
-        task = bar.add_task("resynth", total=None)
+        task = bar.add_task("resynth", total=1)
         info = resynthesize_file(run_dir, input_, output, block_seconds=block_seconds,
                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
     if json_:

@@ -27,7 +27,11 @@ def write_wav(path: str | os.PathLike, audio, sample_rate: int) -> None:
         raise DX7Error(f"sample rate must be a whole number > 0, got {sample_rate!r}", str(path))
     buf = io.BytesIO()
     soundfile.write(buf, x, int(sample_rate), format="WAV", subtype="FLOAT")
-    atomic_write_bytes(path, buf.getvalue())
+    data = bytearray(buf.getvalue())
+    peak = data.find(b"PEAK", 12)
+    if peak > 0:  # libsndfile stamps its PEAK chunk with the time: zero it, same audio -> same bytes
+        data[peak + 12: peak + 16] = b"\0\0\0\0"
+    atomic_write_bytes(path, bytes(data))
 
 
 def read_audio(path: str | os.PathLike, *, mono: bool = True) -> tuple[np.ndarray, int]:
