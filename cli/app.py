@@ -296,6 +296,19 @@ corpus_app = typer.Typer(help="Instrument corpora for training: build the defaul
 app.add_typer(corpus_app, name="corpus")
 
 
+def _print_rows(rows: list[dict], columns, cells, json_: bool) -> None:
+    """``--json``: the rows as they are; else a table of ``cells(row)``."""
+    if json_:
+        _print_json(rows)
+        return
+    table = Table()
+    for col in columns:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*cells(r))
+    out.print(table)
+
+
 def _progress_bar(label: str):
     return Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
                     TimeElapsedColumn(), console=err, transient=True)
@@ -367,20 +380,14 @@ def corpus_list(json_: JsonOption = False, home: HomeOption = None) -> None:
     """Corpora in the data home with their durations (Python: ddx7.corpus.list_corpora)."""
     from ddx7.corpus import list_corpora
 
-    rows = list_corpora(home)
-    if json_:
-        _print_json(rows)
-        return
-    table = Table()
-    for col in ("name", "kind", "instrument", "train s", "valid s", "test s", "segments"):
-        table.add_column(col)
-    for r in rows:
-        d = r.get("durations", {})
-        table.add_row(r["name"], str(r.get("kind", "")), str(r.get("instrument") or ""),
-                      *(f"{d.get(s, 0.0):.1f}" for s in ("train", "valid", "test")),
-                      str(sum((r.get("segments") or {}).values()) if isinstance(r.get("segments"), dict)
-                          else r.get("segments", "")))
-    out.print(table)
+    def cells(r: dict) -> list[str]:
+        d, segs = r.get("durations") or {}, r.get("segments")
+        return [r["name"], str(r.get("kind", "")), str(r.get("instrument") or ""),
+                *(f"{d.get(s, 0.0):.1f}" for s in ("train", "valid", "test")),
+                str(sum(segs.values()) if isinstance(segs, dict) else segs or "")]
+
+    _print_rows(list_corpora(home), ("name", "kind", "instrument", "train s", "valid s", "test s", "segments"),
+                cells, json_)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,18 +529,13 @@ def runs(json_: JsonOption = False, home: HomeOption = None) -> None:
     """Training runs in the data home (Python: ddx7.train.list_runs)."""
     from ddx7.train import list_runs
 
-    rows = list_runs(home)
-    if json_:
-        _print_json(rows)
-        return
-    table = Table()
-    for col in ("name", "corpus", "model", "status", "steps", "best valid", "parameters"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(str(r["name"]), str(r["corpus"]), str(r["model"]), str(r["status"]), str(r.get("steps") or ""),
-                      f"{r['best_valid_loss']:.4f}" if r.get("best_valid_loss") is not None else "",
-                      f"{r['parameters']:,}" if r.get("parameters") else "")
-    out.print(table)
+    def cells(r: dict) -> list[str]:
+        return [str(r["name"]), str(r["corpus"]), str(r["model"]), str(r["status"]), str(r.get("steps") or ""),
+                f"{r['best_valid_loss']:.4f}" if r.get("best_valid_loss") is not None else "",
+                f"{r['parameters']:,}" if r.get("parameters") else ""]
+
+    _print_rows(list_runs(home), ("name", "corpus", "model", "status", "steps", "best valid", "parameters"),
+                cells, json_)
 
 
 def main() -> None:
@@ -542,6 +544,10 @@ def main() -> None:
         app()
     except DX7Error as exc:
         err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(1)
+    except OSError as exc:  # disk full, permissions, ...: atomic writes left the previous files intact
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        err.print(f"[red]error:[/] {where}{exc.strerror or exc}", markup=True, highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]", markup=True)

@@ -102,6 +102,15 @@ class TCN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.blocks(x))
 
+    def fuse_weight_norm(self) -> "TCN":
+        """Bake the weight-norm parametrisations into plain weights (inference only; same outputs)."""
+        from torch.nn.utils import parametrize
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d) and parametrize.is_parametrized(m, "weight"):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+        return self
+
 
 class DDX7(nn.Module):
     """TCN -> six output levels (sigmoid x ``imax``) -> FM synth -> reverb."""

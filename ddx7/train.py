@@ -234,6 +234,8 @@ def load_model(run_dir: Path):
     tensors, _ = _load(weights)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     model.eval()
+    if run["model"] == "ddx7":
+        model.decoder.fuse_weight_norm()  # inference: no per-call weight recomputation
     return model, run
 
 

@@ -157,3 +157,27 @@ def test_resolve_config():
         resolve_config(None, None, "oboe")
     with pytest.raises(DX7Error, match="--voice auto"):
         resolve_config(None, "auto", "violin")
+
+
+def test_streaming_blocks_match_whole_renders():
+    from ddx7.resynth import model_block
+
+    torch.manual_seed(0)
+    ddx7 = DDX7(paper_config("flute")).eval()
+    hpn = HpN().eval()
+    f0 = torch.full((1, 300), 330.0) * torch.linspace(1, 1.5, 300)
+    loud = torch.linspace(-60, -10, 300)[None]
+    with torch.no_grad():
+        whole = ddx7(f0, loud)
+        state, parts = None, []
+        for a in range(0, 300, 70):
+            y, state = model_block(ddx7, f0[:, a:a + 70], loud[:, a:a + 70], state)
+            parts.append(y)
+        torch.testing.assert_close(torch.cat(parts, 1), whole, atol=2e-4, rtol=0)
+        amps, _, _ = hpn.controls(f0, loud)
+        harm_whole = hpn.harmonic(f0, amps)
+        state, parts = None, []
+        for a in range(0, 300, 70):
+            y, state = hpn.harmonic_block(f0[:, a:a + 70], amps[:, a:a + 70], state)
+            parts.append(y)
+        torch.testing.assert_close(torch.cat(parts, 1), harm_whole, atol=1e-5, rtol=0)
