@@ -47,6 +47,7 @@ test: install-test hexter
 bench: install-test hexter
 	DX7TOOLS_HEXTER_DIR=$(HEXTER_DIR) $(BIN)/python benchmarks/bench_parse.py
 	$(BIN)/python benchmarks/bench_synth.py
+	$(BIN)/python benchmarks/bench_train.py --minutes 2 --crepe tiny
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .cache build *.egg-info
