@@ -181,3 +181,30 @@ def test_streaming_blocks_match_whole_renders():
             y, state = hpn.harmonic_block(f0[:, a:a + 70], amps[:, a:a + 70], state)
             parts.append(y)
         torch.testing.assert_close(torch.cat(parts, 1), harm_whole, atol=1e-5, rtol=0)
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, data, monkeypatch):
+    import errno
+
+    config = paper_config("violin")
+    kw = dict(corpus="synthetic", batch_size=1, segment_seconds=0.5, minutes=None, checkpoint_seconds=0,
+              valid_every=100)
+    train.fit(None, tmp_path / "r", train.FitConfig(steps=2, **kw), config, data=data)
+    before = (tmp_path / "r" / "checkpoint.safetensors").read_bytes()
+
+    real = train.atomic_write_bytes
+
+    def full_disk(path, payload):
+        if str(path).endswith("checkpoint.safetensors"):
+            # what atomic_write_bytes does when the temporary file cannot be written
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, payload)
+
+    monkeypatch.setattr(train, "atomic_write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train.fit(None, tmp_path / "r", train.FitConfig(steps=4, **kw), config, data=data, resume=True)
+    monkeypatch.setattr(train, "atomic_write_bytes", real)
+    assert (tmp_path / "r" / "checkpoint.safetensors").read_bytes() == before
+    result = train.fit(None, tmp_path / "r", train.FitConfig(steps=4, **kw), config, data=data, resume=True)
+    assert result.steps == 4
+    assert [r["step"] for r in csv.DictReader(open(tmp_path / "r" / "metrics.csv"))] == ["1", "2", "3", "4"]
