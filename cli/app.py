@@ -410,7 +410,7 @@ def fit(
                                                      "interpolate to 250 frames/s (faster; default 64).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     segment_seconds: Annotated[float, typer.Option("--segment-seconds")] = 1.0,
-    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 2e-3,
+    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 5e-3,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads (default: all cores).")] = None,
     valid_every: Annotated[int, typer.Option("--valid-every", min=1, help="Validate every N steps.")] = 50,

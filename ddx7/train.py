@@ -55,7 +55,7 @@ class FitConfig:
     minutes: float | None = 4.0
     segment_seconds: float = 1.0
     batch_size: int = 8
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-3
     lr_decay: float = 0.5             # multiplied in over lr_decay_steps
     lr_decay_steps: int = 2000
     grad_clip: float = 3.0
