@@ -16,13 +16,15 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import best_of  # noqa: E402
 
 from dx7tools import Voice, params, parse_bytes, read_file, vmem_message  # noqa: E402
 
@@ -42,15 +44,6 @@ def make_cartridges(n: int, seed: int = 0) -> list[bytes]:
         vced[:, params.NAME_SLICE] = rng.integers(32, 127, size=(32, params.NAME_LENGTH))
         dumps.append(vmem_message([Voice(row) for row in vced]))
     return dumps[:n]
-
-
-def best_of(repeat: int, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> int:

@@ -32,6 +32,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import best_of  # noqa: E402
 
 from ddx7.feedback import feedback_beta  # noqa: E402
 from ddx7.fidelity import compare_with_dexed, probe_voice  # noqa: E402
@@ -77,15 +80,6 @@ def fidelity(seed: int, feedbacks) -> dict:
     by_fb = {fb: np.nanmean(allr[i::len(feedbacks), 1]) for i, fb in enumerate(feedbacks)}
     print("     sustain mean by feedback: " + ", ".join(f"{fb}: {v:.2f}" for fb, v in by_fb.items()))
     return rows
-
-
-def best_of(repeat: int, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def render_speed(seconds: float) -> None:

@@ -422,7 +422,6 @@ def fit(
     home: HomeOption = None,
 ) -> None:
     """Train DDX7 (or HpN) on a corpus (Python: ddx7.train.fit)."""
-    import dataclasses
     import json as _json
 
     from ddx7 import train

@@ -43,7 +43,7 @@ import numpy as np
 from dx7tools.audio import read_audio, write_wav
 from dx7tools.errors import DX7Error
 from dx7tools.library import resolve_home
-from dx7tools.sysex import atomic_write_bytes
+from dx7tools.sysex import atomic_write_bytes, current_umask
 
 __all__ = [
     "INSTRUMENTS",
@@ -354,7 +354,7 @@ class _Builder:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=self.root))
-            os.chmod(self.tmp, 0o777 & ~_umask())
+            os.chmod(self.tmp, 0o777 & ~current_umask())
             (self.tmp / "audio").mkdir()
         except OSError as exc:
             raise DX7Error(f"cannot create the corpus folder: {exc.strerror or exc}", str(self.root)) from None
@@ -418,10 +418,6 @@ class _Builder:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ---------------------------------------------------------------------------------------------

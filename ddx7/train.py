@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load as st_load
+from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from dx7tools.errors import DX7Error
@@ -182,11 +181,8 @@ def _save(path: Path, tensors: dict, meta: dict) -> None:
 
 def _load(path: Path) -> tuple[dict, dict]:
     try:
-        raw = path.read_bytes()
-        tensors = st_load(raw)
-        from safetensors import safe_open  # metadata lives in the header
-
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="pt") as fh:  # tensors and metadata in one read
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
             meta = json.loads((fh.metadata() or {}).get("meta", "{}"))
     except Exception as exc:  # safetensors raises its own SafetensorError for a bad header
         raise DX7Error(f"not a readable checkpoint: {exc}", str(path)) from None

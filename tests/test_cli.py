@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from dx7tools import read_file, vmem_message, write_cartridge
+from dx7tools import read_file, vmem_message
 from tests.conftest import PATCHES, random_voices
 
 STARTERS = PATCHES / "dx7tools-starters.syx"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 
 from dx7tools import Voice, params, read_file, vmem_message, write_cartridge

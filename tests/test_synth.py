@@ -3,8 +3,6 @@ gradients, streaming, long-file phase, anti-aliasing and bad input."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
