@@ -537,6 +537,9 @@ def runs(json_: JsonOption = False, home: HomeOption = None) -> None:
                 cells, json_)
 
 
+from . import export_cmds  # noqa: E402,F401  (registers commands)
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning DX7Error into one line and exit 1."""
     try:

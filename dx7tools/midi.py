@@ -34,6 +34,8 @@ This module never imports torch; mido is imported where ports are used.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -387,10 +389,28 @@ def output_port_names() -> list[str]:
     import mido
 
     try:
-        return list(mido.get_output_names())
+        with _quiet_stderr():  # ALSA's C library prints its own complaint before rtmidi raises
+            return list(mido.get_output_names())
     except Exception as exc:  # rtmidi raises its own SystemError/RtMidiError types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DX7Error(f"no MIDI system available ({first})") from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C libraries' messages) for the duration."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def match_port(wanted: str, names: Sequence[str]) -> str:
@@ -417,7 +437,8 @@ def open_output(wanted: str):
 
     name = match_port(wanted, output_port_names())
     try:
-        return mido.open_output(name)
+        with _quiet_stderr():
+            return mido.open_output(name)
     except Exception as exc:
         raise DX7Error(f"cannot open MIDI output {name!r}: {exc}") from None
 
@@ -582,3 +603,63 @@ def events_bytes(events: Sequence[Event]) -> bytes:
     for e in ordered:
         message_kind(e.data)
     return b"".join(e.data for e in ordered)
+
+
+# -- what `dx7tools send` sends ------------------------------------------------------------------
+MODES = ("voice", "params")
+
+
+def send_plan(*, voice: Voice | None = None, syx_path=None, mid_path=None, channel: int = 1,
+              mode: str | None = None) -> tuple[list[Event], list[str]]:
+    """The events to send for a voice, a .syx file or a .mid file, and advice for the user.
+
+    Args:
+        voice / syx_path / mid_path: exactly one.
+        channel: MIDI channel 1-16 (SysEx device number and channel messages).
+        mode: ``"voice"`` (whole-voice dumps: the default for voices and .syx files; folds a
+            .mid's parameter changes into dumps), ``"params"`` (155 parameter changes for a
+            voice; a .mid's parameter changes as they are -- its default), or ``None``.
+
+    Returns:
+        ``(events, advice)``; advice lines say what to set on a DX7 for the dumps to load.
+    """
+    if mode is not None and mode not in MODES:
+        raise DX7Error(f"unknown --mode {mode!r}; choose voice or params")
+    if not 1 <= channel <= 16:
+        raise DX7Error(f"--channel must be 1-16, got {channel}")
+    if sum(x is not None for x in (voice, syx_path, mid_path)) != 1:
+        raise DX7Error("send needs exactly one of a voice, a .syx file or a .mid file")
+    if voice is not None:
+        if mode == "params":
+            return [Event(0.0, m) for m in voice_as_parameter_changes(voice, channel)], [dump_advice(KIND_VOICE)]
+        return [Event(0.0, vced_message(voice, channel))], [dump_advice(KIND_VOICE)]
+    if syx_path is not None:
+        from pathlib import Path
+
+        path = Path(syx_path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DX7Error("no such file", str(path)) from None
+        except OSError as exc:
+            raise DX7Error(f"cannot read: {exc.strerror or exc}", str(path)) from None
+        messages = [with_channel(m, channel) for m in split_sysex(data, str(path))]
+        kinds = [validate_sysex(m, str(path)) for m in messages]
+        if mode == "params":
+            if any(k == KIND_BANK for k in kinds):
+                raise DX7Error("--mode params sends one voice as parameter changes; this file holds a 32-voice "
+                               "bank (send it as a dump, or pick one voice)", str(path))
+            out = []
+            for m, k in zip(messages, kinds):
+                if k == KIND_VOICE:
+                    out += voice_as_parameter_changes(parse_bytes(m, str(path)).voices[0].voice, channel)
+                else:
+                    out.append(m)
+            messages = out
+        advice = sorted({dump_advice(k) for k in kinds if k in (KIND_VOICE, KIND_BANK)})
+        return [Event(0.0, m) for m in messages], advice
+    events = read_midi_events(mid_path, channel)
+    if mode == "voice":
+        events = fold_into_voice_dumps(events, None, channel)
+    kinds = {message_kind(e.data) for e in events}
+    return events, sorted({dump_advice(k) for k in kinds if k in (KIND_VOICE, KIND_BANK)})

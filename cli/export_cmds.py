@@ -1,0 +1,223 @@
+"""Exporters and MIDI commands: export, ports, send, render (issue 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dx7tools import DX7Error
+
+from .app import HomeOption, JsonOption, _print_json, _progress_bar, _warn, app, err, out
+
+
+def _voice_or_file(ref: str, home) -> tuple:
+    """``(voice, syx_path, mid_path)`` for a send/render argument: a .mid, a SysEx file, or a library voice."""
+    path = Path(ref)
+    if path.suffix.lower() in (".mid", ".midi", ".smf"):
+        if not path.exists():
+            raise DX7Error("no such file", str(path))
+        return None, None, path
+    if path.exists() and path.is_file():
+        return None, path, None
+    from dx7tools.library import Library
+
+    return Library(home).get(ref).voice, None, None
+
+
+@app.command("export")
+def export(
+    run: Annotated[str, typer.Argument(help="Run name (see `dx7tools runs`) or run folder.")],
+    syx: Annotated[Optional[Path], typer.Option("--syx", help="Write the fitted voice as SysEx here.")] = None,
+    bank: Annotated[bool, typer.Option("--bank", help="With --syx: a 32-voice cartridge (voice in slot 1, "
+                                       "INIT VOICE after) instead of a 163-byte single voice.")] = False,
+    mid: Annotated[Optional[Path], typer.Option("--mid", help="Write a Standard MIDI File performance here.")] = None,
+    from_: Annotated[Optional[Path], typer.Option("--from", help="With --mid: the recording to perform.")] = None,
+    channel: Annotated[int, typer.Option("--channel", min=1, max=16, help="MIDI channel of the .mid.")] = 1,
+    breath: Annotated[bool, typer.Option("--breath", help="With --mid: modulators follow a breath (CC 2) "
+                                         "brightness lane via EG bias instead of parameter changes.")] = False,
+    cc_lanes: Annotated[bool, typer.Option("--cc-lanes", help="With --mid: also per-operator CC 102-107 lanes.")] = False,
+    budget: Annotated[float, typer.Option("--budget", min=100, max=3125, help="Most bytes in any one second "
+                                          "of the .mid stream (the wire carries 3,125).")] = 3000.0,
+    fidelity: Annotated[bool, typer.Option("--fidelity/--no-fidelity", help="With --syx: render with dexed-py and "
+                                           "measure the distance to the model (needs the dexed extra).")] = True,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Fit a DX7 voice to a trained DDX7 run; write it as SysEx and/or a MIDI performance
+    (Python: ddx7.export.export_voice, write_voice, fidelity, export_performance)."""
+    from ddx7 import export as ex
+    from dx7tools.fixed_config import FixedConfig
+
+    if syx is None and mid is None:
+        raise DX7Error("nothing to export: give --syx OUT.syx and/or --mid OUT.mid --from IN.wav")
+    if mid is not None and from_ is None:
+        raise DX7Error("--mid needs --from IN.wav (the recording to perform)")
+    if from_ is not None and not from_.exists():
+        raise DX7Error("no such file", str(from_))
+    for target in (syx, mid):
+        if target is not None and not target.parent.resolve().is_dir():
+            raise DX7Error("cannot write: the folder does not exist", str(target))
+    run_dir = ex.resolve_run(home, run)
+    ex.load_ddx7(run_dir)  # refuse HpN runs and runs without a model before the corpus work
+    with _progress_bar("fitting the voice") as bar:
+        task = bar.add_task("fit", total=1)
+        voice_export = ex.export_voice(run_dir, home)
+        bar.update(task, completed=1)
+    info: dict = {"run": run_dir.name, **voice_export.to_dict()}
+    poor = info["poor_fit_operators"]
+    if poor:
+        _warn([f"operator(s) {', '.join(map(str, poor))}: the DX7 envelope follows the model only roughly "
+               f"(RMS error above {ex.POOR_FIT_DB:g} dB); the best voice found is written anyway"])
+    if syx is not None:
+        ex.write_voice(syx, voice_export.voice, bank=bank)
+        info["syx"] = {"path": str(syx), "format": "32-voice bank (VMEM)" if bank else "single voice (VCED)",
+                       "bytes": syx.stat().st_size}
+        if fidelity:
+            try:
+                config = FixedConfig.from_dict(ex.run_info(run_dir)["fixed_config"])
+                baseline, source = ex.baseline_voice(home, config)
+                with _progress_bar("rendering with dexed") as bar:
+                    task = bar.add_task("render", total=1)
+                    fid = ex.fidelity(voice_export, baseline)
+                    bar.update(task, completed=1)
+                info["fidelity"] = {"baseline_voice": source, **fid}
+            except DX7Error as exc:
+                if "dexed-py" not in str(exc):
+                    raise
+                info["fidelity"] = None
+                _warn(["fidelity not measured: dexed-py (optional extra 'dexed') is not installed"])
+    if mid is not None:
+        with _progress_bar("performance") as bar:
+            task = bar.add_task("perf", total=1)
+            perf = ex.export_performance(run_dir, from_, mid, home=home, voice_export=voice_export, channel=channel,
+                                         budget=budget, breath=breath, cc_lanes=cc_lanes)
+            bar.update(task, completed=1)
+        info["mid"] = {k: v for k, v in perf.items() if not k.startswith("_")}
+    if json_:
+        _print_json(info)
+        return
+    out.print(f"voice {info['voice']!r} fitted in {info['fit_seconds']:.1f} s (per-operator RMS error, dB: "
+              + ", ".join(f"OP{o['op']} {o['rms_db']:.1f}" for o in info["operators"] if not o["silent"]) + ")",
+              highlight=False)
+    if syx is not None:
+        out.print(f"wrote {info['syx']['format']} -> {syx}", highlight=False)
+        fid = info.get("fidelity")
+        if fid:
+            out.print(f"distance to the model's notes (multi-resolution spectral loss / mean dB): exported "
+                      f"{fid['exported']['spectral_loss']:.2f} / {fid['exported']['spectral_db']:.2f} dB, "
+                      f"unfitted {fid['baseline_voice']} {fid['baseline']['spectral_loss']:.2f} / "
+                      f"{fid['baseline']['spectral_db']:.2f} dB", highlight=False)
+    if mid is not None:
+        s = info["mid"]["stream"]
+        out.print(f"wrote {info['mid']['notes']} notes, {s['parameter_changes']} parameter changes -> {mid} "
+                  f"(sidecar {info['mid']['sidecar']}); at most {s['max_bytes_in_one_second']} bytes in one second "
+                  f"(budget {s['budget_bytes_per_second']:.0f}), level error RMS {s['level_rms_levels']:.2f} levels "
+                  f"({s['level_rms_db']:.2f} dB)", highlight=False)
+
+
+@app.command("ports")
+def ports(json_: JsonOption = False) -> None:
+    """MIDI output ports (Python: dx7tools.midi.output_port_names)."""
+    from dx7tools.midi import output_port_names
+
+    names = output_port_names()
+    if json_:
+        _print_json(names)
+    elif not names:
+        out.print("no MIDI output ports")
+    else:
+        for n in names:
+            out.print(n, highlight=False)
+
+
+@app.command("send")
+def send(
+    target: Annotated[str, typer.Argument(metavar="VOICE|FILE.syx|FILE.mid",
+                                          help="A library voice, a SysEx file (voice or cartridge) or a MIDI file.")],
+    port: Annotated[Optional[str], typer.Option("--port", help="Output port: its name or a unique part of it.")] = None,
+    channel: Annotated[int, typer.Option("--channel", min=1, max=16, help="MIDI channel / SysEx device number.")] = 1,
+    dry_run: Annotated[Optional[Path], typer.Option("--dry-run", help="Write the bytes that would be sent to this "
+                                                    "file instead of sending.")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="voice: whole-voice dumps (default for voices; for "
+                                                "a .mid, its parameter changes become dumps between notes); params: "
+                                                "parameter changes (default for a .mid).")] = None,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Send a voice, a cartridge, parameter changes or a .mid to a MIDI port, paced for a real DX7
+    (Python: dx7tools.midi.send_plan, send_events)."""
+    from dx7tools import midi
+    from dx7tools.sysex import atomic_write_bytes
+
+    if port is None and dry_run is None:
+        raise DX7Error("send needs --port NAME (see `dx7tools ports`) or --dry-run OUT.syx")
+    voice, syx, mid = _voice_or_file(target, home)
+    events, advice = midi.send_plan(voice=voice, syx_path=syx, mid_path=mid, channel=channel, mode=mode)
+    plan = midi.schedule(midi.sort_events(events))
+    if dry_run is not None:
+        data = midi.events_bytes(events)
+        atomic_write_bytes(dry_run, data)
+        info = {"dry_run": str(dry_run), "messages": len(events), "bytes": len(data),
+                "wire_seconds": round(float(plan.times[-1]) if len(plan.times) else 0.0, 3), "advice": advice}
+        _print_json(info) if json_ else out.print(f"wrote {len(data)} bytes ({len(events)} messages) -> {dry_run}",
+                                                  highlight=False)
+        return
+    out_port = midi.open_output(port)
+    for line in advice:
+        err.print(f"[cyan]note:[/] {line}", markup=True, highlight=False)
+    if plan.max_lag > 0.05 and mid is not None:
+        _warn([f"the file's stream is denser than the MIDI wire: messages will fall up to {plan.max_lag:.2f} s "
+               "behind (thin it, e.g. re-export with a lower --budget)"])
+    try:
+        with _progress_bar(f"sending to {out_port.name}") as bar:
+            task = bar.add_task("send", total=len(events))
+            report = midi.send_events(out_port, events,
+                                      progress=lambda done, total: bar.update(task, completed=done))
+    finally:
+        out_port.close()
+    info = {**report.to_dict(), "advice": advice}
+    if json_:
+        _print_json(info)
+    else:
+        out.print(f"sent {report.messages} messages ({report.bytes} bytes) to {report.port} in "
+                  f"{report.seconds:.2f} s", highlight=False)
+
+
+@app.command("render")
+def render(
+    voice_ref: Annotated[str, typer.Argument(metavar="VOICE|FILE.syx", help="A library voice or a SysEx file "
+                                             "(its first voice).")],
+    song: Annotated[Path, typer.Argument(metavar="SONG.mid", help="The MIDI file to play.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="WAV to write (32-bit float).")],
+    sample_rate: Annotated[int, typer.Option("--sample-rate", min=8000, max=192000)] = 44100,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Play a MIDI file with a voice through dexed-py, to hear an export without a DX7
+    (Python: ddx7.export.render_midi; needs the dexed extra)."""
+    from ddx7.export import render_midi
+    from dx7tools.audio import write_wav
+    from dx7tools.sysex import read_file
+
+    path = Path(voice_ref)
+    voice = read_file(path).voices[0].voice if path.is_file() else _voice_or_file(voice_ref, home)[0]
+    if voice is None:
+        raise DX7Error("the first argument must be a voice or a SysEx file", voice_ref)
+    if not song.exists():
+        raise DX7Error("no such file", str(song))
+    with _progress_bar("rendering with dexed") as bar:
+        task = bar.add_task("render", total=1)
+        audio, info = render_midi(voice, song, sample_rate=sample_rate,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+    write_wav(output, audio, sample_rate)
+    info = {**info, "output": str(output), "voice": voice.name}
+    if json_:
+        _print_json(info)
+    else:
+        skipped = {k: v for k, v in info["ignored"].items() if v}
+        if skipped:
+            _warn(["not rendered by dexed-py (one held note at a time): "
+                   + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items())])
+        out.print(f"wrote {info['seconds']:.1f} s, {info['notes']} notes -> {output}", highlight=False)

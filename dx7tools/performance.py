@@ -1,0 +1,253 @@
+"""A performance as MIDI: notes from f0/loudness, level automation thinned to the MIDI wire.
+
+Pure numpy + mido (no torch). Frames are at ``frame_rate`` (250/s in the project).
+
+* :func:`segment_notes` -- notes from voiced frames: a note starts where the voice starts, where
+  the (median-smoothed) pitch settles more than ``split_semitones`` away from the note for
+  ``settle_frames`` frames (legato), or where the loudness jumps ``reattack_db`` above its
+  recent minimum (a re-attack); MIDI pitch = the rounded median, the rest goes to pitch bend.
+* :func:`thin_lanes` -- the automation budget: each lane (one operator's output level as DX7
+  parameter changes, a CC lane, ...) wants a value per frame; frames are visited in time order
+  and a lane sends a new value when it is off by at least its step, biggest error first, only
+  if every one-second window that would contain the message stays within ``budget`` bytes,
+  notes and everything else included (:class:`WireBudget`).
+* :func:`write_midi_file` -- Standard MIDI File (type 0, 1 tick = 0.5 ms), written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import DX7Error
+from .midi import Event
+from .sysex import atomic_write_bytes
+
+TICKS_PER_BEAT = 1000
+TEMPO_US = 500_000  # 120 bpm: 1 tick = 0.5 ms
+
+
+@dataclass(frozen=True)
+class Note:
+    start: int   # frame of the note-on
+    end: int     # frame of the note-off (exclusive)
+    pitch: int   # MIDI note
+
+
+def midi_pitch(f0_hz: np.ndarray) -> np.ndarray:
+    """Fractional MIDI pitch of f0 (Hz); NaN where f0 <= 0."""
+    f0 = np.asarray(f0_hz, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(f0 > 0, 69.0 + 12.0 * np.log2(f0 / 440.0), np.nan)
+
+
+def _median_filter(x: np.ndarray, width: int) -> np.ndarray:
+    pad = width // 2
+    xp = np.pad(x, pad, mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(xp, width), axis=1)
+
+
+def segment_notes(f0_hz, loudness_db, *, min_frames: int = 6, split_semitones: float = 0.7,
+                  settle_frames: int = 6, reattack_db: float = 9.0, silence_db: float | None = None) -> list[Note]:
+    """Notes (frame ranges and MIDI pitch) of a monophonic line; see the module notes.
+
+    Args:
+        f0_hz: (T,) f0, 0 where unvoiced.
+        loudness_db: (T,) loudness.
+        min_frames: shorter voiced runs are dropped.
+        silence_db: frames quieter than this are unvoiced too (default: 50 dB below the peak).
+
+    Returns:
+        list of :class:`Note` in time order, non-overlapping.
+    """
+    f0 = np.asarray(f0_hz, dtype=np.float64)
+    loud = np.asarray(loudness_db, dtype=np.float64)
+    if f0.shape != loud.shape or f0.ndim != 1:
+        raise DX7Error(f"f0 and loudness must be (frames,) arrays of one length, got {f0.shape} and {loud.shape}")
+    floor = loud.max() - 50.0 if silence_db is None else silence_db
+    voiced = (f0 > 0) & (loud > floor)
+    notes: list[Note] = []
+    edges = np.flatnonzero(np.diff(np.r_[0, voiced.astype(np.int8), 0]))
+    for a, b in zip(edges[::2], edges[1::2]):
+        if b - a < min_frames:
+            continue
+        pitch = _median_filter(midi_pitch(f0[a:b]), 5)
+        start = a
+        center = np.median(pitch[: min(len(pitch), settle_frames)])
+        away = 0
+        for t in range(a + 1, b):
+            i = t - a
+            jump = abs(pitch[i] - center) > split_semitones
+            away = away + 1 if jump else 0
+            lo = loud[max(start, t - 12): t].min() if t > start else loud[t]
+            reattack = t - start >= min_frames and loud[t] - lo > reattack_db and loud[t] - loud[t - 1] > 1.5
+            if (away >= settle_frames or reattack) and t - start >= min_frames:
+                cut = t - settle_frames + 1 if away >= settle_frames else t
+                notes.append(Note(start, cut, int(round(np.median(pitch[start - a: cut - a])))))
+                start, away = cut, 0
+                center = np.median(pitch[cut - a: min(b - a, cut - a + settle_frames)])
+        if b - start >= 2:
+            notes.append(Note(start, b, int(round(np.median(pitch[start - a: b - a])))))
+    return notes
+
+
+def pitch_bend_values(pitch: np.ndarray, note: int, bend_range: float = 2.0) -> np.ndarray:
+    """14-bit pitch-bend values (-8192..8191, 0 = centre) for fractional ``pitch`` around ``note``."""
+    x = np.clip((np.asarray(pitch, dtype=np.float64) - note) / bend_range, -1.0, 1.0)
+    return np.clip(np.rint(x * 8192), -8192, 8191).astype(np.int64)
+
+
+def pitch_bend_message(value: int, channel: int = 1) -> bytes:
+    v = int(value) + 8192
+    return bytes([0xE0 | (channel - 1), v & 0x7F, v >> 7])
+
+
+# -- the wire budget ---------------------------------------------------------------------------
+class WireBudget:
+    """Bytes per frame bin, and a check that no one-second window would exceed ``budget``."""
+
+    def __init__(self, frames: int, frame_rate: float, budget: float, offset_seconds: float = 0.0):
+        self.frame_rate, self.budget = frame_rate, float(budget)
+        self.width = max(1, int(round(frame_rate)))  # bins per second
+        self.offset = offset_seconds
+        self.bins = np.zeros(frames + self.width + 1)
+        self.window = np.zeros(len(self.bins))  # window[s] = bytes in bins s .. s + width - 1
+
+    def _bin(self, t: float) -> int:
+        return int(np.clip(np.floor((t - self.offset) * self.frame_rate + 1e-9), 0, len(self.bins) - 1))
+
+    def fits(self, t: float, nbytes: int) -> bool:
+        b = self._bin(t)
+        lo = max(0, b - self.width + 1)
+        return bool(self.window[lo: b + 1].max() + nbytes <= self.budget)
+
+    def add(self, t: float, nbytes: int) -> None:
+        b = self._bin(t)
+        self.bins[b] += nbytes
+        self.window[max(0, b - self.width + 1): b + 1] += nbytes
+
+
+@dataclass
+class Lane:
+    """One automated value.
+
+    Attributes:
+        name: e.g. ``"op3_output_level"`` or ``"cc2"``.
+        wanted: (T,) float target per frame (NaN = don't care, e.g. between notes).
+        message: value (int) -> raw MIDI bytes.
+        low, high: range of the sent integer.
+        step: smallest error (in value units) worth a message.
+        weight: error units per value unit (priority between lanes; dB per step for levels).
+    """
+
+    name: str
+    wanted: np.ndarray
+    message: Callable[[int], bytes]
+    low: int = 0
+    high: int = 99
+    step: float = 1.0
+    weight: float = 1.0
+    sent: np.ndarray = field(default=None, repr=False)  # (T,) value in force per frame, after thinning
+    count: int = 0
+
+
+def thin_lanes(lanes: Sequence[Lane], budget: WireBudget, times: np.ndarray, initial: dict | None = None) -> list[Event]:
+    """Choose which lane values to send, frame by frame, within the wire budget (module notes).
+
+    Args:
+        lanes: the lanes; each gets ``sent`` (the value in force per frame) and ``count``.
+        budget: a :class:`WireBudget` already holding the mandatory messages (notes, bends...).
+        times: (T,) seconds of each frame.
+        initial: value in force before the first frame per lane name (default: not set).
+
+    Returns:
+        the lane messages as :class:`Event`s in time order.
+    """
+    initial = initial or {}
+    current = {ln.name: initial.get(ln.name) for ln in lanes}
+    for ln in lanes:
+        ln.sent = np.full(len(times), np.nan)
+        ln.count = 0
+    events: list[Event] = []
+    for t_index, t in enumerate(times):
+        wants = []
+        for ln in lanes:
+            w = ln.wanted[t_index]
+            if not np.isfinite(w):
+                continue
+            value = int(np.clip(np.rint(w), ln.low, ln.high))
+            cur = current[ln.name]
+            err = abs(w - cur) if cur is not None else np.inf
+            if cur is None or (value != cur and err >= ln.step):
+                wants.append((err * ln.weight, ln, value))
+        for _, ln, value in sorted(wants, key=lambda x: -x[0]):
+            data = ln.message(value)
+            if budget.fits(t, len(data)):
+                budget.add(t, len(data))
+                events.append(Event(float(t), data))
+                current[ln.name] = value
+                ln.count += 1
+        for ln in lanes:
+            if current[ln.name] is not None:
+                ln.sent[t_index] = current[ln.name]
+    return events
+
+
+# -- files -------------------------------------------------------------------------------------
+def midi_file_bytes(events: Sequence[Event]) -> bytes:
+    """A type-0 Standard MIDI File of ``events`` (1 tick = 0.5 ms, tempo 120 bpm)."""
+    import mido
+
+    from .midi import sort_events
+
+    mid = mido.MidiFile(type=0, ticks_per_beat=TICKS_PER_BEAT)
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    track.append(mido.MetaMessage("set_tempo", tempo=TEMPO_US, time=0))
+    last = 0
+    ticks_per_second = TICKS_PER_BEAT * 1e6 / TEMPO_US
+    for e in sort_events(events):
+        tick = int(round(e.time * ticks_per_second))
+        msg = mido.Message.from_bytes(list(e.data))
+        track.append(msg.copy(time=max(0, tick - last)))
+        last = max(last, tick)
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+def write_midi_file(path, events: Sequence[Event]) -> None:
+    """Write ``events`` as a Standard MIDI File, atomically (every SysEx validated first)."""
+    from .midi import message_kind
+
+    for e in events:
+        message_kind(e.data)
+    atomic_write_bytes(path, midi_file_bytes(events))
+
+
+def level_trajectories(events: Sequence[Event], frames: int, frame_rate: float, offset: float = 0.0) -> dict:
+    """Reconstruct each voice parameter's value per frame from the parameter changes in ``events``.
+
+    Returns:
+        ``{key: (frames,) float array}`` (NaN before the first change of that key), sample and
+        hold, frame ``i`` at ``offset + i / frame_rate`` seconds.
+    """
+    from .midi import parse_parameter_change
+
+    out: dict[str, np.ndarray] = {}
+    times = offset + np.arange(frames) / frame_rate
+    changes: dict[str, list[tuple[float, int]]] = {}
+    for e in events:
+        pc = parse_parameter_change(e.data)
+        if pc is not None:
+            changes.setdefault(pc[0], []).append((e.time, pc[1]))
+    for key, rows in changes.items():
+        t = np.array([r[0] for r in rows])
+        v = np.array([r[1] for r in rows], dtype=np.float64)
+        idx = np.searchsorted(t, times + 1e-3, side="right") - 1  # file ticks are 0.5 ms
+        out[key] = np.where(idx >= 0, v[np.maximum(idx, 0)], np.nan)
+    return out
