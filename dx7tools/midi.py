@@ -558,11 +558,17 @@ def send_events(port, events: Sequence[Event], pacing: Pacing = Pacing(), clock=
     start = clock.now()
     failure: Exception | None = None
     try:
-        for i, (e, when) in enumerate(zip(events, plan.times)):
-            clock.sleep_until(start + when)
-            report.max_timing_error = max(report.max_timing_error, clock.now() - (start + when))
+        not_before = start
+        for i, (e, when, kind) in enumerate(zip(events, plan.times, kinds)):
+            # On schedule, and never sooner after the previous message than the wire allows
+            # (should that one have left late).
+            message = _to_mido(e.data)
+            clock.sleep_until(max(start + when, not_before))
+            sent_at = clock.now()
+            report.max_timing_error = max(report.max_timing_error, sent_at - (start + when))
+            not_before = sent_at + pacing.busy_seconds(e.data, None if kind == "channel" else kind)
             try:
-                port.send(_to_mido(e.data))
+                port.send(message)
             except Exception as exc:  # the port went away (rtmidi and OS errors differ by platform)
                 failure = exc
                 raise DX7Error(f"MIDI port {name!r} failed after {report.messages} of {len(events)} messages: "
