@@ -1,0 +1,194 @@
+"""Exporting a trained DDX7 run: the fitted voice (loads in dexed-py, round-trips, closer to the
+model than the unfitted voice), the .mid performance (within the wire budget, read back), and the
+export / send / render / ports commands through the real console script."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from ddx7 import export, train
+from ddx7.corpus import add_corpus
+from ddx7.presets import resolve_config
+from ddx7.synth import FMSynth
+from dx7tools import midi, performance as perf
+from dx7tools.errors import DX7Error
+from dx7tools.library import Library
+from dx7tools.sysex import read_file
+
+PATCHES = Path(__file__).parent.parent / "patches" / "dx7tools-starters.syx"
+
+
+def _phrase(config, midi_notes, seconds_each: float) -> np.ndarray:
+    """Notes rendered by our synth with index curves that follow a swell (a learnable corpus)."""
+    frames = int(seconds_each * 250)
+    env = np.minimum(1, np.minimum(np.arange(frames), frames - np.arange(frames)) / 25.0)
+    f0 = np.concatenate([np.full(frames, 440 * 2 ** ((n - 69) / 12)) for n in midi_notes])
+    e = np.tile(env, len(midi_notes))
+    index = np.stack([e * 1.6, e * 0.6, e * 1.2, e * 0.8, e * 0.3, e * 0.05], -1)
+    with torch.no_grad():
+        return FMSynth(config)(torch.from_numpy(f0).float()[None], torch.from_numpy(index).float()[None])[0].numpy() * 0.3
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A DDX7 run trained for 3 steps on a 9-second corpus (CREPE tiny): a model, cheaply."""
+    home = tmp_path_factory.mktemp("export-home")
+    rec = home / "recordings"
+    rec.mkdir()
+    Library(home).import_files([PATCHES])
+    config = resolve_config(home, "DDX7 VIOLN", None)
+    silence = np.zeros(4000, np.float32)
+    for i, notes in enumerate(([55, 60, 62], [64, 67, 69, 72])):
+        soundfile.write(rec / f"take{i}.wav", np.concatenate([_phrase(config, notes, 0.8), silence]), 16000)
+    add_corpus(home, "mini", audio_dir=rec)
+    cfg = train.FitConfig(corpus="mini", voice="DDX7 VIOLN", steps=3, minutes=None, crepe="tiny", batch_size=1,
+                          segment_seconds=0.5, valid_every=3, checkpoint_seconds=0)
+    run_dir = train.runs_dir(home) / "mini-violin"
+    train.fit(home, run_dir, cfg, config)
+    return home, run_dir, rec
+
+
+@pytest.fixture(scope="session")
+def exported(trained):
+    home, run_dir, _ = trained
+    return export.export_voice(run_dir, home)
+
+
+def test_exported_voice_loads_in_dexed_and_round_trips(trained, exported, tmp_path, dexed):
+    home, run_dir, _ = trained
+    voice = exported.voice
+    assert voice.name == "MINI-VIOLI" and voice.algorithm == 2 and voice.feedback == 7
+    single, bank = tmp_path / "v.syx", tmp_path / "b.syx"
+    export.write_voice(single, voice)
+    export.write_voice(bank, voice, bank=True)
+    assert len(single.read_bytes()) == 163 and single.read_bytes()[3] == 0
+    assert len(bank.read_bytes()) == 4104 and bank.read_bytes()[3] == 9
+    assert read_file(single).voices[0].voice == voice and read_file(bank).voices[0].voice == voice
+    patch = dexed.Patch.load_bank(str(bank))[0]
+    assert bytes(patch.to_sysex())[:155] == voice.to_vced()
+    audio = dexed.DexedSynth(16000)
+    audio.load_patch(patch)
+    assert np.abs(audio.render(60, 100, 0.3, 0.5)).max() > 1e-3
+    notes = exported.notes
+    assert notes[0].note == notes[1].note == notes[2].note and notes[1].velocity < notes[0].velocity < notes[2].velocity
+    assert notes[3].note < notes[0].note < notes[4].note
+
+
+def test_export_is_closer_to_the_model_than_the_unfitted_voice(trained, exported, dexed):
+    home, run_dir, _ = trained
+    config = resolve_config(home, "DDX7 VIOLN", None)
+    baseline, source = export.baseline_voice(home, config)
+    assert baseline.name == "DDX7 VIOLN" and "library" in source
+    fid = export.fidelity(exported, baseline)
+    assert fid["exported"]["spectral_loss"] < 0.9 * fid["baseline"]["spectral_loss"]
+    assert fid["exported"]["spectral_db"] < fid["baseline"]["spectral_db"]
+
+
+def test_performance_export_stays_within_the_wire_and_reads_back(trained, exported, tmp_path):
+    home, run_dir, rec = trained
+    out = tmp_path / "perf.mid"
+    info = export.export_performance(run_dir, rec / "take1.wav", out, voice_export=exported, budget=1200.0,
+                                     cc_lanes=True)
+    s = info["stream"]
+    events = midi.read_midi_events(out)
+    sizes = [len(e.data) for e in events]
+    assert midi.max_bytes_per_window([e.time for e in events], sizes) <= 1200 == s["budget_bytes_per_second"]
+    assert s["max_bytes_in_one_second"] <= 1200
+    assert info["notes"] >= 3 and json.loads(out.with_suffix(".json").read_text())["voice"] == "MINI-VIOLI"
+    # the voice rides along at the start, and the parameter changes read back as the levels planned
+    assert midi.message_kind(events[0].data) == midi.KIND_VOICE
+    traj = perf.level_trajectories(events, len(info["_times"]), 250.0, export.LEAD_IN_SECONDS)
+    for ln in info["_lanes"]:
+        if ln.name.startswith("op"):
+            ok = np.isfinite(ln.sent) & np.isfinite(ln.wanted)
+            np.testing.assert_array_equal(traj[ln.name][ok], ln.sent[ok])
+            err = np.abs(traj[ln.name][ok] - ln.wanted[ok])
+            assert np.sqrt(np.mean(err ** 2)) == pytest.approx(s["per_operator"][ln.name]["rms_levels"], abs=2e-3)
+    # sending the file against the fake port: the stream keeps up with the wire (no growing lag)
+    plan = midi.schedule(midi.sort_events(events))
+    assert plan.max_lag < 0.2
+
+
+def test_bad_input(trained, tmp_path):
+    home, run_dir, rec = trained
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(16000, np.float32), 16000)
+    with pytest.raises(DX7Error, match="no voiced frames"):
+        export.export_performance(run_dir, silent, tmp_path / "x.mid")
+    assert not (tmp_path / "x.mid").exists() and not (tmp_path / "x.json").exists()
+    empty_run = tmp_path / "untrained"
+    empty_run.mkdir()
+    (empty_run / "run.json").write_text((run_dir / "run.json").read_text())
+    with pytest.raises(DX7Error, match="no trained model yet"):
+        export.export_voice(empty_run, home)
+
+
+def test_commands_end_to_end(trained, run_cli, tmp_path, dexed):
+    home, run_dir, rec = trained
+    syx, mid = tmp_path / "v.syx", tmp_path / "p.mid"
+    r = run_cli("export", str(run_dir), "--syx", syx, "--mid", mid, "--from", rec / "take0.wav", "--json",
+                use_home=False, env={"DX7TOOLS_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    info = r.json()
+    assert info["syx"]["bytes"] == 163 and info["fidelity"]["exported"]["spectral_loss"] < \
+        info["fidelity"]["baseline"]["spectral_loss"]
+    assert info["mid"]["stream"]["max_bytes_in_one_second"] <= 3000
+    # send: dry run writes exactly the bytes that would go out
+    dry = tmp_path / "dry.syx"
+    r = run_cli("send", syx, "--dry-run", dry, "--channel", "3")
+    assert r.returncode == 0, r.stderr
+    data = dry.read_bytes()
+    assert len(data) == 163 and data[2] == 2 and read_file(dry).voices[0].voice == read_file(syx).voices[0].voice
+    r = run_cli("send", mid, "--dry-run", dry, "--mode", "voice", "--json")
+    assert r.returncode == 0, r.stderr
+    assert all(midi.parse_parameter_change(m) is None for m in _sysex_in(dry.read_bytes()))  # voice dumps instead
+    # render through dexed-py
+    wav = tmp_path / "song.wav"
+    r = run_cli("render", syx, mid, "-o", wav, "--sample-rate", "16000", "--json")
+    assert r.returncode == 0, r.stderr
+    audio, sr = soundfile.read(wav)
+    assert sr == 16000 and np.abs(audio).max() > 1e-3 and r.json()["notes"] == info["mid"]["notes"]
+
+
+def _sysex_in(stream: bytes) -> list[bytes]:
+    out, pos = [], stream.find(b"\xF0")
+    while pos >= 0:
+        end = stream.find(b"\xF7", pos)
+        out.append(stream[pos:end + 1])
+        pos = stream.find(b"\xF0", end)
+    return out
+
+
+def test_command_errors(trained, tmp_path):
+    """Bad input through the typer app in-process (the console script's error line is tested above)."""
+    from typer.testing import CliRunner
+
+    from dx7tools_cli.app import app
+
+    home, run_dir, rec = trained
+    notmidi = tmp_path / "song.mid"
+    notmidi.write_bytes(b"hello")
+    cases = [
+        (("export", "ghost", "--syx", tmp_path / "a.syx"), "no run named 'ghost'"),
+        (("export", str(run_dir)), "nothing to export"),
+        (("export", str(run_dir), "--mid", tmp_path / "a.mid"), "--mid needs --from"),
+        (("export", str(run_dir), "--syx", tmp_path / "nope" / "a.syx"), "folder does not exist"),
+        (("send", notmidi, "--dry-run", tmp_path / "d.syx"), "not a Standard MIDI File"),
+        (("send", "NO SUCH VOICE", "--port", "x"), "no voice"),
+        (("send", "DDX7 VIOLN"), "needs --port"),
+        (("render", "DDX7 VIOLN", notmidi, "-o", tmp_path / "o.wav"), "not a Standard MIDI File"),
+    ]
+    runner = CliRunner()
+    for args, message in cases:
+        r = runner.invoke(app, [*map(str, args), "--home", str(home)])
+        assert isinstance(r.exception, DX7Error) and message in str(r.exception), (args, r.exception)
+        assert "\n" not in str(r.exception)  # one line
+    r = runner.invoke(app, ["send", "DDX7 VIOLN", "--port", "DX7", "--home", str(home)])
+    assert str(r.exception).startswith(("no MIDI system available", "no MIDI output port matching 'DX7'"))
+    assert not list(tmp_path.glob("*.syx")) and not list(tmp_path.glob("*.wav"))
