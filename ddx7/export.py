@@ -173,9 +173,13 @@ def model_note_levels(model, notes: list[HeldNote], silence_db: float):
     index = index.double().numpy()
     if not np.all(np.isfinite(index)):
         raise DX7Error("the model produced non-finite levels for the representative notes")
-    # Where f0 is 0 the synth silences ratio-mode operators whatever the index: level 0 there.
-    ratio_ops = ~np.array(model.synth.config.is_fixed)
-    index = np.where((f0.numpy()[..., None] <= 0) & ratio_ops, 0.0, index)
+    # Where f0 is 0 the synth silences ratio-mode operators whatever the index: a carrier's level
+    # is 0 there; a modulator's does not matter (nothing it modulates sounds).
+    config = model.synth.config
+    ratio_ops = ~np.array(config.is_fixed)
+    carriers = np.isin(np.arange(1, 7), config.algorithm_spec.carriers)
+    unvoiced = (f0.numpy()[..., None] <= 0) & ratio_ops
+    index = np.where(unvoiced & carriers, 0.0, np.where(unvoiced, np.nan, index))
     levels = [index[i, onset:] / 2.0 for i in range(len(notes))]
     audio = audio.numpy()[:, onset * HOP:]
     return levels, [a for a in audio]
@@ -443,13 +447,12 @@ def export_performance(run_dir, wav, out_mid, *, home=None, voice_export: VoiceE
             wanted_ol[span, k - 1] = np.where(ok, amplitude_to_output_level(np.where(ok, ratio, 0.0)), np.nan)
             voice_amp[span, k - 1] = g * output_level_to_amplitude(op.output_level)  # the voice alone
     mandatory = setup + note_events + bend_events
-    wire = perf.WireBudget(T + int(LEAD_IN_SECONDS * FRAME_RATE) + 2, FRAME_RATE, budget, offset_seconds=0.0)
+    wire = perf.WireBudget(T + int(LEAD_IN_SECONDS * FRAME_RATE) + 2, FRAME_RATE, budget)
     for e in mandatory:
-        wire.add(e.time, len(e.data))
-    over = max(wire.window)
-    if over > budget:
-        raise DX7Error(f"the notes and pitch bends alone need {over:.0f} bytes in one second, over the "
-                       f"{budget:.0f}-byte budget")
+        wire.add(e.time, e.data)
+    if wire.worst()["bytes per 1 s"] > 1.0:
+        raise DX7Error(f"the notes and pitch bends alone need more than {budget:.0f} bytes in one second "
+                       "(raise --budget, at most 3125)")
 
     from dx7tools.midi import parameter_change
 
@@ -496,6 +499,8 @@ def export_performance(run_dir, wav, out_mid, *, home=None, voice_export: VoiceE
                                  "max_levels": round(float(e.max()), 3),
                                  "quantisation_rms_levels": round(float(np.sqrt(np.mean(q ** 2))), 3)}
     all_e = [v for v in err_rows.values()]
+    every = np.concatenate([np.abs(ln.sent - ln.wanted)[np.isfinite(ln.sent) & np.isfinite(ln.wanted)]
+                            for ln in lanes if ln.name.startswith("op")] or [np.zeros(1)])
     stream = {
         "messages": len(events), "bytes": int(sum(sizes)), "seconds": round(total_seconds, 3),
         "mean_bytes_per_second": round(sum(sizes) / total_seconds, 1),
@@ -504,6 +509,7 @@ def export_performance(run_dir, wav, out_mid, *, home=None, voice_export: VoiceE
         "parameter_changes": sum(ln.count for ln in lanes if ln.name.startswith("op")),
         "level_rms_levels": round(float(np.sqrt(np.mean([r["rms_levels"] ** 2 for r in all_e]))), 3) if all_e else 0.0,
         "level_max_levels": max((r["max_levels"] for r in all_e), default=0.0),
+        "level_p99_levels": round(float(np.percentile(every, 99)), 3),
         "quantisation_rms_levels": round(float(np.sqrt(np.mean([r["quantisation_rms_levels"] ** 2 for r in all_e]))), 3)
         if all_e else 0.0,
         "per_operator": err_rows,

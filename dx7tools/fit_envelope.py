@@ -42,7 +42,8 @@ class NoteTarget:
         note: MIDI note 0-127.
         velocity: MIDI velocity 1-127.
         note_seconds: how long the key is held (s); the release follows.
-        amplitude: float array (frames,), linear amplitude at ``i / 250`` s after note-on.
+        amplitude: float array (frames,), linear amplitude at ``i / 250`` s after note-on;
+            NaN marks frames that do not matter (left out of the error).
     """
 
     note: int
@@ -89,12 +90,13 @@ def _db(x: np.ndarray, floor: float) -> np.ndarray:
 class _Cost:
     def __init__(self, targets: list[NoteTarget], floor: float):
         self.targets, self.floor = targets, floor
-        self.wanted = [_db(t.amplitude, floor) for t in targets]
+        self.care = [np.isfinite(t.amplitude) for t in targets]
+        self.wanted = [_db(np.nan_to_num(t.amplitude)[c], floor) for t, c in zip(targets, self.care)]
 
     def __call__(self, values: dict, which: list[int] | None = None) -> float:
         sq, n = 0.0, 0
         for i in which if which is not None else range(len(self.targets)):
-            got = _db(render_target(values, self.targets[i]), self.floor)
+            got = _db(render_target(values, self.targets[i])[self.care[i]], self.floor)
             sq += float(np.sum((got - self.wanted[i]) ** 2))
             n += len(got)
         return float(np.sqrt(sq / max(n, 1)))
@@ -131,11 +133,11 @@ def _level_for_db(db: float) -> int:
 
 def _initial(target: NoteTarget, floor: float) -> dict:
     """A start read off the reference note: peak -> output level, sustain -> EG level 3, times -> rates."""
-    a = np.asarray(target.amplitude, dtype=np.float64)
+    a = np.nan_to_num(np.asarray(target.amplitude, dtype=np.float64))
     v = _defaults()
     peak = float(a.max())
     v["output_level"] = int(round_output_level(peak))
-    held = int(round(target.note_seconds * FRAME_RATE))
+    held = min(len(a), int(round(target.note_seconds * FRAME_RATE)))
     sustain = float(np.median(a[held // 2: max(held // 2 + 1, held)])) if held > 2 else peak
     v["eg_level_3"] = v["eg_level_2"] = _level_for_db(20 * np.log10(max(sustain, floor) / peak))
     # Attack: frames to 90 % of the peak; a fast attack is rate ~90, a 0.5 s one ~40.
@@ -176,10 +178,11 @@ def fit_operator(targets: list[NoteTarget], *, floor_db: float = 60.0, silent_be
     if not targets:
         raise DX7Error("nothing to fit: no target notes")
     for t in targets:
-        a = np.asarray(t.amplitude)
-        if a.ndim != 1 or len(a) < 2 or not np.all(np.isfinite(a)) or np.any(a < 0):
-            raise DX7Error("target levels must be finite, >= 0, one value per frame (at least 2 frames)")
-    peak = max(float(np.max(t.amplitude)) for t in targets)
+        a = np.asarray(t.amplitude, dtype=np.float64)
+        if a.ndim != 1 or len(a) < 2 or np.any(np.isinf(a)) or np.any(a < 0) or not np.any(np.isfinite(a)):
+            raise DX7Error("target levels must be finite (NaN: don't care), >= 0, one value per frame "
+                           "(at least 2 frames)")
+    peak = max(float(np.nanmax(t.amplitude)) for t in targets)
     if peak < silent_below:
         return OperatorFit(_defaults(), 0.0, silent=True)
     floor = peak * 10 ** (-floor_db / 20)

@@ -508,6 +508,7 @@ class SendReport:
     notes_released: int = 0         # note-offs sent on the way out for notes still held
     interrupted: bool = False
     kinds: dict = field(default_factory=dict)
+    started: float = 0.0            # clock time of the start (the plan's time 0)
 
     def to_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -548,6 +549,7 @@ def send_events(port, events: Sequence[Event], pacing: Pacing = Pacing(), clock=
     clock = clock or RealClock()
     events = sort_events(events)
     kinds = [message_kind(e.data) for e in events]  # validation first: nothing leaves on a bad message
+    messages = [_to_mido(e.data) for e in events]  # converted up front: nothing slow between sends
     plan = schedule(events, pacing)
     name = getattr(port, "name", str(port))
     report = SendReport(port=name, max_lag=plan.max_lag)
@@ -555,14 +557,13 @@ def send_events(port, events: Sequence[Event], pacing: Pacing = Pacing(), clock=
         report.kinds[k] = report.kinds.get(k, 0) + 1
     held: dict[tuple[int, int], int] = {}
     channels = {0}
-    start = clock.now()
+    start = report.started = clock.now()
     failure: Exception | None = None
     try:
         not_before = start
-        for i, (e, when, kind) in enumerate(zip(events, plan.times, kinds)):
+        for i, (e, when, kind, message) in enumerate(zip(events, plan.times, kinds, messages)):
             # On schedule, and never sooner after the previous message than the wire allows
             # (should that one have left late).
-            message = _to_mido(e.data)
             clock.sleep_until(max(start + when, not_before))
             sent_at = clock.now()
             report.max_timing_error = max(report.max_timing_error, sent_at - (start + when))

@@ -10,7 +10,8 @@ Pure numpy + mido (no torch). Frames are at ``frame_rate`` (250/s in the project
   parameter changes, a CC lane, ...) wants a value per frame; frames are visited in time order
   and a lane sends a new value when it is off by at least its step, biggest error first, only
   if every one-second window that would contain the message stays within ``budget`` bytes,
-  notes and everything else included (:class:`WireBudget`).
+  notes and everything else included, and the wire time (pauses included) leaves the sender no
+  reason to fall behind (:class:`WireBudget`).
 * :func:`write_midi_file` -- Standard MIDI File (type 0, 1 tick = 0.5 ms), written atomically.
 """
 
@@ -107,27 +108,54 @@ def pitch_bend_message(value: int, channel: int = 1) -> bytes:
 
 # -- the wire budget ---------------------------------------------------------------------------
 class WireBudget:
-    """Bytes per frame bin, and a check that no one-second window would exceed ``budget``."""
+    """What the stream may still carry: bytes and wire time per frame bin, checked per window.
 
-    def __init__(self, frames: int, frame_rate: float, budget: float, offset_seconds: float = 0.0):
+    A message fits at time ``t`` if, with it, every one-second window holds at most ``budget``
+    bytes (the figure the MIDI wire is rated in: 3,125 bytes/s) *and* the time the wire and the
+    receiver are busy (bytes at wire speed plus the pauses of :class:`dx7tools.midi.Pacing`, e.g.
+    2 ms after each parameter change) stays within the same fraction of every one-second and
+    every ``burst_seconds`` window -- so that :func:`dx7tools.midi.send_events` can keep to the
+    file's times instead of falling behind.
+    """
+
+    def __init__(self, frames: int, frame_rate: float, budget: float, *, offset_seconds: float = 0.0,
+                 burst_seconds: float = 0.04, pacing=None):
+        from .midi import Pacing
+
         self.frame_rate, self.budget = frame_rate, float(budget)
-        self.width = max(1, int(round(frame_rate)))  # bins per second
+        self.pacing = pacing or Pacing()
         self.offset = offset_seconds
-        self.bins = np.zeros(frames + self.width + 1)
-        self.window = np.zeros(len(self.bins))  # window[s] = bytes in bins s .. s + width - 1
+        self.share = self.budget / self.pacing.bytes_per_second  # busy seconds allowed per second
+        second = max(1, int(round(frame_rate)))
+        burst = max(1, int(round(burst_seconds * frame_rate)))
+        n = frames + second + 1
+        # (width in bins, what is counted, limit per window)
+        self.windows = [(second, "bytes", self.budget), (second, "busy", self.share),
+                        (burst, "busy", self.share * burst / frame_rate + 0.0045)]
+        self.sums = [np.zeros(n) for _ in self.windows]
 
     def _bin(self, t: float) -> int:
-        return int(np.clip(np.floor((t - self.offset) * self.frame_rate + 1e-9), 0, len(self.bins) - 1))
+        return int(np.clip(np.floor((t - self.offset) * self.frame_rate + 1e-9), 0, len(self.sums[0]) - 1))
 
-    def fits(self, t: float, nbytes: int) -> bool:
-        b = self._bin(t)
-        lo = max(0, b - self.width + 1)
-        return bool(self.window[lo: b + 1].max() + nbytes <= self.budget)
+    def _costs(self, data: bytes) -> dict:
+        return {"bytes": float(len(data)), "busy": self.pacing.busy_seconds(data)}
 
-    def add(self, t: float, nbytes: int) -> None:
-        b = self._bin(t)
-        self.bins[b] += nbytes
-        self.window[max(0, b - self.width + 1): b + 1] += nbytes
+    def fits(self, t: float, data: bytes) -> bool:
+        b, cost = self._bin(t), self._costs(data)
+        for (width, what, limit), sums in zip(self.windows, self.sums):
+            if sums[max(0, b - width + 1): b + 1].max() + cost[what] > limit + 1e-12:
+                return False
+        return True
+
+    def add(self, t: float, data: bytes) -> None:
+        b, cost = self._bin(t), self._costs(data)
+        for (width, what, _), sums in zip(self.windows, self.sums):
+            sums[max(0, b - width + 1): b + 1] += cost[what]
+
+    def worst(self) -> dict:
+        """Fullest window of each kind, as a fraction of its limit (> 1: over budget)."""
+        return {f"{what} per {width / self.frame_rate:g} s": float(sums.max() / limit)
+                for (width, what, limit), sums in zip(self.windows, self.sums)}
 
 
 @dataclass
@@ -185,8 +213,8 @@ def thin_lanes(lanes: Sequence[Lane], budget: WireBudget, times: np.ndarray, ini
                 wants.append((err * ln.weight, ln, value))
         for _, ln, value in sorted(wants, key=lambda x: -x[0]):
             data = ln.message(value)
-            if budget.fits(t, len(data)):
-                budget.add(t, len(data))
+            if budget.fits(t, data):
+                budget.add(t, data)
                 events.append(Event(float(t), data))
                 current[ln.name] = value
                 ln.count += 1
