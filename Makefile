@@ -48,6 +48,7 @@ bench: install-test hexter
 	DX7TOOLS_HEXTER_DIR=$(HEXTER_DIR) $(BIN)/python benchmarks/bench_parse.py
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_train.py --minutes 2 --crepe tiny
+	$(BIN)/python benchmarks/bench_export.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .cache build *.egg-info

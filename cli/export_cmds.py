@@ -39,7 +39,8 @@ def export(
                                          "brightness lane via EG bias instead of parameter changes.")] = False,
     cc_lanes: Annotated[bool, typer.Option("--cc-lanes", help="With --mid: also per-operator CC 102-107 lanes.")] = False,
     budget: Annotated[float, typer.Option("--budget", min=100, max=3125, help="Most bytes in any one second "
-                                          "of the .mid stream (the wire carries 3,125).")] = 3000.0,
+                                          "of the .mid stream (the wire carries 3,125); wire time, pauses "
+                                          "included, is held to the same share.")] = 3000.0,
     fidelity: Annotated[bool, typer.Option("--fidelity/--no-fidelity", help="With --syx: render with dexed-py and "
                                            "measure the distance to the model (needs the dexed extra).")] = True,
     json_: JsonOption = False,

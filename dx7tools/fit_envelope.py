@@ -189,7 +189,9 @@ def fit_operator(targets: list[NoteTarget], *, floor_db: float = 60.0, silent_be
     cost = _Cost(list(targets), floor)
     ref = targets[0]
     values = _initial(ref, floor)
-    values["breakpoint"] = int(np.clip(ref.note - 21, 0, 99))  # MIDI note b + 21 is breakpoint b
+    # Keys b + 16 .. b + 18 are the unscaled ones (dx7tools.levels: offset note - b - 17): put the
+    # reference note there, so scaling fits only what changes away from it.
+    values["breakpoint"] = int(np.clip(ref.note - 17, 0, 99))
     _descend(values, ("output_level", *EG_KEYS), cost, [0])
     same_pitch = [i for i, t in enumerate(targets) if t.note == ref.note]
     if fit_velocity and len({targets[i].velocity for i in same_pitch}) > 1:

@@ -258,13 +258,15 @@ def write_midi_file(path, events: Sequence[Event]) -> None:
 
 
 def level_trajectories(events: Sequence[Event], frames: int, frame_rate: float, offset: float = 0.0) -> dict:
-    """Reconstruct each voice parameter's value per frame from the parameter changes in ``events``.
+    """Reconstruct each voice parameter's value per frame, as a receiver holds it: single-voice
+    dumps set every parameter, parameter changes one.
 
     Returns:
-        ``{key: (frames,) float array}`` (NaN before the first change of that key), sample and
-        hold, frame ``i`` at ``offset + i / frame_rate`` seconds.
+        ``{key: (frames,) float array}`` (NaN before the first dump or change of that key),
+        sample and hold, frame ``i`` at ``offset + i / frame_rate`` seconds.
     """
-    from .midi import parse_parameter_change
+    from .midi import KIND_VOICE, message_kind, parse_parameter_change
+    from .sysex import parse_bytes
 
     out: dict[str, np.ndarray] = {}
     times = offset + np.arange(frames) / frame_rate
@@ -273,6 +275,9 @@ def level_trajectories(events: Sequence[Event], frames: int, frame_rate: float, 
         pc = parse_parameter_change(e.data)
         if pc is not None:
             changes.setdefault(pc[0], []).append((e.time, pc[1]))
+        elif e.data[:1] == b"\xF0" and message_kind(e.data) == KIND_VOICE:
+            for p, value in parse_bytes(e.data).voices[0].voice.items():
+                changes.setdefault(p.key, []).append((e.time, value))
     for key, rows in changes.items():
         t = np.array([r[0] for r in rows])
         v = np.array([r[1] for r in rows], dtype=np.float64)

@@ -110,9 +110,40 @@ def test_performance_export_stays_within_the_wire_and_reads_back(trained, export
             np.testing.assert_array_equal(traj[ln.name][ok], ln.sent[ok])
             err = np.abs(traj[ln.name][ok] - ln.wanted[ok])
             assert np.sqrt(np.mean(err ** 2)) == pytest.approx(s["per_operator"][ln.name]["rms_levels"], abs=2e-3)
-    # sending the file against the fake port: the stream keeps up with the wire (no growing lag)
-    plan = midi.schedule(midi.sort_events(events))
-    assert plan.max_lag < 0.2
+    # send the file end to end against the fake port: every byte in order, on time, no hung notes
+    plan_events, advice = midi.send_plan(mid_path=out)
+    assert "SYS INFO AVAIL" in advice[0]
+    clock = midi.VirtualClock()
+    port = midi.FakePort(clock=clock)
+    report = midi.send_events(port, plan_events, clock=clock)
+    sent = [d for _, d in port.sent]
+    assert sent[: len(events)] == [e.data for e in midi.sort_events(events)]
+    assert sent[len(events):] == [bytes([0xB0, 64, 0]), bytes([0xB0, 123, 0])] and report.notes_released == 0
+    on = sum(1 for d in sent if d[0] == 0x90 and d[2] > 0)
+    assert on == info["notes"] == sum(1 for d in sent if d[0] == 0x80)
+    lag = np.array([t for t, _ in port.sent[: len(events)]]) - np.array([e.time for e in midi.sort_events(events)])
+    assert report.max_lag < 0.045 and lag.max() < 0.045  # the budget keeps send on the file's time
+
+
+def test_breath_lane(trained, exported, tmp_path):
+    home, run_dir, rec = trained
+    out = tmp_path / "breath.mid"
+    info = export.export_performance(run_dir, rec / "take1.wav", out, voice_export=exported, breath=True)
+    events = midi.read_midi_events(out)
+    voice = read_file_bytes_voice(events[0].data)
+    modulators = info["controllers"]["breath_cc2"]["operators"]
+    assert modulators and all(voice[f"op{k}_amp_mod_sensitivity"] == 3 for k in modulators)
+    changed = {midi.parse_parameter_change(e.data)[0] for e in events if midi.parse_parameter_change(e.data)}
+    assert not changed & {f"op{k}_output_level" for k in modulators}
+    cc2 = [e.data[2] for e in events if e.data[0] == 0xB0 and e.data[1] == 2]
+    assert len(cc2) > 3 and max(cc2) <= 127
+    assert midi.function_parameter_change("breath_control_assign", 4) in [e.data for e in events]
+
+
+def read_file_bytes_voice(dump: bytes):
+    from dx7tools.sysex import parse_bytes
+
+    return parse_bytes(dump).voices[0].voice
 
 
 def test_bad_input(trained, tmp_path):
