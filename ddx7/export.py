@@ -102,7 +102,10 @@ class CorpusStats:
 def corpus_stats(home, run: dict) -> CorpusStats:
     """:class:`CorpusStats` of the run's training split (features from the corpus's cache)."""
     cfg = FitConfig(**run["config"])
-    data = load_examples(home, cfg.corpus, cfg)
+    try:
+        data = load_examples(home, cfg.corpus, cfg)
+    except DX7Error as exc:
+        raise DX7Error(f"the run's representative notes come from its corpus {cfg.corpus!r}: {exc}") from None
     f0 = np.concatenate([e.f0_hz for e in data["train"]])
     loud = np.concatenate([e.loudness_db for e in data["train"]])
     voiced = f0 > 0

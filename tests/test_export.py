@@ -158,6 +158,8 @@ def test_bad_input(trained, tmp_path):
     (empty_run / "run.json").write_text((run_dir / "run.json").read_text())
     with pytest.raises(DX7Error, match="no trained model yet"):
         export.export_voice(empty_run, home)
+    with pytest.raises(DX7Error, match="representative notes come from its corpus 'mini'"):
+        export.export_voice(run_dir, tmp_path / "elsewhere")
 
 
 def test_commands_end_to_end(trained, run_cli, tmp_path, dexed):

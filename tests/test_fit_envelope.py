@@ -114,3 +114,17 @@ def test_thinning_never_exceeds_the_budget_and_the_file_reads_back(tmp_path):
     budget = perf.WireBudget(frames + 200, fr, 3125 * 20)
     perf.thin_lanes(lanes[:1], budget, times)
     assert np.max(np.abs(lanes[0].sent - wanted[0])) <= 1.0
+
+
+def test_a_target_the_dx7_cannot_draw_still_gets_the_best_valid_settings():
+    from dx7tools import params
+    from dx7tools.fit_envelope import _RANGES
+
+    t = np.arange(400)
+    tremolo = np.where((t // 25) % 2 == 0, 0.8, 0.01)  # 10 Hz on/off: no EG draws that
+    fit = fit_operator([NoteTarget(60, 100, 1.0, tremolo)])
+    assert fit.rms_db > 6.0  # reported as a poor fit by the exporter (ddx7.export.POOR_FIT_DB)
+    for key, value in fit.values.items():
+        lo, hi = _RANGES.get(key, (0, params.BY_KEY[f"op1_{key}"].max))
+        assert lo <= value <= hi
+    apply_fits(Voice.init(), [fit] * 6)  # a valid voice
