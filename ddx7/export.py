@@ -232,7 +232,9 @@ def export_voice(run_dir, home=None) -> VoiceExport:
     stats = corpus_stats(home, run)
     notes = representative_notes(stats)
     levels, audio = model_note_levels(model, notes, stats.silence_db)
-    targets = [[NoteTarget(n.note, n.velocity, NOTE_SECONDS, lv[:, k]) for n, lv in zip(notes, levels)]
+    # The model's frame i is the level reached at the end of that frame, (i + 1) / 250 s after
+    # note-on (the synth interpolates up to it); the DX7 curve's frame j is the level at j / 250 s.
+    targets = [[NoteTarget(n.note, n.velocity, NOTE_SECONDS, np.r_[np.nan, lv[:-1, k]]) for n, lv in zip(notes, levels)]
                for k in range(6)]
     fits = fit_voice_levels(targets)
     config = FixedConfig.from_dict(run["fixed_config"])
