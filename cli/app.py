@@ -538,6 +538,7 @@ def runs(json_: JsonOption = False, home: HomeOption = None) -> None:
 
 
 from . import export_cmds  # noqa: E402,F401  (registers commands)
+from . import eval_cmds  # noqa: E402,F401  (registers commands)
 
 
 def main() -> None:

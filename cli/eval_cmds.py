@@ -1,0 +1,115 @@
+"""Evaluation commands: eval (FAD), paper-table, report (issue 7)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dx7tools import DX7Error
+
+from .app import HomeOption, JsonOption, _print_json, app, err, out
+
+EmbeddingOption = Annotated[str, typer.Option("--embedding", help="FAD embedding: crepe-tiny (default, offline) or "
+                                              "vggish (needs --weights).")]
+WeightsOption = Annotated[Optional[Path], typer.Option("--weights", help="VGGish weights (.safetensors or a "
+                                                       "PyTorch state dict); default $DX7TOOLS_VGGISH_WEIGHTS.")]
+DiagonalOption = Annotated[bool, typer.Option("--diagonal", help="Diagonal covariances, for sets too small for a "
+                                              "full one (not comparable with full FADs).")]
+
+
+@contextmanager
+def _stages():
+    """A progress callback ``(stage, done, total)`` drawing one bar per stage on stderr."""
+    progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True)
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: float, total: float) -> None:
+        if stage not in tasks:
+            for other in tasks.values():
+                progress.update(other, visible=False)
+            tasks[stage] = progress.add_task(stage, total=max(total, 1e-9))
+        progress.update(tasks[stage], completed=done, total=max(total, 1e-9))
+
+    with progress:
+        yield update
+
+
+def _check_weights(embedding: str, weights: Optional[Path]) -> None:
+    if weights is not None and not weights.is_file():
+        raise DX7Error("VGGish weights file not found", str(weights))
+
+
+@app.command("eval")
+def eval_(
+    run: Annotated[str, typer.Argument(help="Run name (see `dx7tools runs`) or run folder.")],
+    embedding: EmbeddingOption = "crepe-tiny",
+    weights: WeightsOption = None,
+    diagonal: DiagonalOption = False,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """FAD of a run's resynthesised test split against its complete corpus, with the floor (original test
+    split) and the HpN run of the same corpus as reference rows (Python: ddx7.evaluate.evaluate_run)."""
+    from ddx7.evaluate import evaluate_run
+
+    _check_weights(embedding, weights)
+    with _stages() as progress:
+        result = evaluate_run(home, run, embedding=embedding, weights=weights, diagonal=diagonal, progress=progress)
+    if json_:
+        _print_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"FAD, embedding {result['embedding_description']}"
+                  + (", diagonal covariances" if diagonal else "") + f"; corpus {result['corpus']}",
+                  title_justify="left")
+    for col in ("row", "FAD", "frames"):
+        table.add_column(col, justify="left" if col == "row" else "right")
+    table.add_row(f"{result['run']} ({result['model']})", f"{result['fad']:.4f}", str(result["n_frames"]))
+    for r in result["reference"]:
+        label = "original test split (floor)" if r["row"] == "original" else f"HpN ({r.get('run')})"
+        table.add_row(label, f"{r['fad']:.4f}", str(r["n_frames"]))
+    out.print(table)
+    out.print(f"corpus: {result['corpus_frames']} frames from {result['audio_seconds'] / 60:.1f} min; "
+              f"{result['seconds']:.1f} s", highlight=False)
+
+
+@app.command("paper-table")
+def paper_table_cmd(
+    more: Annotated[Optional[List[str]], typer.Argument(metavar="[CORPUS]...", help="More corpus names (so "
+                                                        "`--corpus violin flute trumpet` works).")] = None,
+    corpus: Annotated[Optional[List[str]], typer.Option("--corpus", help="Corpora (repeat the option or list "
+                                                       "names after it); default violin flute trumpet, "
+                                                       "built if missing.")] = None,
+    minutes: Annotated[float, typer.Option("--minutes", help="Training minutes per model.")] = 4.0,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Train this many steps per model "
+                                                 "instead of --minutes.")] = None,
+    crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for the training features.")] = "tiny",
+    embedding: EmbeddingOption = "crepe-tiny",
+    weights: WeightsOption = None,
+    diagonal: DiagonalOption = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for paper-table.md/.csv/.json "
+                                                   "(default HOME/paper-table).")] = None,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Train (or reuse) HpN, DDX7 6-op, DDX7 2-op and DDX7 on the selector's top voice per corpus, evaluate all
+    with one embedding and write the table beside the paper's figures (Python: ddx7.paper_table.paper_table)."""
+    from ddx7.paper_table import paper_table
+
+    _check_weights(embedding, weights)
+    corpora = list(dict.fromkeys([*(corpus or []), *(more or [])])) or ["violin", "flute", "trumpet"]
+    with _stages() as progress:
+        result = paper_table(home, corpora, minutes=minutes, steps=steps, crepe=crepe, embedding=embedding,
+                             weights=weights, diagonal=diagonal, out_dir=output, progress=progress)
+    if json_:
+        _print_json({k: v for k, v in result.items() if k not in ("markdown", "csv")})
+        return
+    out.print(result["markdown"], highlight=False, markup=False)
+    out.print("wrote " + ", ".join(result["files"]), highlight=False)
+

@@ -1,0 +1,301 @@
+"""The DDX7 paper's FAD table, reproduced on our corpora: one embedding, same training budget.
+
+    result = paper_table(home, ["violin", "flute", "trumpet"], minutes=4)
+    print(result["markdown"])               # also written to <out>/paper-table.md and .csv
+
+Per corpus it trains (or reuses) four models with the same trainer, budget and CREPE model, and
+evaluates them with one embedding against the complete corpus (see :mod:`ddx7.evaluate`):
+
+========  ==========================================================================
+row       model
+========  ==========================================================================
+original  no model: the original test split against the corpus (the floor)
+hpn       the DDSP harmonic-plus-noise baseline
+ddx7-6op  DDX7 on the paper's configuration for the instrument, 6 operators, Imax 2
+ddx7-2op  DDX7 on a 2-operator stack: OP2 -> OP1, both ratio 1, no feedback
+ddx7-top  DDX7 on the patch selector's top voice for the corpus, when a ranking exists
+========  ==========================================================================
+
+The 2-operator stack is algorithm 1 with OP3-OP6 in fixed mode at 9,772 Hz: above the
+Nyquist frequency of 16 kHz audio, so the synth's anti-aliasing gain is exactly 0 for them
+whatever the network asks, and only OP2 -> OP1 sounds (the TCN keeps its six outputs, so the
+parameter count is that of the 6-operator model). Runs are named
+``paper-<corpus>-<row>-<budget>`` (budget ``4m`` or ``300s`` steps), so a second call with the
+same budget reuses them, and an interrupted one resumes.
+
+The paper's published FADs (URMP recordings, VGGish) are listed beside ours, labelled as a
+different corpus and embedding: compare rankings, not numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from dx7tools.errors import DX7Error
+from dx7tools.fixed_config import FixedConfig
+from dx7tools.sysex import atomic_write_bytes
+
+from .embeddings import DEFAULT_EMBEDDING, Embedder, get_embedding
+
+ProgressFn = Callable[[str, float, float], None]
+
+PAPER_FAD = {
+    # Caspe et al., ISMIR 2022, FAD (VGGish) on URMP, lower is better (../shared/ddx7-notes.md).
+    "original": {"flute": 2.074, "violin": 0.577, "trumpet": 1.069},
+    "hpn": {"flute": 4.326, "violin": 0.795, "trumpet": 2.486},
+    "ddx7-6op": {"flute": 2.731, "violin": 1.618, "trumpet": 4.941},
+    "ddx7-2op": {"flute": 3.364, "violin": 8.270, "trumpet": 1.674},
+}
+LABELS = {
+    "original": "original test split vs corpus (floor)",
+    "hpn": "HpN (DDSP harmonic + noise)",
+    "ddx7-6op": "DDX7, 6 operators, Imax 2 (paper's configuration)",
+    "ddx7-2op": "DDX7, 2-operator stack",
+    "ddx7-top": "DDX7, selector's top voice",
+}
+ROWS = ("original", "hpn", "ddx7-6op", "ddx7-2op", "ddx7-top")
+MUTED_FIXED_COARSE, MUTED_FIXED_FINE = 3, 99   # 10^3 * 10^0.99 = 9,772 Hz fixed: above 8 kHz Nyquist
+
+
+def two_operator_stack() -> FixedConfig:
+    """OP2 -> OP1 (ratios 1, 1, no feedback); OP3-OP6 fixed above Nyquist (muted by anti-aliasing)."""
+    return FixedConfig(algorithm=1, mode=(0, 0, 1, 1, 1, 1),
+                       coarse=(1, 1) + (MUTED_FIXED_COARSE,) * 4, fine=(0, 0) + (MUTED_FIXED_FINE,) * 4,
+                       feedback=0, name="2-OP STACK")
+
+
+def top_voice_config(home, corpus_name: str) -> tuple[FixedConfig | None, str]:
+    """The selector's top configuration for the corpus, or ``(None, why not)``."""
+    try:
+        from .select import cached_top_config
+    except (ImportError, AttributeError):
+        return None, "the patch selector is not available"
+    try:
+        config = cached_top_config(home, corpus_name)
+    except (ImportError, AttributeError):
+        return None, "the patch selector is not available"
+    if config is None:
+        return None, f"no ranking for {corpus_name!r} (run the selector first)"
+    return config, ""
+
+
+@dataclass
+class PlannedRun:
+    row: str
+    model: str
+    config: FixedConfig | None
+    name: str
+
+
+def budget_tag(minutes: float | None, steps: int | None) -> str:
+    return f"{steps}s" if steps is not None else f"{minutes:g}m".replace(".", "p")
+
+
+def plan_runs(home, corpus_name: str, instrument: str | None, minutes: float | None, steps: int | None
+              ) -> tuple[list[PlannedRun], list[str]]:
+    """The runs the table needs for one corpus, and notes on rows that are skipped."""
+    from .presets import paper_config
+
+    tag = budget_tag(minutes, steps)
+    notes: list[str] = []
+    plans = [PlannedRun("hpn", "hpn", None, f"paper-{corpus_name}-hpn-{tag}")]
+    try:
+        plans.append(PlannedRun("ddx7-6op", "ddx7", paper_config(instrument or ""), f"paper-{corpus_name}-ddx7-6op-{tag}"))
+    except DX7Error:
+        notes.append(f"{corpus_name}: ddx7-6op skipped: no paper configuration for instrument {instrument!r}")
+    plans.append(PlannedRun("ddx7-2op", "ddx7", two_operator_stack(), f"paper-{corpus_name}-ddx7-2op-{tag}"))
+    top, why = top_voice_config(home, corpus_name)
+    if top is None:
+        notes.append(f"{corpus_name}: ddx7-top skipped: {why}")
+    else:
+        plans.append(PlannedRun("ddx7-top", "ddx7", top, f"paper-{corpus_name}-ddx7-top-{tag}"))
+    return plans, notes
+
+
+def _train(home, plan: PlannedRun, corpus_name: str, minutes, steps, crepe: str, data: dict,
+           progress: ProgressFn | None) -> dict:
+    """Train the planned run (or reuse / resume it); its ``run.json``."""
+    from . import train
+
+    run_dir = train.runs_dir(home) / plan.name
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
+    if info is not None and info.get("status") == "trained" and (run_dir / "model.safetensors").exists():
+        same = (info.get("model") == plan.model and info["config"].get("crepe") == crepe
+                and (plan.config is None or FixedConfig.from_dict(info["fixed_config"]).key == plan.config.key))
+        if not same:
+            raise DX7Error(f"run {plan.name!r} exists with other settings; remove it or use another --home",
+                           str(run_dir))
+        info["reused"] = True
+        return info
+    cfg = train.FitConfig(corpus=corpus_name, model=plan.model, steps=steps,
+                          minutes=None if steps is not None else minutes, crepe=crepe,
+                          valid_every=min(50, steps) if steps else 50)
+    resume = info is not None and (run_dir / "checkpoint.safetensors").exists()
+    if info is not None and not resume:
+        shutil.rmtree(run_dir)  # a run folder without a checkpoint holds nothing to keep
+    label = f"training {plan.name}"
+    total = steps if steps is not None else minutes * 60.0
+
+    def on_step(ev: dict) -> None:
+        if progress:
+            progress(label, min(ev["step"] if steps is not None else ev["elapsed_s"], total), total)
+
+    train.fit(home, run_dir, cfg, plan.config, resume=resume, progress=on_step, data=data)
+    info = json.loads((run_dir / "run.json").read_text())
+    info["reused"] = False
+    return info
+
+
+def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float | None = 4.0,
+                steps: int | None = None, crepe: str = "tiny", embedding: str = DEFAULT_EMBEDDING,
+                weights=None, diagonal: bool = False, out_dir=None, embedder: Embedder | None = None,
+                progress: ProgressFn | None = None) -> dict:
+    """Train/reuse, evaluate and tabulate (see the module notes).
+
+    Args:
+        home: data home (corpora named violin/flute/trumpet are built there if missing).
+        corpora: corpus names.
+        minutes / steps: training budget per model (steps, if given, wins).
+        crepe: CREPE model for the training features ("tiny", as the demo).
+        embedding, weights, diagonal: the FAD embedding (one for the whole table).
+        out_dir: where ``paper-table.md`` / ``.csv`` / ``.json`` go (default ``<home>/paper-table``).
+
+    Returns:
+        ``{"embedding", "embedding_description", "rows": [...], "notes": [...], "markdown", "csv",
+        "files": [...]}``.
+    """
+    from . import train
+    from .corpus import Corpus, build_corpus
+    from .presets import PAPER_INSTRUMENTS
+    from .evaluate import _row, corpus_reference, original_row, run_stats
+
+    if not corpora:
+        raise DX7Error("no corpus given")
+    if steps is None and not (minutes and minutes > 0):
+        raise DX7Error("--minutes must be > 0")
+    emb = embedder if embedder is not None else get_embedding(embedding, weights=weights)
+    rows: list[dict] = []
+    notes: list[str] = []
+    started = time.perf_counter()
+    for corpus_name in corpora:
+        train.check_name(corpus_name, "corpus")
+        try:
+            corpus = Corpus.open(home, corpus_name)
+        except DX7Error:
+            if corpus_name not in PAPER_INSTRUMENTS:
+                raise
+            corpus = build_corpus(home, corpus_name,
+                                  progress=(lambda d, t: progress(f"building corpus {corpus_name}", d, t))
+                                  if progress else None)
+        instrument = corpus.instrument
+        plans, skipped = plan_runs(home, corpus_name, instrument, minutes, steps)
+        notes += skipped
+        fit_cfg = train.FitConfig(corpus=corpus_name, crepe=crepe)
+        data = train.load_examples(home, corpus_name, fit_cfg,
+                                   progress=(lambda d, t: progress(f"features {corpus_name}", d, t))
+                                   if progress else None)
+        if not data["test"]:
+            raise DX7Error(f"corpus {corpus_name!r} has no test segments")
+        corpus_stats, per_segment, _ = corpus_reference(home, corpus_name, emb, diagonal=diagonal, progress=progress)
+        test_files = [e.name for e in data["test"]]
+        base = {"corpus": corpus_name, "instrument": instrument, "embedding": emb.name}
+        floor = original_row(per_segment, corpus_stats, test_files, emb, corpus_name, diagonal)
+        rows.append({**base, **_table_row("original", floor, None, instrument)})
+        for plan in plans:
+            info = _train(home, plan, corpus_name, minutes, steps, crepe, data, progress)
+            run_dir = train.runs_dir(home) / plan.name
+            stats, _ = run_stats(run_dir, home, info, emb, diagonal=diagonal, progress=progress)
+            fad_row = _row(plan.name, stats, corpus_stats)
+            rows.append({**base, **_table_row(plan.row, fad_row, info, instrument)})
+    result = {"embedding": emb.name, "embedding_description": emb.describe(), "diagonal": diagonal,
+              "crepe": crepe, "budget": {"minutes": None if steps is not None else minutes, "steps": steps},
+              "rows": rows, "notes": notes, "seconds": round(time.perf_counter() - started, 1)}
+    result["markdown"] = to_markdown(result)
+    result["csv"] = to_csv(rows)
+    out = Path(out_dir) if out_dir is not None else train.runs_dir(home).parent / "paper-table"
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, text in (("paper-table.md", result["markdown"]), ("paper-table.csv", result["csv"]),
+                       ("paper-table.json", json.dumps({k: v for k, v in result.items()
+                                                        if k not in ("markdown", "csv")}, indent=2))):
+        atomic_write_bytes(out / name, text.encode())
+        files.append(str(out / name))
+    result["files"] = files
+    return result
+
+
+def _table_row(row: str, fad_row: dict, info: dict | None, instrument: str | None) -> dict:
+    config = info.get("fixed_config") if info else None
+    return {
+        "row": row, "label": LABELS[row] + (f" ({config['name'].strip()})" if row == "ddx7-top" and config else ""),
+        "run": info.get("name") if info else None, "model": info.get("model") if info else None,
+        "fad": fad_row["fad"], "n_frames": fad_row["n_frames"],
+        "parameters": info.get("parameters") if info else None,
+        "steps": info.get("steps") if info else None,
+        "train_minutes": round(info["elapsed_s"] / 60.0, 2) if info and info.get("elapsed_s") is not None else None,
+        "reused": info.get("reused") if info else None,
+        "paper_fad_urmp_vggish": PAPER_FAD.get(row, {}).get(instrument or ""),
+    }
+
+
+CSV_COLUMNS = ("corpus", "instrument", "row", "label", "run", "model", "embedding", "fad", "n_frames", "parameters",
+               "steps", "train_minutes", "paper_fad_urmp_vggish")
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def to_markdown(result: dict) -> str:
+    """Our FADs per row and corpus, training cost per run, and the paper's figures, labelled."""
+    rows = result["rows"]
+    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
+    by = {(r["corpus"], r["row"]): r for r in rows}
+    present = [row for row in ROWS if any((c, row) in by for c in corpora)]
+    budget = result["budget"]
+    spent = f"{budget['steps']} steps" if budget["steps"] else f"{budget['minutes']:g} minutes"
+    lines = [f"FAD, lower is better. Embedding: **{result['embedding_description']}**"
+             + (" (diagonal covariances)" if result.get("diagonal") else "")
+             + f"; training budget {spent} per model on this machine's CPU, features by CREPE {result['crepe']}; "
+             "resynthesised test split vs the complete corpus.", ""]
+    lines.append("| model | parameters | " + " | ".join(f"{c} FAD" for c in corpora) + " |")
+    lines.append("|---|---:|" + "---:|" * len(corpora))
+    for row in present:
+        params = next((by[(c, row)]["parameters"] for c in corpora if (c, row) in by and by[(c, row)]["parameters"]),
+                      None)
+        label = LABELS[row]
+        cells = [_fmt(by[(c, row)]["fad"]) if (c, row) in by else "—" for c in corpora]
+        lines.append(f"| {label} | {_fmt(params, ',') if params else '—'} | " + " | ".join(cells) + " |")
+    lines += ["", "Training per run (steps in the budget, minutes of training):", "",
+              "| corpus | model | run | steps | minutes |", "|---|---|---|---:|---:|"]
+    for r in rows:
+        if r["run"]:
+            lines.append(f"| {r['corpus']} | {r['label']} | {r['run']} | {r['steps']} | {_fmt(r['train_minutes'], '.1f')} |")
+    paper_corpora = [c for c in corpora if any(by.get((c, row), {}).get("paper_fad_urmp_vggish") is not None
+                                                for row in PAPER_FAD)]
+    if paper_corpora:
+        lines += ["", "The paper's published FADs -- **a different corpus (URMP recordings) and embedding (VGGish), "
+                  "~120k GPU training steps: compare the ranking of the rows, not the numbers**:", "",
+                  "| model | " + " | ".join(f"{c} (paper)" for c in paper_corpora) + " |",
+                  "|---|" + "---:|" * len(paper_corpora)]
+        for row in PAPER_FAD:
+            cells = [_fmt(by.get((c, row), {}).get("paper_fad_urmp_vggish")) for c in paper_corpora]
+            lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
+    if result["notes"]:
+        lines += [""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
