@@ -21,6 +21,7 @@ quantities: never compare one with the other.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,10 +115,12 @@ def _trace_sqrt_product(s_a: np.ndarray, s_b: np.ndarray) -> float:
     """tr((s_a s_b)^(1/2)) by scipy's sqrtm, robust to rounding (see the module notes)."""
     if _is_diagonal(s_a) and _is_diagonal(s_b):  # exact and O(d): the --diagonal path
         return float(np.sqrt(np.clip(np.diag(s_a) * np.diag(s_b), 0.0, None)).sum())
-    root = scipy.linalg.sqrtm(s_a @ s_b)
-    if not np.isfinite(root).all():
-        offset = EPS * np.eye(s_a.shape[0])
-        root = scipy.linalg.sqrtm((s_a + offset) @ (s_b + offset))
+    with warnings.catch_warnings():  # singular products are expected (small sets); handled below
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(s_a @ s_b)
+        if not np.isfinite(root).all():
+            offset = EPS * np.eye(s_a.shape[0])
+            root = scipy.linalg.sqrtm((s_a + offset) @ (s_b + offset))
     if np.iscomplexobj(root):
         scale = max(abs(np.trace(root)), 1e-12)
         if np.abs(np.diagonal(root).imag).max() / scale > IMAG_TOL:
