@@ -113,3 +113,24 @@ def paper_table_cmd(
     out.print(result["markdown"], highlight=False, markup=False)
     out.print("wrote " + ", ".join(result["files"]), highlight=False)
 
+
+
+@app.command("report")
+def report(
+    run: Annotated[str, typer.Argument(help="Run name (see `dx7tools runs`) or run folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write (self-contained).")],
+    excerpts: Annotated[int, typer.Option("--excerpts", min=1, max=20, help="Test excerpts shown.")] = 3,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """One self-contained HTML page: loss curves, spectrograms, operator envelopes, f0 and loudness, the
+    algorithm, FAD rows and audio players (Python: ddx7.report.write_report)."""
+    from ddx7.report import write_report
+
+    with _stages() as progress:
+        path = write_report(home, run, output, excerpts=excerpts, progress=progress)
+    info = {"run": run, "output": str(path), "bytes": path.stat().st_size}
+    if json_:
+        _print_json(info)
+    else:
+        out.print(f"wrote {path} ({info['bytes'] / 1e6:.1f} MB)", highlight=False)
