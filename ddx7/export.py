@@ -400,7 +400,8 @@ def export_performance(run_dir, wav, out_mid, *, home=None, voice_export: VoiceE
         raise DX7Error("no notes found: the voiced parts are all shorter than 24 ms", str(wav))
     with torch.no_grad():
         index = model.controls(torch.from_numpy(np.asarray(f0))[None], torch.from_numpy(np.asarray(loud))[None])
-    wanted_amp = index[0].double().numpy() / 2.0  # (T, 6)
+    amp = index[0].double().numpy() / 2.0  # (T, 6); frame i is reached at the end of frame i ...
+    wanted_amp = np.vstack([amp[:1], amp[:-1]])  # ... so the level at frame i's start is frame i - 1's
     stats = voice_export.stats
     voice = voice_export.voice
     carriers = set(get_algorithm(voice.algorithm).carriers)
@@ -421,10 +422,8 @@ def export_performance(run_dir, wav, out_mid, *, home=None, voice_export: VoiceE
     note_events, bend_events = [], []
     wanted_ol = np.full((T, 6), np.nan)
     voice_amp = np.full((T, 6), np.nan)
-    velocities = []
     for n in notes:
         vel = int(np.clip(stats.velocity(float(np.max(loud[n.start: min(n.end, n.start + 10)]))), 1, 127))
-        velocities.append(vel)
         note_events += [Event(times[n.start], bytes([0x90 | ch, n.pitch, vel])),
                         Event(times[min(n.end, T - 1)] if n.end < T else times[-1] + 1 / FRAME_RATE,
                               bytes([0x80 | ch, n.pitch, 0]))]

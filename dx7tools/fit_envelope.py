@@ -92,8 +92,16 @@ class _Cost:
         self.targets, self.floor = targets, floor
         self.care = [np.isfinite(t.amplitude) for t in targets]
         self.wanted = [_db(np.nan_to_num(t.amplitude)[c], floor) for t, c in zip(targets, self.care)]
+        self.seen: dict = {}
 
     def __call__(self, values: dict, which: list[int] | None = None) -> float:
+        # Coordinate descent keeps coming back to the same neighbours: remember what they cost.
+        key = (tuple(sorted(values.items())), None if which is None else tuple(which))
+        if key not in self.seen:
+            self.seen[key] = self._cost(values, which)
+        return self.seen[key]
+
+    def _cost(self, values: dict, which: list[int] | None) -> float:
         sq, n = 0.0, 0
         for i in which if which is not None else range(len(self.targets)):
             got = _db(render_target(values, self.targets[i])[self.care[i]], self.floor)
