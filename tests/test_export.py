@@ -179,6 +179,16 @@ def test_bad_input(trained, tmp_path):
         export.export_voice(empty_run, home)
     with pytest.raises(DX7Error, match="representative notes come from its corpus 'mini'"):
         export.export_voice(run_dir, tmp_path / "elsewhere")
+    # an HpN run has no DX7 parameters to export
+    from ddx7.models import HpN
+
+    hpn_run = tmp_path / "hpn-run"
+    hpn_run.mkdir()
+    info = json.loads((run_dir / "run.json").read_text())
+    (hpn_run / "run.json").write_text(json.dumps({**info, "model": "hpn", "fixed_config": None}))
+    train._save(hpn_run / "model.safetensors", {f"model.{k}": v for k, v in HpN().state_dict().items()}, {})
+    with pytest.raises(DX7Error, match="only DDX7 runs map onto DX7 parameters"):
+        export.export_voice(hpn_run, home)
 
 
 def test_commands_end_to_end(trained, run_cli, tmp_path, dexed):
