@@ -120,7 +120,7 @@ def plan_runs(home, corpus_name: str, instrument: str | None, minutes: float | N
 
 
 def _train(home, plan: PlannedRun, corpus_name: str, minutes, steps, crepe: str, data: dict,
-           progress: ProgressFn | None) -> dict:
+           progress: ProgressFn | None, overrides: dict) -> dict:
     """Train the planned run (or reuse / resume it); its ``run.json``."""
     from . import train
 
@@ -136,7 +136,7 @@ def _train(home, plan: PlannedRun, corpus_name: str, minutes, steps, crepe: str,
         return info
     cfg = train.FitConfig(corpus=corpus_name, model=plan.model, steps=steps,
                           minutes=None if steps is not None else minutes, crepe=crepe,
-                          valid_every=min(50, steps) if steps else 50)
+                          valid_every=min(50, steps) if steps else 50, **overrides)
     resume = info is not None and (run_dir / "checkpoint.safetensors").exists()
     if info is not None and not resume:
         shutil.rmtree(run_dir)  # a run folder without a checkpoint holds nothing to keep
@@ -156,7 +156,7 @@ def _train(home, plan: PlannedRun, corpus_name: str, minutes, steps, crepe: str,
 def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float | None = 4.0,
                 steps: int | None = None, crepe: str = "tiny", embedding: str = DEFAULT_EMBEDDING,
                 weights=None, diagonal: bool = False, out_dir=None, embedder: Embedder | None = None,
-                progress: ProgressFn | None = None) -> dict:
+                fit_overrides: dict | None = None, progress: ProgressFn | None = None) -> dict:
     """Train/reuse, evaluate and tabulate (see the module notes).
 
     Args:
@@ -166,6 +166,7 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
         crepe: CREPE model for the training features ("tiny", as the demo).
         embedding, weights, diagonal: the FAD embedding (one for the whole table).
         out_dir: where ``paper-table.md`` / ``.csv`` / ``.json`` go (default ``<home>/paper-table``).
+        fit_overrides: other :class:`ddx7.train.FitConfig` fields for new runs (e.g. a smaller batch).
 
     Returns:
         ``{"embedding", "embedding_description", "rows": [...], "notes": [...], "markdown", "csv",
@@ -209,7 +210,7 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
         floor = original_row(per_segment, corpus_stats, test_files, emb, corpus_name, diagonal)
         rows.append({**base, **_table_row("original", floor, None, instrument)})
         for plan in plans:
-            info = _train(home, plan, corpus_name, minutes, steps, crepe, data, progress)
+            info = _train(home, plan, corpus_name, minutes, steps, crepe, data, progress, fit_overrides or {})
             run_dir = train.runs_dir(home) / plan.name
             stats, _ = run_stats(run_dir, home, info, emb, diagonal=diagonal, progress=progress)
             fad_row = _row(plan.name, stats, corpus_stats)

@@ -1,0 +1,287 @@
+"""Evaluation end to end on a tiny corpus: the paper table (HpN, DDX7 6-op, DDX7 2-op, trained a
+couple of steps each), eval with the floor and HpN rows, the HTML report, and bad input."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from ddx7 import embeddings as E
+from ddx7 import train
+from ddx7.corpus import add_corpus
+from ddx7.evaluate import evaluate_run, resynthesize_test
+from ddx7.fad import fad
+from ddx7.paper_table import paper_table, two_operator_stack
+from ddx7.presets import paper_config
+from ddx7.synth import FMSynth
+
+STEPS = 2
+FAST = {"batch_size": 2, "segment_seconds": 0.5}
+
+
+class BandEnergies(E.Embedder):
+    """A cheap 8-d test embedding (log energies of 8 bands per 10 ms): full covariances on tiny sets."""
+
+    name, dim, hop_seconds = "bands-test", 8, 0.01
+
+    def __call__(self, audio):
+        frames = np.asarray(audio[: len(audio) // 160 * 160], np.float64).reshape(-1, 160)
+        spec = np.abs(np.fft.rfft(frames * np.hanning(160), axis=1)) ** 2
+        bands = np.array_split(spec[:, 1:], 8, axis=1)
+        return np.log10(np.stack([b.sum(1) for b in bands], 1) + 1e-8)
+
+
+def phrase(config, f0: float, seconds: float) -> np.ndarray:
+    frames = int(seconds * 250)
+    env = np.minimum(1, np.minimum(np.arange(frames), frames - np.arange(frames)) / 25.0)
+    index = torch.from_numpy(np.stack([env * 1.6, env * 0.6, env * 1.2, env * 0.8, env * 0.3, env * 0.05], -1))
+    with torch.no_grad():
+        return FMSynth(config)(torch.full((1, frames), f0), index.float()[None])[0].numpy() * 0.3
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """A 12-phrase violin-labelled corpus and the paper table on it (2 training steps per model)."""
+    home = tmp_path_factory.mktemp("eval-home")
+    rec = home / "recordings"
+    rec.mkdir()
+    config = paper_config("violin")
+    silence = np.zeros(4000, np.float32)
+    for i in range(3):
+        take = [np.concatenate([phrase(config, 196.0 * 2 ** ((4 * i + k) / 12), 0.9), silence]) for k in range(4)]
+        soundfile.write(rec / f"take{i}.wav", np.concatenate(take), 16000)
+    add_corpus(home, "mini", audio_dir=rec, instrument="violin")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = paper_table(home, ["mini"], steps=STEPS, diagonal=True, fit_overrides=FAST)
+    finally:
+        torch.set_num_threads(threads)
+    return home, result
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_paper_table(table):
+    home, result = table
+    rows = {r["row"]: r for r in result["rows"]}
+    assert list(rows) == ["original", "hpn", "ddx7-6op", "ddx7-2op"]
+    assert rows["hpn"]["parameters"] == 4_298_408 and rows["ddx7-6op"]["parameters"] == 446_856
+    assert all(r["steps"] == STEPS for k, r in rows.items() if k != "original")
+    assert all(r["embedding"] == "crepe-tiny" and r["fad"] >= 0 for r in rows.values())
+    assert rows["ddx7-6op"]["paper_fad_urmp_vggish"] == 1.618  # labelled by the corpus's instrument
+    assert result["notes"] == ["mini: ddx7-top skipped: no ranking for 'mini' (run the selector first)"]
+    md = result["markdown"]
+    assert "crepe-tiny" in md and "a different corpus (URMP recordings) and embedding (VGGish)" in md
+    assert "4,298,408" in md and "| DDX7, 2-operator stack | 446,856 |" in md and "ddx7-top skipped" in md
+    files = [Path(f) for f in result["files"]]
+    assert [f.name for f in files] == ["paper-table.md", "paper-table.csv", "paper-table.json"]
+    parsed = list(csv.DictReader(io.StringIO(files[1].read_text())))
+    assert [r["row"] for r in parsed] == list(rows) and float(parsed[0]["fad"]) == rows["original"]["fad"]
+    info = json.loads((train.runs_dir(home) / "paper-mini-ddx7-2op-2s" / "run.json").read_text())
+    assert info["fixed_config"]["algorithm"] == 1 and info["fixed_config"]["feedback"] == 0
+
+
+def test_paper_table_cli_reuses_runs(table, dx7tools_exe):
+    home, result = table
+    before = {p.name: p.stat().st_mtime for p in (train.runs_dir(home)).glob("*/model.safetensors")}
+    proc = subprocess.run([dx7tools_exe, "paper-table", "--corpus", "mini", "--steps", str(STEPS), "--diagonal",
+                           "--home", str(home), "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert all(r["reused"] for r in out["rows"] if r["row"] != "original")
+    assert {p.name: p.stat().st_mtime for p in train.runs_dir(home).glob("*/model.safetensors")} == before
+    # the same embedding, the same FADs (HpN's noise is seeded)
+    assert [r["fad"] for r in out["rows"]] == pytest.approx([r["fad"] for r in result["rows"]], rel=1e-6)
+
+
+def test_two_operator_stack_mutes_op3_to_op6():
+    synth = FMSynth(two_operator_stack())
+    f0 = torch.full((1, 100), 220.0)
+    index = torch.rand(1, 100, 6) * 2
+    quiet = index.clone()
+    quiet[..., 2:] = 0
+    with torch.no_grad():
+        np.testing.assert_array_equal(synth(f0, index).numpy(), synth(f0, quiet).numpy())
+        # no modulation: a steady OP1 alone is a sine at f0
+        plain = index.clone()
+        plain[..., 0], plain[..., 1] = 1.0, 0.0
+        y = synth(f0, plain)[0, 1600:].numpy()
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    peak_hz = spectrum.argmax() * 16000 / len(y)
+    assert abs(peak_hz - 220.0) < 5 and spectrum[2 * int(round(220 * len(y) / 16000))] < 1e-3 * spectrum.max()
+
+
+def test_eval_full_covariance_matches_an_independent_computation(table):
+    home, _ = table
+    emb = BandEnergies()
+    result = evaluate_run(home, "paper-mini-ddx7-6op-2s", embedder=emb, write=False)
+    assert result["embedding"] == "bands-test" and not result["diagonal"]
+    assert [r["row"] for r in result["reference"]] == ["original", "hpn"]
+    assert result["reference"][1]["run"] == "paper-mini-hpn-2s"
+    # recompute by hand: the resynthesised test split against every corpus segment
+    from ddx7.corpus import Corpus
+
+    corpus = Corpus.open(home, "mini")
+    everything = np.concatenate([emb(corpus.load(s)) for s in corpus.segments()])
+    run_dir = train.runs_dir(home) / "paper-mini-ddx7-6op-2s"
+    resynth = resynthesize_test(run_dir, home, json.loads((run_dir / "run.json").read_text()))
+    ours = np.concatenate([emb(a) for _, a in resynth])
+    assert result["n_frames"] == len(ours) and result["corpus_frames"] == len(everything)
+    assert result["fad"] == pytest.approx(fad(ours, everything), rel=1e-5)
+    originals = np.concatenate([emb(corpus.load(s)) for s in corpus.segments("test")])
+    assert result["reference"][0]["fad"] == pytest.approx(fad(originals, everything), rel=1e-5)
+    # two training steps are far from the originals: the floor is lower
+    assert result["reference"][0]["fad"] < result["fad"]
+
+
+def test_eval_cli(table, run_cli):
+    src, _ = table
+    r = run_cli("eval", "paper-mini-ddx7-6op-2s", "--diagonal", "--json", use_home=False, env={"DX7TOOLS_HOME": str(src)})
+    assert r.returncode == 0, r.stderr
+    out = r.json()
+    assert {"fad", "embedding", "n_frames", "reference"} <= set(out)
+    assert out["embedding"] == "crepe-tiny" and out["diagonal"] and out["n_frames"] > 10
+    assert [x["row"] for x in out["reference"]] == ["original", "hpn"]
+    assert (train.runs_dir(src) / "paper-mini-ddx7-6op-2s" / "eval-crepe-tiny-diagonal.json").exists()
+    # a bad input through the console script: one line, exit 1
+    r = run_cli("eval", "paper-mini-ddx7-6op-2s", "--embedding", "vggish", use_home=False,
+                env={"DX7TOOLS_HOME": str(src), "DX7TOOLS_VGGISH_WEIGHTS": ""})
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: vggish needs its weights: pass --weights FILE or set DX7TOOLS_VGGISH_WEIGHTS (none ship with "
+        "dx7tools and nothing is downloaded)"]
+
+
+def test_eval_bad_input(table, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from ddx7.report import write_report
+    from dx7tools.errors import DX7Error
+
+    home, _ = table
+    run = "paper-mini-ddx7-6op-2s"
+    with pytest.raises(DX7Error, match=r"resynthesised test split of 'mini' \(paper-mini-ddx7-6op-2s\): \d+ "
+                                       r"embedding frames are too few for a stable 272x272 covariance "
+                                       r"\(need at least 544\); use more audio, or --diagonal"):
+        evaluate_run(home, run, write=False)
+    with pytest.raises(DX7Error, match="no run named 'nope'"):
+        evaluate_run(home, "nope")
+    unfinished = train.runs_dir(home) / "unfinished"
+    shutil.copytree(train.runs_dir(home) / run, unfinished)
+    info = json.loads((unfinished / "run.json").read_text())
+    (unfinished / "run.json").write_text(json.dumps({**info, "status": "training"}))
+    with pytest.raises(DX7Error, match="run 'unfinished' never finished training \\(status 'training'\\); finish it "
+                                       "with `dx7tools fit --run unfinished --resume`"):
+        evaluate_run(home, "unfinished")
+    with pytest.raises(DX7Error, match="never finished"):
+        write_report(home, "unfinished", tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+    shutil.rmtree(unfinished)
+    monkeypatch.delenv(E.VGGISH_WEIGHTS_ENV, raising=False)
+    with pytest.raises(DX7Error, match="VGGish weights file not found"):
+        evaluate_run(home, run, embedding="vggish", weights=tmp_path / "missing.safetensors")
+    save_file({"features.0.weight": torch.zeros(64, 1, 5, 5)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(DX7Error, match="not VGGish weights: missing"):
+        evaluate_run(home, run, embedding="vggish", weights=tmp_path / "bad.safetensors")
+    with pytest.raises(DX7Error, match="unknown embedding 'mfcc'"):
+        evaluate_run(home, run, embedding="mfcc")
+    with pytest.raises(DX7Error, match="no corpus named 'nothere'"):
+        paper_table(home, ["nothere"], steps=1)
+    with pytest.raises(DX7Error, match="output folder does not exist"):
+        write_report(home, run, tmp_path / "no" / "r.html")
+
+
+def decode_media(page: str) -> tuple[list[bytes], list[bytes]]:
+    """Every <img> and <audio> source of the page, decoded; fails on anything not a data URI."""
+    images = re.findall(r"<img [^>]*src='([^']*)'", page)
+    sounds = re.findall(r"<audio [^>]*src='([^']*)'", page)
+    out = []
+    for sources, kind in ((images, "image/png"), (sounds, "audio/wav")):
+        prefix = f"data:{kind};base64,"
+        assert all(s.startswith(prefix) for s in sources), "an image or sound is not embedded"
+        out.append([base64.b64decode(s[len(prefix):], validate=True) for s in sources])
+    return out[0], out[1]
+
+
+def test_report_is_self_contained_and_complete(table, run_cli, tmp_path):
+    from PIL import Image
+
+    src, _ = table
+    env = {"DX7TOOLS_HOME": str(src)}
+    page_path = tmp_path / "report.html"
+    r = run_cli("report", "paper-mini-ddx7-6op-2s", "-o", str(page_path), "--excerpts", "2", "--json",
+                use_home=False, env=env)
+    assert r.returncode == 0, r.stderr
+    page = page_path.read_text()
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    images, sounds = decode_media(page)
+    segments = json.loads((src / "corpora" / "mini" / "manifest.json").read_text())["segments"]
+    n_test = min(2, sum(s["split"] == "test" for s in segments))
+    assert n_test >= 1
+    assert len(images) == 1 + n_test and len(sounds) == 2 * n_test
+    for png in images:
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        with Image.open(io.BytesIO(png)) as im:
+            im.verify()
+    for wav in sounds:
+        audio, sr = soundfile.read(io.BytesIO(wav))
+        assert sr == 16000 and len(audio) > 1000 and soundfile.info(io.BytesIO(wav)).subtype == "PCM_16"
+    # algorithm diagram and ratios, FAD rows from the eval above (saved in the run folder)
+    assert "algorithm 2: edges 2-&gt;1 4-&gt;3 5-&gt;4 6-&gt;5" in page and "ratio 14" in page
+    assert "Embedding: crepe-tiny" in page and "original test split vs corpus (floor)" in page
+
+
+
+def test_report_hpn_and_two_operators_in_python(table, tmp_path):
+    from ddx7.report import write_report
+
+    home, _ = table
+    path = write_report(home, "paper-mini-hpn-2s", tmp_path / "hpn.html", excerpts=1)
+    page = path.read_text()
+    images, sounds = decode_media(page)
+    assert len(images) == 2 and len(sounds) == 2 and "HpN has no operators" in page
+    # the 2-operator stack says which operators are muted
+    page = write_report(home, "paper-mini-ddx7-2op-2s", tmp_path / "two.html", excerpts=1).read_text()
+    assert page.count("(above Nyquist: muted)") == 4 and "algorithm 1: edges 2-&gt;1" in page
+
+
+def _browser() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium on this machine; "
+                    "test_report_is_self_contained_and_complete decodes every image and sound instead")
+def test_report_renders_in_headless_chromium(table, tmp_path):
+    from PIL import Image
+
+    from ddx7.report import write_report
+
+    home, _ = table
+    page = write_report(home, "paper-mini-ddx7-6op-2s", tmp_path / "r.html", excerpts=1)
+    shot = tmp_path / "shot.png"
+    subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1000,3000", page.as_uri()], capture_output=True, timeout=120, check=True)
+    with Image.open(shot) as im:
+        pixels = np.asarray(im.convert("L"))
+    # the figures (dark spectrograms) are drawn: a blank or broken page is almost all white
+    assert (pixels < 100).mean() > 0.02
