@@ -539,8 +539,14 @@ def export_performance(run_dir, wav, out_mid, *, home=None, voice_export: VoiceE
 
     for e in events:
         message_kind(e.data)
+    existed = out_mid.exists()
     atomic_write_bytes(out_mid, data)
-    atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=2) + "\n").encode())
+    try:
+        atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=2) + "\n").encode())
+    except BaseException:
+        if not existed:  # no .mid without its sidecar
+            out_mid.unlink(missing_ok=True)
+        raise
     sidecar["seconds_to_export"] = round(time.perf_counter() - started, 3)
     sidecar["output"], sidecar["sidecar"] = str(out_mid), str(sidecar_path)
     sidecar["_lanes"] = lanes
