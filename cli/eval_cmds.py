@@ -9,7 +9,6 @@ from typing import Annotated, List, Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dx7tools import DX7Error
 
 from .app import HomeOption, JsonOption, _print_json, app, err, out
 
@@ -39,11 +38,6 @@ def _stages():
         yield update
 
 
-def _check_weights(embedding: str, weights: Optional[Path]) -> None:
-    if weights is not None and not weights.is_file():
-        raise DX7Error("VGGish weights file not found", str(weights))
-
-
 @app.command("eval")
 def eval_(
     run: Annotated[str, typer.Argument(help="Run name (see `dx7tools runs`) or run folder.")],
@@ -57,7 +51,6 @@ def eval_(
     split) and the HpN run of the same corpus as reference rows (Python: ddx7.evaluate.evaluate_run)."""
     from ddx7.evaluate import evaluate_run
 
-    _check_weights(embedding, weights)
     with _stages() as progress:
         result = evaluate_run(home, run, embedding=embedding, weights=weights, diagonal=diagonal, progress=progress)
     if json_:
@@ -102,7 +95,6 @@ def paper_table_cmd(
     with one embedding and write the table beside the paper's figures (Python: ddx7.paper_table.paper_table)."""
     from ddx7.paper_table import paper_table
 
-    _check_weights(embedding, weights)
     corpora = list(dict.fromkeys([*(corpus or []), *(more or [])])) or ["violin", "flute", "trumpet"]
     with _stages() as progress:
         result = paper_table(home, corpora, minutes=minutes, steps=steps, crepe=crepe, embedding=embedding,
