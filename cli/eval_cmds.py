@@ -58,9 +58,7 @@ def eval_(
         return
     from rich.table import Table
 
-    table = Table(title=f"FAD, embedding {result['embedding_description']}"
-                  + (", diagonal covariances" if diagonal else "") + f"; corpus {result['corpus']}",
-                  title_justify="left")
+    table = Table(title=f"FAD vs the complete corpus {result['corpus']} (lower is better)", title_justify="left")
     for col in ("row", "FAD", "frames"):
         table.add_column(col, justify="left" if col == "row" else "right")
     table.add_row(f"{result['run']} ({result['model']})", f"{result['fad']:.4f}", str(result["n_frames"]))
@@ -68,6 +66,8 @@ def eval_(
         label = "original test split (floor)" if r["row"] == "original" else f"HpN ({r.get('run')})"
         table.add_row(label, f"{r['fad']:.4f}", str(r["n_frames"]))
     out.print(table)
+    out.print(f"embedding: {result['embedding_description']}" + (", diagonal covariances" if diagonal else ""),
+              highlight=False)
     out.print(f"corpus: {result['corpus_frames']} frames from {result['audio_seconds'] / 60:.1f} min; "
               f"{result['seconds']:.1f} s", highlight=False)
 
