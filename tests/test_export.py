@@ -254,3 +254,24 @@ def test_command_errors(trained, tmp_path):
     r = runner.invoke(app, ["send", "DDX7 VIOLN", "--port", "DX7", "--home", str(home)])
     assert str(r.exception).startswith(("no MIDI system available", "no MIDI output port matching 'DX7'"))
     assert not list(tmp_path.glob("*.syx")) and not list(tmp_path.glob("*.wav"))
+
+
+def test_render_applies_changes_from_the_next_note_on(tmp_path, dexed):
+    from dx7tools import Voice
+    from dx7tools.sysex import vced_message
+
+    voice = Voice.init()  # OP1 alone, algorithm 1
+    events = [midi.Event(0.0, vced_message(voice)),
+              midi.Event(0.1, bytes([0x90, 60, 100])), midi.Event(0.4, bytes([0x80, 60, 0])),
+              midi.Event(0.45, midi.parameter_change("op1_output_level", 0)),  # silence OP1 ...
+              midi.Event(0.6, bytes([0x90, 64, 100])), midi.Event(0.9, bytes([0x80, 64, 0])),
+              midi.Event(0.95, midi.parameter_change("op1_output_level", 99)),  # ... and back
+              midi.Event(1.0, bytes([0x90, 67, 100])), midi.Event(1.3, bytes([0x80, 67, 0])),
+              midi.Event(1.0, bytes([0xE0, 0, 80]))]
+    song = tmp_path / "song.mid"
+    perf.write_midi_file(song, events)
+    audio, info = export.render_midi(Voice.init().replace(op1_output_level=50), song, sample_rate=16000)
+    assert info["notes"] == 3 and info["ignored"]["pitch_bend"] == 1
+    rms = [float(np.sqrt(np.mean(audio[int(a * 16000): int(b * 16000)] ** 2))) for a, b in
+           ((0.15, 0.4), (0.65, 0.9), (1.05, 1.3))]
+    assert rms[0] > 0.3 and rms[1] < 1e-4 and rms[2] > 0.3  # the dump in the file replaced the voice given
