@@ -399,7 +399,8 @@ def corpus_list(json_: JsonOption = False, home: HomeOption = None) -> None:
 def fit(
     corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (see `dx7tools corpus list`).")],
     voice: Annotated[Optional[str], typer.Option("--voice", help="Library voice id or name whose fixed configuration "
-                                                 "DDX7 uses; default: the paper's for violin/flute/trumpet.")] = None,
+                                                 "DDX7 uses; auto: the selector's top voice (see `dx7tools rank`); "
+                                                 "default: the paper's for violin/flute/trumpet.")] = None,
     model: Annotated[str, typer.Option("--model", help="ddx7 or hpn (the DDSP baseline).")] = "ddx7",
     minutes: Annotated[Optional[float], typer.Option("--minutes", help="Training time budget.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Train this many steps instead of --minutes.")] = None,
@@ -426,10 +427,11 @@ def fit(
 
     from ddx7 import train
     from ddx7.corpus import Corpus
-    from ddx7.presets import resolve_config
+    from ddx7.presets import auto_config, resolve_config
 
     if steps is None and minutes is None:
         minutes = train.FitConfig.minutes
+    extra: dict = {}
     if resume and run is None:
         raise DX7Error("--resume needs --run NAME")
     name = train.check_name(run) if run else train.default_run_name(home, corpus, model)
@@ -450,7 +452,18 @@ def fit(
                               checkpoint_seconds=checkpoint_seconds)
         cfg.check()
         instrument = Corpus.open(home, corpus).to_dict().get("instrument")
-        config = resolve_config(home, voice, instrument) if model == "ddx7" else None
+        if model == "ddx7" and voice == "auto":
+            with _progress_bar("ranking voices") as bar:
+                task = bar.add_task("rank", total=1)
+                config, selection = auto_config(
+                    home, corpus, progress=lambda stage, done, total: bar.update(
+                        task, completed=done, total=total, description=stage))
+            extra = {"selection": selection}
+            err.print(f"--voice auto: rank {selection['chosen_rank']} of the selector "
+                      f"({'saved ranking' if selection['reused_saved_ranking'] else 'ranked now'})",
+                      highlight=False)
+        else:
+            config = resolve_config(home, voice, instrument) if model == "ddx7" else None
     if config is not None:
         err.print(f"fixed configuration: {config.describe()} ({config.name})", highlight=False)
     with _progress_bar("features") as bar:
@@ -469,12 +482,14 @@ def fit(
             progress.update(task, completed=min(done, total),
                             description=f"step {ev['step']}  loss {ev['loss']:.3f}  best valid {ev['best_valid']:.3f}")
 
-        result = train.fit(home, run_dir, cfg, config, resume=resume, progress=on_step, data=data)
+        result = train.fit(home, run_dir, cfg, config, resume=resume, progress=on_step, data=data, extra=extra)
     files = train.write_test_resynthesis(run_dir, data) if test_audio and data["test"] else []
     info = {"run": name, "path": str(run_dir), "model": cfg.model, "steps": result.steps,
             "best_valid_loss": round(result.best_valid, 6), "parameters": result.parameters,
             "seconds": round(result.elapsed_s, 1), "test_audio": str(run_dir / "test") if files else None,
             "fixed_config": config.to_dict() if config is not None else None}
+    if extra.get("selection"):
+        info["selection"] = extra["selection"]
     if json_:
         _print_json(info)
     else:
@@ -539,6 +554,7 @@ def runs(json_: JsonOption = False, home: HomeOption = None) -> None:
 
 from . import export_cmds  # noqa: E402,F401  (registers commands)
 from . import eval_cmds  # noqa: E402,F401  (registers commands)
+from . import rank_cmds  # noqa: E402,F401  (registers commands)
 
 
 def main() -> None:

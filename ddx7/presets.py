@@ -32,16 +32,45 @@ def paper_config(instrument: str) -> FixedConfig:
     raise DX7Error(f"voice {wanted!r} missing from dx7tools-starters.syx")
 
 
+def auto_config(home, corpus: str, *, budget: float = 60.0, progress=None) -> tuple[FixedConfig, dict]:
+    """``--voice auto``: the selector's top configuration for ``corpus``.
+
+    Uses the saved ranking (``dx7tools rank``) when there is one, else ranks now. A row placed
+    an octave away (see :func:`dx7tools.selector.lattice_cost`) is transposed exactly
+    (:meth:`FixedConfig.transposed`); rows that cannot be are passed over.
+
+    Returns:
+        ``(config, selection)``: the configuration and what to record in the run (the ranking's
+        message, whether it was complete, the chosen rank and the top rows).
+    """
+    from .select import load_ranking, rank
+
+    ranking = load_ranking(home, corpus)
+    reused = ranking is not None
+    if ranking is None:
+        ranking = rank(home, corpus, budget=budget, progress=progress)
+    for row in ranking.rows:
+        try:
+            config = FixedConfig.from_dict(row["config"]).transposed(int(row.get("octave", 0)))
+        except DX7Error:
+            continue
+        selection = {"corpus": corpus, "chosen_rank": row["rank"], "octave": row.get("octave", 0),
+                     "reused_saved_ranking": reused, "complete": ranking.complete, "message": ranking.message,
+                     "top": [{k: r[k] for k in ("rank", "voices", "names", "algorithm", "ratios", "feedback",
+                                                "octave", "score", "stage")} for r in ranking.rows[:10]]}
+        return config, selection
+    raise DX7Error(f"no ranked configuration for corpus {corpus!r} can be used")
+
+
 def resolve_config(home, voice: str | None, instrument: str | None) -> FixedConfig:
-    """``--voice``: a library voice id or name; ``auto``: the selector's top voice; ``None``: the
-    paper's configuration for the corpus's instrument."""
+    """``--voice``: a library voice id or name; ``None``: the paper's configuration for the
+    corpus's instrument. (``auto`` needs the corpus: :func:`auto_config`.)"""
     if voice is None:
         if instrument not in PAPER_INSTRUMENTS:
             raise DX7Error(f"corpus instrument {instrument!r} has no default configuration; pass --voice VOICE")
         return paper_config(instrument)
     if voice == "auto":
-        raise DX7Error("--voice auto needs the patch selector's ranking, which is not available yet; "
-                       "pass --voice VOICE")
+        raise DX7Error("--voice auto needs the corpus: use ddx7.presets.auto_config(home, corpus)")
     from dx7tools.library import Library
 
     return FixedConfig.from_voice(Library(home).get(voice).voice)

@@ -278,8 +278,10 @@ def evaluate(model, examples: list[Example], max_frames: int = 2500) -> float:
 
 
 def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resume: bool = False,
-        progress: Callable[[dict], None] | None = None, data: dict | None = None) -> FitResult:
-    """Train (or resume) the run in ``run_dir``; see the module notes."""
+        progress: Callable[[dict], None] | None = None, data: dict | None = None,
+        extra: dict | None = None) -> FitResult:
+    """Train (or resume) the run in ``run_dir``; see the module notes. ``extra``: more keys for
+    ``run.json`` (e.g. the selector's ``selection``); a resumed run keeps those it had."""
     cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -300,6 +302,10 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
     run_info = {"name": run_dir.name, "model": cfg.model, "config": asdict(cfg),
                 "fixed_config": config.to_dict() if config is not None else None,
                 "parameters": params, "sample_rate": SAMPLE_RATE, "hop": HOP, "status": "training"}
+    if resume:
+        saved = json.loads((run_dir / "run.json").read_text())
+        run_info.update({k: v for k, v in saved.items() if k not in run_info})
+    run_info.update(extra or {})
 
     step, best, elapsed, rows = 0, math.inf, 0.0, []
     if resume and ckpt_path.exists():

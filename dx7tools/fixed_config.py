@@ -129,6 +129,31 @@ class FixedConfig:
                             f"op{n}_fine": self.fine[i], f"op{n}_detune": self.detune[i]})
         return voice.replace(**changes)
 
+    def transposed(self, octaves: int) -> "FixedConfig":
+        """This configuration with every ratio-mode operator moved ``octaves`` octaves (exactly).
+
+        Doubling a ratio doubles its coarse value (coarse 0, ratio 0.5, becomes 1); halving
+        needs an even coarse value (or 1, which becomes 0). Fixed-frequency operators stay.
+
+        Raises:
+            DX7Error: a ratio cannot be moved exactly within the DX7's coarse range.
+        """
+        coarse = list(self.coarse)
+        for _ in range(abs(int(octaves))):
+            for i in range(6):
+                if self.mode[i]:
+                    continue
+                c = coarse[i]
+                if octaves > 0:
+                    new = 1 if c == 0 else 2 * c
+                else:
+                    new = 0 if c == 1 else c // 2 if c % 2 == 0 and c > 0 else None
+                if new is None or new > 31:
+                    raise DX7Error(f"{self.describe()}: OP{i + 1}'s ratio cannot be moved {octaves:+d} octave(s) "
+                                   "exactly")
+                coarse[i] = new
+        return FixedConfig(self.algorithm, self.mode, tuple(coarse), self.fine, self.detune, self.feedback, self.name)
+
     # -- derived -----------------------------------------------------------------------------
     @property
     def algorithm_spec(self) -> Algorithm:

@@ -1,0 +1,65 @@
+"""``dx7tools rank``: the patch selector (Python: ddx7.select.rank)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .app import HomeOption, JsonOption, _print_json, _warn, app, err, out
+
+
+def _ratio_text(ratios: list) -> str:
+    return ", ".join(r if isinstance(r, str) else f"{r:g}" for r in ratios)
+
+
+@app.command("rank")
+def rank(
+    corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (see `dx7tools corpus list`).")],
+    top: Annotated[int, typer.Option("--top", min=0, help="Show the best K configurations (0: all).")] = 10,
+    algorithm: Annotated[Optional[int], typer.Option("--algorithm", min=1, max=32,
+                                                     help="Rank only voices of this DX7 algorithm.")] = None,
+    budget: Annotated[float, typer.Option("--budget", min=0.001, help="Seconds for the whole ranking; the second "
+                                          "stage stops when they are spent.")] = 60.0,
+    candidates: Annotated[int, typer.Option("--candidates", min=0, help="Second-stage candidates at most.")] = 40,
+    crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for f0: tiny or full.")] = "tiny",
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Rank library voices by how well their fixed configuration can play a corpus
+    (Python: ddx7.select.rank)."""
+    from ddx7.select import rank as rank_corpus
+
+    progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
+                        TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn(),
+                        console=err, transient=True)
+    with progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, done: float, total: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        result = rank_corpus(home, corpus, algorithm=algorithm, budget=budget, candidates=candidates, crepe=crepe,
+                             progress=on_progress)
+    if not result.complete:
+        _warn([result.message])
+    rows = result.rows[:top] if top else result.rows
+    if json_:
+        _print_json(rows)
+        return
+    table = Table(title=f"{corpus}: {result.message} in {result.stats['total_s']:.1f} s "
+                        f"(score: lower is better)", title_justify="left")
+    for col in ("rank", "voices", "algorithm", "ratios OP1..OP6", "fb", "octave", "score", "stage"):
+        table.add_column(col, justify="right" if col in ("rank", "algorithm", "fb", "octave", "score", "stage")
+                         else "left")
+    for r in rows:
+        names = ", ".join(f"{i} {n.strip()}" for i, n in zip(r["voices"][:3], r["names"][:3]))
+        if len(r["voices"]) > 3:
+            names += f" (+{len(r['voices']) - 3})"
+        table.add_row(str(r["rank"]), names, str(r["algorithm"]), _ratio_text(r["ratios"]), str(r["feedback"]),
+                      f"{r['octave']:+d}" if r["octave"] else "0", f"{r['score']:.3f}", str(r["stage"]))
+    out.print(table)

@@ -1,0 +1,313 @@
+"""Patch selector, numpy side: which library voices' fixed configurations can play a corpus.
+
+DDX7 keeps a voice's algorithm, operator frequencies and feedback and learns only the six
+output levels. Whether a configuration can reproduce an instrument is therefore, first of all,
+a question of *where* its partials can fall. This module answers it cheaply for a whole
+library (the first stage of ``dx7tools rank``); :mod:`ddx7.select` then fits the synth itself to
+corpus excerpts for the best candidates (the second stage).
+
+First stage, per corpus excerpt (a steady window with a known f0):
+
+1. :func:`spectral_peaks` finds the excerpt's partials (frequency, level in dB).
+2. :func:`partial_lattice` lists, per carrier, the frequencies the configuration can produce:
+   ``carrier + sum(n_i * g_i)`` over the frequencies ``g_i`` of the operators upstream of it
+   (feedback adds the fed-back operator's own harmonics), each with its *order*
+   ``sum(|n_i|)``. Low orders need little modulation; a partial the lattice cannot reach at all
+   is unexplained.
+3. :func:`lattice_cost` is the level-weighted mean order of the excerpt's partials, with a
+   fixed cost for unexplained ones, plus a cost for the carriers' own frequencies where the
+   excerpt has nothing (a configuration whose every carrier sits off the spectrum's partials
+   cannot be right).
+
+The score is a cost: lower is better. Voices sharing a fixed configuration are grouped
+(:func:`group_voices`) and scored once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .errors import DX7Error
+from .fixed_config import FixedConfig
+
+MAX_ORDER = 14
+"""Highest sideband order enumerated; a partial needing more counts as unexplained (an index
+of 2, a DX7 operator at output level 99, has significant sidebands up to about order 14)."""
+PRECISION_ORDER = 2
+PRECISION_WEIGHT = 0.5
+FLOOR_DB = 50.0
+"""Partials more than this far below an excerpt's strongest one are ignored."""
+MAX_POINTS = 4000
+"""Cap on lattice points per carrier (inharmonic configurations grow combinatorially)."""
+
+
+@dataclass
+class ConfigGroup:
+    """Library voices that share one fixed configuration (scored once).
+
+    Attributes:
+        config: the shared :class:`FixedConfig` (named after the first voice).
+        voice_ids: library ids, ascending.
+        names: the voices' names, same order.
+    """
+
+    config: FixedConfig
+    voice_ids: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+
+def group_voices(entries: Iterable, algorithm: int | None = None) -> list[ConfigGroup]:
+    """Group library voices (objects with ``.id`` and ``.voice``) by fixed configuration.
+
+    Args:
+        entries: e.g. ``Library(home).voices()``.
+        algorithm: keep only this DX7 algorithm (1-32), or all.
+
+    Returns:
+        groups in order of their lowest voice id.
+    """
+    groups: dict[tuple, ConfigGroup] = {}
+    for entry in sorted(entries, key=lambda e: e.id):
+        config = FixedConfig.from_voice(entry.voice)
+        if algorithm is not None and config.algorithm != algorithm:
+            continue
+        group = groups.setdefault(config.key, ConfigGroup(config))
+        group.voice_ids.append(int(entry.id))
+        group.names.append(entry.voice.name)
+    return list(groups.values())
+
+
+# -- excerpt analysis ---------------------------------------------------------------------------
+@dataclass
+class Excerpt:
+    """A steady corpus window: its audio, its fundamental and its partials.
+
+    Attributes:
+        audio: (n,) float32 samples.
+        f0_hz: the fundamental (Hz) over the window.
+        sample_rate: Hz.
+        peak_hz, peak_db: the partials (:func:`spectral_peaks`), level in dB re the strongest.
+        source: where it came from (segment file and time), for messages.
+    """
+
+    audio: np.ndarray
+    f0_hz: float
+    sample_rate: float
+    peak_hz: np.ndarray
+    peak_db: np.ndarray
+    source: str = ""
+
+
+def _blackman_harris(n: int) -> np.ndarray:
+    x = 2 * np.pi * np.arange(n) / (n - 1)
+    return 0.35875 - 0.48829 * np.cos(x) + 0.14128 * np.cos(2 * x) - 0.01168 * np.cos(3 * x)
+
+
+def log_power_spectrum(audio: np.ndarray) -> np.ndarray:
+    """Power spectrum in dB of one window, 4-term Blackman-Harris window (side lobes at -92 dB,
+    so no side lobe of a strong partial passes for a weak one): (n,) -> (n // 2 + 1,)."""
+    audio = np.asarray(audio, dtype=np.float64)
+    spectrum = np.fft.rfft(audio * _blackman_harris(len(audio)))
+    return 10.0 * np.log10(np.abs(spectrum) ** 2 + 1e-20)
+
+
+def spectral_peaks(audio: np.ndarray, sample_rate: float, floor_db: float = FLOOR_DB,
+                   max_peaks: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """Partials of a steady window: local maxima of the dB spectrum, refined by parabolic
+    interpolation.
+
+    Args:
+        audio: (n,) samples, n >= 64.
+        sample_rate: Hz.
+        floor_db: ignore peaks more than this below the strongest.
+        max_peaks: keep at most this many (the strongest).
+
+    Returns:
+        ``(frequency_hz, level_db)``, ascending in frequency; level 0 dB = the strongest.
+    """
+    audio = np.asarray(audio, dtype=np.float64)
+    if audio.ndim != 1 or len(audio) < 64:
+        raise DX7Error(f"an excerpt must be a 1-D window of at least 64 samples, got shape {audio.shape}")
+    db = log_power_spectrum(audio)
+    top = float(db.max())
+    inner = db[1:-1]
+    is_peak = (inner > db[:-2]) & (inner >= db[2:]) & (inner > top - floor_db)
+    k = np.nonzero(is_peak)[0] + 1
+    if len(k) == 0:
+        return np.zeros(0), np.zeros(0)
+    a, b, c = db[k - 1], db[k], db[k + 1]
+    denom = a - 2 * b + c
+    offset = np.where(np.abs(denom) > 1e-12, 0.5 * (a - c) / np.where(denom == 0, 1, denom), 0.0)
+    offset = np.clip(offset, -0.5, 0.5)
+    level = b - 0.25 * (a - c) * offset
+    level = level - level.max()
+    freq = (k + offset) * sample_rate / len(audio)
+    if len(k) > max_peaks:
+        keep = np.sort(np.argsort(level)[-max_peaks:])
+        freq, level = freq[keep], level[keep]
+    return freq, level
+
+
+def make_excerpt(audio: np.ndarray, f0_hz: float, sample_rate: float, source: str = "") -> Excerpt:
+    """An :class:`Excerpt` with its partials measured."""
+    if not (np.isfinite(f0_hz) and f0_hz > 0):
+        raise DX7Error(f"an excerpt needs a voiced f0 > 0 Hz, got {f0_hz!r}")
+    peak_hz, peak_db = spectral_peaks(audio, sample_rate)
+    return Excerpt(np.asarray(audio, dtype=np.float32), float(f0_hz), float(sample_rate), peak_hz, peak_db, source)
+
+
+# -- what a configuration can produce -----------------------------------------------------------
+def _upstream(algorithm, op: int) -> set[int]:
+    seen: set[int] = set()
+    todo = list(algorithm.modulators_of(op))
+    while todo:
+        j = todo.pop()
+        if j not in seen:
+            seen.add(j)
+            todo.extend(algorithm.modulators_of(j))
+    return seen
+
+
+def partial_lattice(config: FixedConfig, f0_hz: float, nyquist_hz: float,
+                    max_order: int = MAX_ORDER) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per carrier, the frequencies the configuration can put energy at, with their order.
+
+    A carrier at frequency ``c`` whose upstream operators (every operator that reaches it
+    through modulation) have frequencies ``g_i`` has partials at ``|c + sum(n_i g_i)|``
+    (negative frequencies fold back). Feedback makes the operators of its loop produce their own
+    harmonics (its second and third count as generators too), so a carrier inside the loop also
+    gets ``c`` as a generator. The order
+    ``sum(|n_i|)`` says how much modulation the partial needs.
+
+    Args:
+        config: the fixed configuration.
+        f0_hz: the note's fundamental (Hz); fixed-frequency operators ignore it.
+        nyquist_hz: partials above are dropped (they fold and are band-limited in the synth).
+        max_order: highest order enumerated.
+
+    Returns:
+        one ``(frequency_hz, order)`` pair of arrays per carrier (carriers ascending).
+    """
+    # Undetuned: detuned operators beat within a few Hz, which a 128 ms window cannot resolve;
+    # their partials' energy centres stay on the undetuned lattice. The second stage hears detune.
+    freqs = np.where(config.is_fixed, config.fixed_hz, np.array(config.ratios) * f0_hz)
+    alg = config.algorithm_spec
+    loop: set[int] = set()
+    if config.feedback > 0:
+        src, dst = alg.feedback
+        loop = {dst} | ({src} if src == dst else _upstream(alg, src) - _upstream(alg, dst) | {src})
+    out = []
+    for carrier in alg.carriers:
+        ops = _upstream(alg, carrier) | ({carrier} if carrier in loop else set())
+        gens = [freqs[j - 1] * k for j in ops for k in ((1, 2, 3) if j in loop else (1,))]
+        generators = np.unique(np.round(gens, 2)) if gens else np.zeros(0)
+        generators = generators[generators > 0]
+        steps = np.concatenate([generators, -generators])
+        hz = np.array([round(float(freqs[carrier - 1]), 2)])
+        order = np.zeros(1)
+        frontier = hz
+        limit = nyquist_hz + (generators.max() if len(generators) else 0.0)
+        for k in range(1, max_order + 1):
+            if not len(steps) or not len(frontier) or len(hz) >= MAX_POINTS:
+                break
+            cand = np.unique(np.round((frontier[:, None] + steps[None, :]).ravel(), 2))
+            cand = cand[(np.abs(cand) <= limit) & ~np.isin(cand, hz)]
+            frontier = cand[: MAX_POINTS - len(hz)]
+            hz = np.concatenate([hz, frontier])
+            order = np.concatenate([order, np.full(len(frontier), float(k))])
+        hz = np.abs(hz)
+        keep = hz <= nyquist_hz
+        hz, order = hz[keep], order[keep]
+        sort = np.lexsort((order, hz))
+        hz, order = hz[sort], order[sort]
+        first = np.unique(hz, return_index=True)[1]   # a folded partial keeps its lowest order
+        out.append((hz[first], order[first]))
+    return out
+
+
+def _tolerance_hz(freq_hz: np.ndarray, excerpt_len: int, sample_rate: float) -> np.ndarray:
+    # Peak positions are good to a fraction of a bin on steady partials; vibrato and the
+    # CREPE f0 error (a few cents) scale with frequency.
+    return np.maximum(1.0 * sample_rate / excerpt_len, freq_hz * 0.006)
+
+
+def _near(points_hz: np.ndarray, targets_hz: np.ndarray, tol_hz: np.ndarray) -> np.ndarray:
+    """For each target, whether a point lies within its tolerance (points sorted ascending)."""
+    if not len(points_hz):
+        return np.zeros(len(targets_hz), dtype=bool)
+    pos = np.searchsorted(points_hz, targets_hz)
+    lo = np.abs(points_hz[np.clip(pos - 1, 0, len(points_hz) - 1)] - targets_hz)
+    hi = np.abs(points_hz[np.clip(pos, 0, len(points_hz) - 1)] - targets_hz)
+    return np.minimum(lo, hi) <= tol_hz
+
+
+def lattice_cost(config: FixedConfig, excerpt: Excerpt, octave: int = 0, max_order: int = MAX_ORDER) -> float:
+    """First-stage cost of one configuration on one excerpt (lower is better, 0 is perfect).
+
+    ``octave``: the configuration is played with its note pitch at ``f0 * 2**octave`` (a voice
+    whose fundamental is its ratio-0.5 operator sounds an octave below its key, so the excerpt's
+    f0 is half the note pitch: ``octave=1``).
+
+    Two parts, each a fraction:
+
+    * recall -- the share of the excerpt's partials (weighted by level above the floor) that no
+      carrier's lattice reaches within ``max_order``;
+    * precision -- the share of the lattice's first sidebands (order <= :data:`PRECISION_ORDER`,
+      below the excerpt's highest partial) where the excerpt has no partial, over the carriers
+      that sound (a carrier whose own frequency has no partial is taken as silent). A denser
+      lattice than needed predicts partials that are not there.
+
+    A configuration none of whose carriers lands on a partial pays 1 more.
+    """
+    if len(excerpt.peak_hz) == 0:
+        return 2.0
+    lattices = partial_lattice(config, excerpt.f0_hz * 2.0 ** octave, excerpt.sample_rate / 2, max_order)
+    peaks = excerpt.peak_hz
+    tol = _tolerance_hz(peaks, len(excerpt.audio), excerpt.sample_rate)
+    explained = np.zeros(len(peaks), dtype=bool)
+    predicted = absent = 0
+    sounding = 0
+    top_hz = float(peaks.max()) * 1.02
+    for hz, order in lattices:
+        explained |= _near(hz, peaks, tol)
+        carrier_hz = hz[order == 0]
+        if not len(carrier_hz) or not _near(peaks, carrier_hz, _tolerance_hz(carrier_hz, len(excerpt.audio),
+                                                                               excerpt.sample_rate))[0]:
+            continue
+        sounding += 1
+        low = hz[(order >= 1) & (order <= PRECISION_ORDER) & (hz <= top_hz) & (hz > 0)]
+        if len(low):
+            predicted += len(low)
+            absent += int(np.sum(~_near(peaks, low, _tolerance_hz(low, len(excerpt.audio), excerpt.sample_rate))))
+    weight = np.clip(excerpt.peak_db + FLOOR_DB, 0.0, None) / FLOOR_DB
+    recall = float(np.sum(weight * ~explained) / max(np.sum(weight), 1e-9))
+    precision = absent / predicted if predicted else 0.0
+    return recall + PRECISION_WEIGHT * precision + (0.0 if sounding else 1.0)
+
+
+OCTAVES = (0, 1, -1)
+"""Octave placements tried: DDX7 plays a configuration at the corpus's measured f0, so a voice
+sounding an octave off its key fits only when its ratios are read an octave away."""
+
+
+def first_stage(groups: Sequence[ConfigGroup], excerpts: Sequence[Excerpt], octaves: Sequence[int] = OCTAVES,
+                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean :func:`lattice_cost` over the excerpts for every group, at its best octave.
+
+    Returns:
+        ``(cost, octave)``: (len(groups),) float costs and the int octave each was reached at.
+    """
+    if not excerpts:
+        raise DX7Error("no excerpts to score against")
+    cost = np.empty(len(groups))
+    best = np.zeros(len(groups), dtype=int)
+    for i, group in enumerate(groups):
+        per = [np.mean([lattice_cost(group.config, ex, octave) for ex in excerpts]) for octave in octaves]
+        k = int(np.argmin(per))
+        cost[i], best[i] = per[k], octaves[k]
+        if progress:
+            progress(i + 1, len(groups))
+    return cost, best

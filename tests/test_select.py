@@ -1,0 +1,210 @@
+"""The patch selector: first stage (numpy), second stage (synth fit), ranking, CLI, known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dx7tools.errors import DX7Error
+from dx7tools.fixed_config import FixedConfig
+from dx7tools.library import Library
+from dx7tools.selector import (ConfigGroup, group_voices, lattice_cost, make_excerpt, partial_lattice,
+                               spectral_peaks)
+from dx7tools.voice import Voice
+from ddx7 import select
+from ddx7.synth import FMSynth
+
+SR = 16000
+
+
+def _config(algorithm=1, coarse=(1, 1, 1, 1, 1, 1), fine=(0,) * 6, feedback=0, mode=(0,) * 6, name=""):
+    return FixedConfig(algorithm, mode, coarse, fine, (7,) * 6, feedback, name)
+
+
+def _render(config: FixedConfig, f0: float, index, n: int = 2048) -> np.ndarray:
+    synth = FMSynth(config)
+    frames = n // 64
+    with torch.no_grad():
+        audio = synth(torch.full((1, frames), f0), torch.tensor(index, dtype=torch.float32).expand(1, frames, 6))
+    return audio[0].numpy()
+
+
+# -- first stage ----------------------------------------------------------------------------------
+def test_spectral_peaks_find_sinusoids_to_a_fraction_of_a_bin():
+    t = np.arange(2048) / SR
+    audio = np.sin(2 * np.pi * 440.0 * t) + 0.1 * np.sin(2 * np.pi * 1234.5 * t)
+    hz, db = spectral_peaks(audio, SR)
+    assert len(hz) == 2
+    assert abs(hz[0] - 440.0) < 1.0 and abs(hz[1] - 1234.5) < 1.0
+    assert db[0] == pytest.approx(0.0, abs=0.5) and db[1] == pytest.approx(-20.0, abs=1.0)
+
+
+def test_partial_lattice_of_a_two_operator_stack():
+    # Algorithm 32 has six carriers; algorithm 31 stacks OP6 on OP5: carrier 1 x f0, modulator 2 x f0.
+    config = _config(31, coarse=(1, 1, 1, 1, 1, 2))
+    lattices = partial_lattice(config, 100.0, 8000.0)
+    hz, order = lattices[4]  # OP5, the modulated carrier
+    table = {round(h): int(o) for h, o in zip(hz, order)}
+    assert table[100] == 0 and table[300] == 1 and table[500] == 2
+    assert 200 not in table  # 100 +- 2n * 100 never lands on an even harmonic
+    bare_hz, bare_order = lattices[0]
+    assert list(np.round(bare_hz)) == [100.0] and list(bare_order) == [0.0]
+
+
+def test_feedback_gives_its_loop_harmonics():
+    config = _config(32, coarse=(1, 1, 1, 1, 1, 3), feedback=7)
+    hz, order = partial_lattice(config, 100.0, 8000.0)[5]   # OP6 feeds back on itself
+    assert {300.0, 600.0, 900.0} <= set(np.round(hz))
+    assert partial_lattice(_config(32, coarse=(1, 1, 1, 1, 1, 3)), 100.0, 8000.0)[5][0].tolist() == [300.0]
+
+
+def test_lattice_cost_prefers_the_configuration_that_made_the_sound():
+    right = _config(31, coarse=(1, 1, 1, 1, 1, 3))
+    wrong = _config(31, coarse=(1, 1, 1, 1, 1, 0), fine=(0, 0, 0, 0, 0, 41))   # 0.705: inharmonic
+    audio = _render(right, 220.0, [0, 0, 0, 0, 2.0, 0.8])
+    ex = make_excerpt(audio, 220.0, SR)
+    assert lattice_cost(right, ex) < lattice_cost(wrong, ex) - 1.0
+    assert lattice_cost(right, ex) < 0.5
+
+
+def test_octave_placement():
+    # A carrier at ratio 0.5 sounds an octave below the key: measured f0 = key / 2.
+    low = _config(31, coarse=(0, 0, 0, 0, 0, 1))
+    audio = _render(low, 440.0, [0, 0, 0, 0, 2.0, 0.5])     # key 440 Hz, fundamental 220 Hz
+    ex = make_excerpt(audio, 220.0, SR)
+    assert lattice_cost(low, ex, octave=1) < lattice_cost(low, ex, octave=0)
+    assert low.transposed(1).ratios[:5] == (1.0,) * 5
+
+
+def test_transposed_is_exact_or_refuses():
+    c = _config(2, coarse=(0, 1, 2, 3, 4, 14))
+    assert c.transposed(1).ratios == (1.0, 2.0, 4.0, 6.0, 8.0, 28.0)
+    assert _config(2, coarse=(2, 4, 1, 2, 2, 8)).transposed(-1).ratios == (1.0, 2.0, 0.5, 1.0, 1.0, 4.0)
+    with pytest.raises(DX7Error, match="cannot be moved"):
+        c.transposed(-1)   # 0.5 cannot go down, 3 cannot halve
+    with pytest.raises(DX7Error):
+        _config(2, coarse=(16,) * 6).transposed(1)
+
+
+def test_group_voices_scores_identical_configurations_once():
+    base = Voice.init()
+    a = base.with_name("A").replace(op1_output_level=99)
+    b = base.with_name("B").replace(op1_output_level=50)   # same fixed configuration as A
+    c = base.with_name("C").replace(op2_coarse=3)
+
+    class E:
+        def __init__(self, i, v):
+            self.id, self.voice = i, v
+
+    groups = group_voices([E(3, c), E(1, a), E(2, b)])
+    assert [g.voice_ids for g in groups] == [[1, 2], [3]]
+    assert groups[0].names == ["A", "B"]
+    assert group_voices([E(1, a)], algorithm=5) == []
+
+
+# -- second stage ---------------------------------------------------------------------------------
+def test_spectral_distance_is_gain_invariant_and_zero_on_itself():
+    x = torch.randn(2048, dtype=torch.float64)
+    t = select.log_power_db(x)
+    assert float(select.spectral_distance(t[None], t)) == pytest.approx(0.0, abs=1e-9)
+    assert float(select.spectral_distance(select.log_power_db(3 * x)[None], t)) == pytest.approx(0.0, abs=1e-6)
+    assert float(select.spectral_distance(select.log_power_db(torch.randn(2048))[None], t)) > 1.0
+
+
+def test_fit_distance_recovers_a_known_configuration():
+    right = _config(5, coarse=(1, 2, 1, 3, 2, 1), fine=(0, 0, 0, 0, 50, 0), feedback=4)
+    wrong = _config(5, coarse=(1, 1, 1, 3, 1, 0), fine=(0, 41, 0, 17, 0, 42), feedback=0)   # inharmonic
+    excerpts = []
+    for f0, index in ((196.0, [1.6, 0.5, 0.8, 0.3, 1.0, 0.2]), (330.0, [1.2, 0.9, 0.0, 0.0, 1.5, 0.6])):
+        excerpts.append(make_excerpt(_render(right, f0, index), f0, SR))
+    d_right = select.fit_distance(right, excerpts)
+    d_wrong = select.fit_distance(wrong, excerpts)
+    assert d_right < 1.5 and d_right < 0.5 * d_wrong, (d_right, d_wrong)
+
+
+# -- ranking through the library and a corpus -------------------------------------------------------
+@pytest.fixture(scope="module")
+def known_answer(tmp_path_factory, dexed, hexter_dir):
+    """A library of hexter's 128 ROM voices and a corpus played by one of them."""
+    from ddx7.known_answer import known_answer_corpus
+
+    home = tmp_path_factory.mktemp("rank-home")
+    lib = Library(home)
+    lib.import_files([hexter_dir / "dx7_roms.dx7"])
+    source = lib.get("E.PIANO 1")
+    known_answer_corpus(home, "ka", source.voice, notes=(48, 55, 62, 69), velocities=(110, 70))
+    return home, source
+
+
+def test_rank_finds_the_voice_a_known_answer_corpus_was_played_with(known_answer):
+    home, source = known_answer
+    result = select.rank(home, "ka", budget=300, candidates=16)
+    assert result.complete and result.stats["second_stage"] == 16
+    assert source.id in result.rows[0]["voices"], result.rows[:3]
+    assert [r["rank"] for r in result.rows] == list(range(1, len(result.rows) + 1))
+    assert [r["stage"] for r in result.rows[:16]] == [2] * 16 and result.rows[16]["stage"] == 1
+    # every library voice appears once, grouped by configuration
+    ids = [i for r in result.rows for i in r["voices"]]
+    assert sorted(ids) == sorted(v.id for v in Library(home).voices())
+    saved = select.load_ranking(home, "ka")
+    assert saved.rows[0]["voices"] == result.rows[0]["voices"]
+    assert select.cached_top_config(home, "ka").key == FixedConfig.from_voice(source.voice).key
+
+
+def test_rank_with_a_tiny_budget_returns_the_first_stage_and_says_so(known_answer):
+    home, _ = known_answer
+    result = select.rank(home, "ka", budget=0.01, save=False)
+    assert not result.complete
+    assert "first-stage ranking only" in result.message
+    assert all(r["stage"] == 1 for r in result.rows)
+
+
+def test_rank_bad_input(tmp_path, known_answer):
+    home, _ = known_answer
+    with pytest.raises(DX7Error, match="library is empty"):
+        select.rank(tmp_path / "empty", "ka")
+    with pytest.raises(DX7Error, match="no corpus"):
+        select.rank(home, "nope")
+    with pytest.raises(DX7Error, match="algorithm"):
+        select.rank(home, "ka", algorithm=33)
+    with pytest.raises(DX7Error, match="budget"):
+        select.rank(home, "ka", budget=0)
+    with pytest.raises(DX7Error, match="no steady voiced"):
+        select.pick_excerpts([])
+
+
+def test_cli_rank_json_and_fit_voice_auto(known_answer, run_cli):
+    home, source = known_answer
+    res = run_cli("rank", "--corpus", "ka", "--top", "5", "--budget", "120", "--candidates", "6", "--json",
+                  "--home", str(home), use_home=False)
+    assert res.returncode == 0, res.stderr
+    rows = res.json()
+    assert len(rows) == 5
+    assert {"rank", "voices", "algorithm", "ratios", "score"} <= set(rows[0])
+    assert rows[0]["rank"] == 1 and isinstance(rows[0]["voices"], list) and len(rows[0]["ratios"]) == 6
+
+    table = run_cli("rank", "--corpus", "ka", "--budget", "0.01", "--home", str(home), use_home=False)
+    assert table.returncode == 0
+    assert "first-stage ranking only" in table.stderr
+    assert "score" in table.stdout and "stage" in table.stdout
+
+    fit = run_cli("fit", "--corpus", "ka", "--voice", "auto", "--steps", "2", "--crepe", "tiny", "--no-test-audio",
+                  "--json", "--home", str(home), use_home=False)
+    assert fit.returncode == 0, fit.stderr
+    info = fit.json()
+    assert info["selection"]["chosen_rank"] >= 1 and info["selection"]["top"]
+    run = json.loads((home / "runs" / info["run"] / "run.json").read_text())
+    assert run["selection"]["top"][0]["voices"] == info["selection"]["top"][0]["voices"]
+    top = select.load_ranking(home, "ka").rows[0]
+    assert FixedConfig.from_dict(run["fixed_config"]).key == \
+        FixedConfig.from_dict(top["config"]).transposed(top["octave"]).key
+
+
+def test_cli_rank_errors(run_cli):
+    res = run_cli("rank", "--corpus", "violin")
+    assert res.returncode == 1
+    assert res.stderr.startswith("error:") and "library is empty" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
