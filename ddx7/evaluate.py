@@ -109,7 +109,8 @@ def _stack(parts: list[np.ndarray], dim: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, dim))
 
 
-def resynthesize_test(run_dir: Path, home, info: dict, progress: ProgressFn | None = None) -> list[tuple[str, np.ndarray]]:
+def resynthesize_test(run_dir: Path, home, info: dict,
+                      progress: ProgressFn | None = None) -> list[tuple[str, np.ndarray]]:
     """The run's best model applied to each test segment's features: ``[(segment file, audio)]``."""
     from .train import load_examples, load_model
 

@@ -20,8 +20,8 @@ The 2-operator stack is algorithm 1 with OP3-OP6 in fixed mode at 9,772 Hz: abov
 Nyquist frequency of 16 kHz audio, so the synth's anti-aliasing gain is exactly 0 for them
 whatever the network asks, and only OP2 -> OP1 sounds (the TCN keeps its six outputs, so the
 parameter count is that of the 6-operator model). Runs are named
-``paper-<corpus>-<row>-<budget>`` (budget ``4m`` or ``300s`` steps), so a second call with the
-same budget reuses them, and an interrupted one resumes.
+``paper-<corpus>-<row>-<budget>`` (budget ``4m`` for 4 minutes, ``300steps`` for 300 steps),
+so a second call with the same budget reuses them, and an interrupted one resumes.
 
 The paper's published FADs (URMP recordings, VGGish) are listed beside ours, labelled as a
 different corpus and embedding: compare rankings, not numbers.
@@ -95,7 +95,7 @@ class PlannedRun:
 
 
 def budget_tag(minutes: float | None, steps: int | None) -> str:
-    return f"{steps}s" if steps is not None else f"{minutes:g}m".replace(".", "p")
+    return f"{steps}steps" if steps is not None else f"{minutes:g}m".replace(".", "p")
 
 
 def plan_runs(home, corpus_name: str, instrument: str | None, minutes: float | None, steps: int | None
@@ -107,7 +107,8 @@ def plan_runs(home, corpus_name: str, instrument: str | None, minutes: float | N
     notes: list[str] = []
     plans = [PlannedRun("hpn", "hpn", None, f"paper-{corpus_name}-hpn-{tag}")]
     try:
-        plans.append(PlannedRun("ddx7-6op", "ddx7", paper_config(instrument or ""), f"paper-{corpus_name}-ddx7-6op-{tag}"))
+        plans.append(PlannedRun("ddx7-6op", "ddx7", paper_config(instrument or ""),
+                                f"paper-{corpus_name}-ddx7-6op-{tag}"))
     except DX7Error:
         notes.append(f"{corpus_name}: ddx7-6op skipped: no paper configuration for instrument {instrument!r}")
     plans.append(PlannedRun("ddx7-2op", "ddx7", two_operator_stack(), f"paper-{corpus_name}-ddx7-2op-{tag}"))
@@ -286,7 +287,8 @@ def to_markdown(result: dict) -> str:
               "| corpus | model | run | steps | minutes |", "|---|---|---|---:|---:|"]
     for r in rows:
         if r["run"]:
-            lines.append(f"| {r['corpus']} | {r['label']} | {r['run']} | {r['steps']} | {_fmt(r['train_minutes'], '.1f')} |")
+            lines.append(f"| {r['corpus']} | {r['label']} | {r['run']} | {r['steps']} | "
+                         f"{_fmt(r['train_minutes'], '.1f')} |")
     paper_corpora = [c for c in corpora if any(by.get((c, row), {}).get("paper_fad_urmp_vggish") is not None
                                                 for row in PAPER_FAD)]
     if paper_corpora:

@@ -257,8 +257,9 @@ def build_report(home, run, *, excerpts: int = 3, max_seconds: float = 8.0, prog
                f"</td></tr><tr><th>corpus</th><td>{html.escape(cfg.corpus)}</td></tr>"
                f"<tr><th>parameters</th><td>{info.get('parameters', 0):,}</td></tr>"
                f"<tr><th>training</th><td>{info.get('steps')} steps, {minutes}, batch {cfg.batch_size} x "
-               f"{cfg.segment_seconds:g} s, learning rate {cfg.learning_rate:g}, CREPE {html.escape(cfg.crepe)}</td></tr>"
-               f"<tr><th>best validation loss</th><td>{info.get('best_valid_loss', float('nan')):.4f}</td></tr></table>")
+               f"{cfg.segment_seconds:g} s, learning rate {cfg.learning_rate:g}, CREPE {html.escape(cfg.crepe)}"
+               f"</td></tr><tr><th>best validation loss</th>"
+               f"<td>{info.get('best_valid_loss') or float('nan'):.4f}</td></tr></table>")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>dx7tools report: {name}</title>"
             f"<style>{CSS}</style></head><body><h1>Run {name}</h1>{summary}"
             "<h2>Loss</h2>" + (f"<img alt='loss curves' src='{loss}'>" if loss else "<p>No metrics.csv.</p>")

@@ -95,7 +95,7 @@ def test_paper_table(table):
     assert [f.name for f in files] == ["paper-table.md", "paper-table.csv", "paper-table.json"]
     parsed = list(csv.DictReader(io.StringIO(files[1].read_text())))
     assert [r["row"] for r in parsed] == list(rows) and float(parsed[0]["fad"]) == rows["original"]["fad"]
-    info = json.loads((train.runs_dir(home) / "paper-mini-ddx7-2op-2s" / "run.json").read_text())
+    info = json.loads((train.runs_dir(home) / "paper-mini-ddx7-2op-2steps" / "run.json").read_text())
     assert info["fixed_config"]["algorithm"] == 1 and info["fixed_config"]["feedback"] == 0
 
 
@@ -132,16 +132,16 @@ def test_two_operator_stack_mutes_op3_to_op6():
 def test_eval_full_covariance_matches_an_independent_computation(table):
     home, _ = table
     emb = BandEnergies()
-    result = evaluate_run(home, "paper-mini-ddx7-6op-2s", embedder=emb, write=False)
+    result = evaluate_run(home, "paper-mini-ddx7-6op-2steps", embedder=emb, write=False)
     assert result["embedding"] == "bands-test" and not result["diagonal"]
     assert [r["row"] for r in result["reference"]] == ["original", "hpn"]
-    assert result["reference"][1]["run"] == "paper-mini-hpn-2s"
+    assert result["reference"][1]["run"] == "paper-mini-hpn-2steps"
     # recompute by hand: the resynthesised test split against every corpus segment
     from ddx7.corpus import Corpus
 
     corpus = Corpus.open(home, "mini")
     everything = np.concatenate([emb(corpus.load(s)) for s in corpus.segments()])
-    run_dir = train.runs_dir(home) / "paper-mini-ddx7-6op-2s"
+    run_dir = train.runs_dir(home) / "paper-mini-ddx7-6op-2steps"
     resynth = resynthesize_test(run_dir, home, json.loads((run_dir / "run.json").read_text()))
     ours = np.concatenate([emb(a) for _, a in resynth])
     assert result["n_frames"] == len(ours) and result["corpus_frames"] == len(everything)
@@ -154,15 +154,16 @@ def test_eval_full_covariance_matches_an_independent_computation(table):
 
 def test_eval_cli(table, run_cli):
     src, _ = table
-    r = run_cli("eval", "paper-mini-ddx7-6op-2s", "--diagonal", "--json", use_home=False, env={"DX7TOOLS_HOME": str(src)})
+    r = run_cli("eval", "paper-mini-ddx7-6op-2steps", "--diagonal", "--json", use_home=False,
+                env={"DX7TOOLS_HOME": str(src)})
     assert r.returncode == 0, r.stderr
     out = r.json()
     assert {"fad", "embedding", "n_frames", "reference"} <= set(out)
     assert out["embedding"] == "crepe-tiny" and out["diagonal"] and out["n_frames"] > 10
     assert [x["row"] for x in out["reference"]] == ["original", "hpn"]
-    assert (train.runs_dir(src) / "paper-mini-ddx7-6op-2s" / "eval-crepe-tiny-diagonal.json").exists()
+    assert (train.runs_dir(src) / "paper-mini-ddx7-6op-2steps" / "eval-crepe-tiny-diagonal.json").exists()
     # a bad input through the console script: one line, exit 1
-    r = run_cli("eval", "paper-mini-ddx7-6op-2s", "--embedding", "vggish", use_home=False,
+    r = run_cli("eval", "paper-mini-ddx7-6op-2steps", "--embedding", "vggish", use_home=False,
                 env={"DX7TOOLS_HOME": str(src), "DX7TOOLS_VGGISH_WEIGHTS": ""})
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "error: vggish needs its weights: pass --weights FILE or set DX7TOOLS_VGGISH_WEIGHTS (none ship with "
@@ -176,8 +177,8 @@ def test_eval_bad_input(table, tmp_path, monkeypatch):
     from dx7tools.errors import DX7Error
 
     home, _ = table
-    run = "paper-mini-ddx7-6op-2s"
-    with pytest.raises(DX7Error, match=r"resynthesised test split of 'mini' \(paper-mini-ddx7-6op-2s\): \d+ "
+    run = "paper-mini-ddx7-6op-2steps"
+    with pytest.raises(DX7Error, match=r"resynthesised test split of 'mini' \(paper-mini-ddx7-6op-2steps\): \d+ "
                                        r"embedding frames are too few for a stable 272x272 covariance "
                                        r"\(need at least 544\); use more audio, or --diagonal"):
         evaluate_run(home, run, write=False)
@@ -226,7 +227,7 @@ def test_report_is_self_contained_and_complete(table, run_cli, tmp_path):
     src, _ = table
     env = {"DX7TOOLS_HOME": str(src)}
     page_path = tmp_path / "report.html"
-    r = run_cli("report", "paper-mini-ddx7-6op-2s", "-o", str(page_path), "--excerpts", "2", "--json",
+    r = run_cli("report", "paper-mini-ddx7-6op-2steps", "-o", str(page_path), "--excerpts", "2", "--json",
                 use_home=False, env=env)
     assert r.returncode == 0, r.stderr
     page = page_path.read_text()
@@ -253,12 +254,12 @@ def test_report_hpn_and_two_operators_in_python(table, tmp_path):
     from ddx7.report import write_report
 
     home, _ = table
-    path = write_report(home, "paper-mini-hpn-2s", tmp_path / "hpn.html", excerpts=1)
+    path = write_report(home, "paper-mini-hpn-2steps", tmp_path / "hpn.html", excerpts=1)
     page = path.read_text()
     images, sounds = decode_media(page)
     assert len(images) == 2 and len(sounds) == 2 and "HpN has no operators" in page
     # the 2-operator stack says which operators are muted
-    page = write_report(home, "paper-mini-ddx7-2op-2s", tmp_path / "two.html", excerpts=1).read_text()
+    page = write_report(home, "paper-mini-ddx7-2op-2steps", tmp_path / "two.html", excerpts=1).read_text()
     assert page.count("(above Nyquist: muted)") == 4 and "algorithm 1: edges 2-&gt;1" in page
 
 
@@ -277,7 +278,7 @@ def test_report_renders_in_headless_chromium(table, tmp_path):
     from ddx7.report import write_report
 
     home, _ = table
-    page = write_report(home, "paper-mini-ddx7-6op-2s", tmp_path / "r.html", excerpts=1)
+    page = write_report(home, "paper-mini-ddx7-6op-2steps", tmp_path / "r.html", excerpts=1)
     # the same page with every image source emptied: what a page of broken images looks like
     broken = tmp_path / "broken.html"
     broken.write_text(re.sub(r"(<img [^>]*src=')[^']*'", r"\1'", page.read_text()))
