@@ -72,7 +72,7 @@ def two_operator_stack() -> FixedConfig:
 
 
 def top_voice_config(home, corpus_name: str) -> tuple[FixedConfig | None, str]:
-    """The selector's top configuration for the corpus, or ``(None, why not)``."""
+    """The selector's top configuration for the corpus and a caveat (or ''), or ``(None, why not)``."""
     try:
         from .select import cached_top_config
     except (ImportError, AttributeError):
@@ -83,7 +83,20 @@ def top_voice_config(home, corpus_name: str) -> tuple[FixedConfig | None, str]:
         return None, "the patch selector is not available"
     if config is None:
         return None, f"no ranking for {corpus_name!r} (run the selector first)"
-    return config, ""
+    return config, _ranking_caveat(home, corpus_name)
+
+
+def _ranking_caveat(home, corpus_name: str) -> str:
+    """The saved ranking's own message when it is incomplete (e.g. first stage only), else ''."""
+    try:
+        from .select import load_ranking
+
+        ranking = load_ranking(home, corpus_name)
+    except (ImportError, AttributeError, DX7Error):
+        return ""
+    if ranking is None or getattr(ranking, "complete", True):
+        return ""
+    return str(getattr(ranking, "message", "") or "the ranking is incomplete")
 
 
 @dataclass
@@ -117,6 +130,8 @@ def plan_runs(home, corpus_name: str, instrument: str | None, minutes: float | N
         notes.append(f"{corpus_name}: ddx7-top skipped: {why}")
     else:
         plans.append(PlannedRun("ddx7-top", "ddx7", top, f"paper-{corpus_name}-ddx7-top-{tag}"))
+        if why:
+            notes.append(f"{corpus_name}: ddx7-top uses {top.name.strip()!r}, but the selector's ranking says: {why}")
     return plans, notes
 
 
@@ -238,6 +253,7 @@ def _table_row(row: str, fad_row: dict, info: dict | None, instrument: str | Non
     return {
         "row": row, "label": LABELS[row] + (f" ({config['name'].strip()})" if row == "ddx7-top" and config else ""),
         "run": info.get("name") if info else None, "model": info.get("model") if info else None,
+        "voice": config["name"].strip() if config else None,
         "fad": fad_row["fad"], "n_frames": fad_row["n_frames"],
         "parameters": info.get("parameters") if info else None,
         "steps": info.get("steps") if info else None,
@@ -247,8 +263,8 @@ def _table_row(row: str, fad_row: dict, info: dict | None, instrument: str | Non
     }
 
 
-CSV_COLUMNS = ("corpus", "instrument", "row", "label", "run", "model", "embedding", "fad", "n_frames", "parameters",
-               "steps", "train_minutes", "paper_fad_urmp_vggish")
+CSV_COLUMNS = ("corpus", "instrument", "row", "label", "run", "model", "voice", "embedding", "fad", "n_frames",
+               "parameters", "steps", "train_minutes", "paper_fad_urmp_vggish")
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -281,7 +297,8 @@ def to_markdown(result: dict) -> str:
         params = next((by[(c, row)]["parameters"] for c in corpora if (c, row) in by and by[(c, row)]["parameters"]),
                       None)
         label = LABELS[row]
-        cells = [_fmt(by[(c, row)]["fad"]) if (c, row) in by else "—" for c in corpora]
+        cells = [(_fmt(by[(c, row)]["fad"]) + (f" ({by[(c, row)]['voice']})" if row == "ddx7-top" else ""))
+                 if (c, row) in by else "—" for c in corpora]
         lines.append(f"| {label} | {_fmt(params, ',') if params else '—'} | " + " | ".join(cells) + " |")
     lines += ["", "Training per run (steps in the budget, minutes of training):", "",
               "| corpus | model | run | steps | minutes |", "|---|---|---|---:|---:|"]
