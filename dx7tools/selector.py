@@ -194,6 +194,8 @@ def partial_lattice(config: FixedConfig, f0_hz: float, nyquist_hz: float,
     # Undetuned: detuned operators beat within a few Hz, which a 128 ms window cannot resolve;
     # their partials' energy centres stay on the undetuned lattice. The second stage hears detune.
     freqs = np.where(config.is_fixed, config.fixed_hz, np.array(config.ratios) * f0_hz)
+    # Points are kept to 0.01 Hz, or to 1e-4 of f0 when working in units of f0 (f0_hz = 1).
+    decimals = 2 if f0_hz > 10 else 4
     alg = config.algorithm_spec
     loop: set[int] = set()
     if config.feedback > 0:
@@ -203,17 +205,17 @@ def partial_lattice(config: FixedConfig, f0_hz: float, nyquist_hz: float,
     for carrier in alg.carriers:
         ops = _upstream(alg, carrier) | ({carrier} if carrier in loop else set())
         gens = [freqs[j - 1] * k for j in ops for k in ((1, 2, 3) if j in loop else (1,))]
-        generators = np.unique(np.round(gens, 2)) if gens else np.zeros(0)
+        generators = np.unique(np.round(gens, decimals)) if gens else np.zeros(0)
         generators = generators[generators > 0]
         steps = np.concatenate([generators, -generators])
-        hz = np.array([round(float(freqs[carrier - 1]), 2)])
+        hz = np.array([round(float(freqs[carrier - 1]), decimals)])
         order = np.zeros(1)
         frontier = hz
         limit = nyquist_hz + (generators.max() if len(generators) else 0.0)
         for k in range(1, max_order + 1):
             if not len(steps) or not len(frontier) or len(hz) >= MAX_POINTS:
                 break
-            cand = np.unique(np.round((frontier[:, None] + steps[None, :]).ravel(), 2))
+            cand = np.unique(np.round((frontier[:, None] + steps[None, :]).ravel(), decimals))
             cand = cand[(np.abs(cand) <= limit) & ~np.isin(cand, hz)]
             frontier = cand[: MAX_POINTS - len(hz)]
             hz = np.concatenate([hz, frontier])
@@ -238,13 +240,15 @@ def _near(points_hz: np.ndarray, targets_hz: np.ndarray, tol_hz: np.ndarray) -> 
     """For each target, whether a point lies within its tolerance (points sorted ascending)."""
     if not len(points_hz):
         return np.zeros(len(targets_hz), dtype=bool)
+    last = len(points_hz) - 1
     pos = np.searchsorted(points_hz, targets_hz)
-    lo = np.abs(points_hz[np.clip(pos - 1, 0, len(points_hz) - 1)] - targets_hz)
-    hi = np.abs(points_hz[np.clip(pos, 0, len(points_hz) - 1)] - targets_hz)
+    lo = np.abs(points_hz[np.maximum(pos - 1, 0)] - targets_hz)
+    hi = np.abs(points_hz[np.minimum(pos, last)] - targets_hz)
     return np.minimum(lo, hi) <= tol_hz
 
 
-def lattice_cost(config: FixedConfig, excerpt: Excerpt, octave: int = 0, max_order: int = MAX_ORDER) -> float:
+def lattice_cost(config: FixedConfig, excerpt: Excerpt, octave: int = 0, max_order: int = MAX_ORDER,
+                 lattices: list | None = None) -> float:
     """First-stage cost of one configuration on one excerpt (lower is better, 0 is perfect).
 
     ``octave``: the configuration is played with its note pitch at ``f0 * 2**octave`` (a voice
@@ -260,32 +264,40 @@ def lattice_cost(config: FixedConfig, excerpt: Excerpt, octave: int = 0, max_ord
       that sound (a carrier whose own frequency has no partial is taken as silent). A denser
       lattice than needed predicts partials that are not there.
 
-    A configuration none of whose carriers lands on a partial pays 1 more.
+    A configuration none of whose carriers lands on a partial pays 1 more. ``lattices``: the
+    :func:`partial_lattice` for this excerpt and octave, if already computed.
     """
     if len(excerpt.peak_hz) == 0:
         return 2.0
-    lattices = partial_lattice(config, excerpt.f0_hz * 2.0 ** octave, excerpt.sample_rate / 2, max_order)
+    if lattices is None:
+        lattices = partial_lattice(config, excerpt.f0_hz * 2.0 ** octave, excerpt.sample_rate / 2, max_order)
     peaks = excerpt.peak_hz
-    tol = _tolerance_hz(peaks, len(excerpt.audio), excerpt.sample_rate)
-    explained = np.zeros(len(peaks), dtype=bool)
-    predicted = absent = 0
-    sounding = 0
+    n, sr = len(excerpt.audio), excerpt.sample_rate
     top_hz = float(peaks.max()) * 1.02
-    for hz, order in lattices:
-        explained |= _near(hz, peaks, tol)
-        carrier_hz = hz[order == 0]
-        if not len(carrier_hz) or not _near(peaks, carrier_hz, _tolerance_hz(carrier_hz, len(excerpt.audio),
-                                                                               excerpt.sample_rate))[0]:
-            continue
-        sounding += 1
-        low = hz[(order >= 1) & (order <= PRECISION_ORDER) & (hz <= top_hz) & (hz > 0)]
-        if len(low):
-            predicted += len(low)
-            absent += int(np.sum(~_near(peaks, low, _tolerance_hz(low, len(excerpt.audio), excerpt.sample_rate))))
+    # Every carrier's points in one sorted array (recall), and each carrier's own frequency and
+    # first sidebands in another (precision), so each excerpt needs two look-ups in all.
+    every = np.sort(np.concatenate([hz for hz, _ in lattices]))
+    explained = _near(every, peaks, _tolerance_hz(peaks, n, sr))
+    probe_hz, probe_carrier = [], []
+    for c, (hz, order) in enumerate(lattices):
+        low = hz[(order <= PRECISION_ORDER) & (hz <= top_hz) & (hz > 0)]
+        probe_hz.append(low)
+        probe_carrier.append(np.full(len(low), c))
+    probe = np.concatenate(probe_hz)
+    owner = np.concatenate(probe_carrier)
+    is_carrier = np.concatenate([order[(order <= PRECISION_ORDER) & (hz <= top_hz) & (hz > 0)] == 0
+                                 for hz, order in lattices])
+    heard = _near(peaks, probe, _tolerance_hz(probe, n, sr))
+    # a carrier whose own frequency has no partial is taken as silent: its sidebands do not count
+    sounding = np.zeros(len(lattices), dtype=bool)
+    sounding[owner[is_carrier & heard]] = True
+    counted = sounding[owner] & ~is_carrier
+    predicted = int(counted.sum())
+    absent = int((counted & ~heard).sum())
     weight = np.clip(excerpt.peak_db + FLOOR_DB, 0.0, None) / FLOOR_DB
     recall = float(np.sum(weight * ~explained) / max(np.sum(weight), 1e-9))
     precision = absent / predicted if predicted else 0.0
-    return recall + PRECISION_WEIGHT * precision + (0.0 if sounding else 1.0)
+    return recall + PRECISION_WEIGHT * precision + (0.0 if sounding.any() else 1.0)
 
 
 OCTAVES = (0, 1, -1)
@@ -304,8 +316,24 @@ def first_stage(groups: Sequence[ConfigGroup], excerpts: Sequence[Excerpt], octa
         raise DX7Error("no excerpts to score against")
     cost = np.empty(len(groups))
     best = np.zeros(len(groups), dtype=int)
+    # Partials above an excerpt's highest measured one cannot matter; in units of f0 a ratio-only
+    # configuration's lattice is the same for every excerpt and octave, so it is built once.
+    reach = [min(ex.sample_rate / 2, 1.1 * float(ex.peak_hz.max()) if len(ex.peak_hz) else 0.0) for ex in excerpts]
+    widest = max(r / (ex.f0_hz * 2.0 ** o) for r, ex in zip(reach, excerpts) for o in octaves)
     for i, group in enumerate(groups):
-        per = [np.mean([lattice_cost(group.config, ex, octave) for ex in excerpts]) for octave in octaves]
+        config = group.config
+        unit = None if any(config.is_fixed) else partial_lattice(config, 1.0, widest)
+        per = []
+        for octave in octaves:
+            costs = []
+            for r, ex in zip(reach, excerpts):
+                pitch = ex.f0_hz * 2.0 ** octave
+                if unit is None:
+                    lattices = partial_lattice(config, pitch, r)
+                else:
+                    lattices = [(hz[hz * pitch <= r] * pitch, order[hz * pitch <= r]) for hz, order in unit]
+                costs.append(lattice_cost(config, ex, octave, lattices=lattices))
+            per.append(float(np.mean(costs)))
         k = int(np.argmin(per))
         cost[i], best[i] = per[k], octaves[k]
         if progress:

@@ -198,9 +198,9 @@ def test_cli_rank_json_and_fit_voice_auto(known_answer, run_cli):
     assert info["selection"]["chosen_rank"] >= 1 and info["selection"]["top"]
     run = json.loads((home / "runs" / info["run"] / "run.json").read_text())
     assert run["selection"]["top"][0]["voices"] == info["selection"]["top"][0]["voices"]
-    top = select.load_ranking(home, "ka").rows[0]
+    chosen = select.load_ranking(home, "ka").rows[info["selection"]["chosen_rank"] - 1]
     assert FixedConfig.from_dict(run["fixed_config"]).key == \
-        FixedConfig.from_dict(top["config"]).transposed(top["octave"]).key
+        FixedConfig.from_dict(chosen["config"]).transposed(chosen["octave"]).key
 
 
 def test_cli_rank_errors(run_cli):

@@ -1,0 +1,195 @@
+"""The patch selector: known-answer accuracy, 1,000-voice timing, and the real-world check.
+
+    python benchmarks/bench_select.py known-answer [--sources 32] [--seed 1] [--candidates 40]
+    python benchmarks/bench_select.py speed [--voices 1000]
+    python benchmarks/bench_select.py real-world [--minutes 1] [--runs 8] [--instruments violin flute trumpet]
+
+known-answer: a library of hexter's ROM1-4 banks (dx7_roms, tx7_roms: 256 voices); for each of
+``--sources`` voices drawn at random, a corpus of its notes rendered by Dexed (several pitches,
+velocities and lengths, and a phrase) is ranked against the whole library. Reports how often the
+source's configuration comes first and within the top 5, per voice and overall.
+
+speed: a library of ``--voices`` voices (hexter's 432 plus random valid voices) ranked for the
+default violin corpus with the default 60 s budget; reports first-stage voices per second and the
+time of each stage (features are cached from a first, untimed pass).
+
+real-world: on each default corpus, DDX7 is trained for ``--minutes`` on ``--runs``
+configurations spread over the selector's ranking (plus the paper's), and the Spearman rank
+correlation between the selector's rank and the reached validation loss is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dx7tools import params  # noqa: E402
+from dx7tools.fixed_config import FixedConfig  # noqa: E402
+from dx7tools.library import Library  # noqa: E402
+from dx7tools.voice import Voice  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+HEXTER = ROOT / ".cache" / "hexter"
+
+
+def spearman(a, b) -> float:
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def known_answer(args) -> None:
+    from ddx7.known_answer import known_answer_corpus
+    from ddx7.select import rank
+
+    home = ROOT / ".cache" / "bench-select-ka"
+    lib = Library(home)
+    if not len(lib):
+        lib.import_files([HEXTER / "dx7_roms.dx7", HEXTER / "tx7_roms.dx7"])
+    voices = lib.voices()
+    rng = np.random.default_rng(args.seed)
+    picks = rng.choice(len(voices), size=args.sources, replace=False)
+    positions, first_stage_positions = [], []
+    algorithms = set()
+    for k in picks:
+        entry = voices[k]
+        algorithms.add(entry.voice.algorithm)
+        t0 = time.perf_counter()
+        try:
+            known_answer_corpus(home, "ka", entry.voice, seed=int(k))
+            result = rank(home, "ka", budget=args.budget, candidates=args.candidates, save=False)
+        except Exception as exc:  # a corpus CREPE finds no steady pitch in counts as a miss, reported
+            print(f"{entry.id:4d} {entry.voice.name:10s} alg {entry.voice.algorithm:2d}  FAILED: {exc}", flush=True)
+            positions.append(10 ** 6)
+            first_stage_positions.append(10 ** 6)
+            continue
+        pos = next(r["rank"] for r in result.rows if entry.id in r["voices"])
+        by_first = sorted(result.rows, key=lambda r: r["first_stage"])
+        pos1 = next(i + 1 for i, r in enumerate(by_first) if entry.id in r["voices"])
+        positions.append(pos)
+        first_stage_positions.append(pos1)
+        top = result.rows[0]
+        print(f"{entry.id:4d} {entry.voice.name:10s} alg {entry.voice.algorithm:2d}  rank {pos:3d}  "
+              f"first stage {pos1:3d}  top: {top['names'][0]:10s} octave {top['octave']:+d} score {top['score']:.3f}  "
+              f"{time.perf_counter() - t0:5.1f} s", flush=True)
+    p = np.array(positions)
+    p1 = np.array(first_stage_positions)
+    print(f"\nknown answers: {len(p)} source voices, {len(algorithms)} algorithms, library of {len(voices)} voices "
+          f"({len({FixedConfig.from_voice(v.voice).key for v in voices})} configurations)")
+    print(f"top-1 {np.mean(p == 1) * 100:.1f} %   top-5 {np.mean(p <= 5) * 100:.1f} %   "
+          f"(first stage alone: top-1 {np.mean(p1 == 1) * 100:.1f} %, top-{args.candidates} "
+          f"{np.mean(p1 <= args.candidates) * 100:.1f} %)")
+
+
+def random_voices(rng: np.random.Generator, n: int) -> list[Voice]:
+    vced = rng.integers(0, params.MAXIMUM.astype(np.int64) + 1, size=(n, params.VCED_SIZE)).astype(np.uint8)
+    vced[:, params.NAME_SLICE] = rng.integers(65, 91, size=(n, params.NAME_LENGTH))
+    return [Voice(row) for row in vced]
+
+
+def speed(args) -> None:
+    from ddx7.corpus import Corpus, build_corpus
+    from ddx7.select import rank
+
+    home = ROOT / ".cache" / "bench-select-speed"
+    lib = Library(home)
+    if len(lib) < args.voices:
+        lib.import_files(sorted(HEXTER.glob("*.dx7")))
+        for v in random_voices(np.random.default_rng(0), args.voices - len(lib)):
+            lib.add_voice(v, "bench-random")
+    try:
+        Corpus.open(home, "violin")
+    except Exception:
+        build_corpus(home, "violin")
+    rank(home, "violin", budget=1e-3, save=False)   # features into the cache, untimed
+    result = rank(home, "violin", save=False)
+    s = result.stats
+    print(f"library: {s['voices']} voices, {s['configurations']} configurations; corpus violin, {s['excerpts']} "
+          f"excerpts")
+    print(f"first stage: {s['first_stage_s']:.2f} s = {s['first_stage_voices_per_s']:.0f} voices/s; second stage: "
+          f"{s['second_stage']} candidates in {s['second_stage_s']:.1f} s; features (cached) {s['features_s']:.1f} s")
+    print(f"total {s['total_s']:.1f} s against the 60 s goal: {s['total_s'] / 60:.2f}x of the budget; "
+          f"complete: {result.complete}")
+    print("top 5:", [(r["names"][0], r["score"]) for r in result.rows[:5]])
+
+
+def real_world(args) -> None:
+    import torch
+
+    from ddx7 import train
+    from ddx7.corpus import Corpus, build_corpus
+    from ddx7.presets import paper_config
+    from ddx7.select import rank
+
+    home = ROOT / ".cache" / "bench-select-real"
+    lib = Library(home)
+    if not len(lib):
+        lib.import_files(sorted(HEXTER.glob("*.dx7")) + sorted((ROOT / "patches").glob("*.syx")))
+    torch.set_num_threads(args.threads)
+    report = {}
+    for instrument in args.instruments:
+        try:
+            Corpus.open(home, instrument)
+        except Exception:
+            build_corpus(home, instrument)
+        result = rank(home, instrument, budget=args.budget)
+        n = len(result.rows)
+        picks = sorted(set(np.unique(np.round(np.geomspace(1, n, args.runs)).astype(int)).tolist()))
+        rows = [result.rows[p - 1] for p in picks]
+        cfg = train.FitConfig(corpus=instrument, minutes=args.minutes, crepe="tiny", threads=args.threads)
+        data = train.load_examples(home, instrument, cfg)
+        losses = []
+        for row in rows:
+            config = FixedConfig.from_dict(row["config"])
+            try:
+                config = config.transposed(row["octave"])
+            except Exception:
+                pass
+            run_dir = train.runs_dir(home) / f"{instrument}-rank{row['rank']}"
+            fitted = train.fit(home, run_dir, cfg, config, resume=run_dir.exists(), data=data)
+            losses.append(fitted.best_valid)
+            print(f"{instrument}: rank {row['rank']:3d} stage {row['stage']} score {row['score']:.3f} "
+                  f"{row['names'][0]:10s} {config.describe():45s} valid loss {fitted.best_valid:.3f}", flush=True)
+        paper = paper_config(instrument)
+        run_dir = train.runs_dir(home) / f"{instrument}-paper"
+        paper_loss = train.fit(home, run_dir, cfg, paper, resume=run_dir.exists(), data=data).best_valid
+        paper_row = next((r for r in result.rows if FixedConfig.from_dict(r["config"]).key == paper.key), None)
+        rho = spearman([r["rank"] for r in rows], losses)
+        report[instrument] = {"spearman": round(rho, 3), "picked": rows[0]["names"], "picked_loss": losses[0],
+                              "paper": paper.name, "paper_loss": paper_loss,
+                              "paper_rank": paper_row["rank"] if paper_row else None}
+        print(f"{instrument}: Spearman(rank, valid loss) = {rho:.2f} over {len(rows)} configurations; selector's pick "
+              f"{rows[0]['names'][0]!r} loss {losses[0]:.3f}; paper's {paper.name!r} (rank "
+              f"{paper_row['rank'] if paper_row else 'not in library'}) loss {paper_loss:.3f}", flush=True)
+    print(json.dumps(report, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    ka = sub.add_parser("known-answer")
+    ka.add_argument("--sources", type=int, default=32)
+    ka.add_argument("--seed", type=int, default=1)
+    ka.add_argument("--candidates", type=int, default=40)
+    ka.add_argument("--budget", type=float, default=1e9)
+    sp = sub.add_parser("speed")
+    sp.add_argument("--voices", type=int, default=1000)
+    rw = sub.add_parser("real-world")
+    rw.add_argument("--minutes", type=float, default=1.0)
+    rw.add_argument("--runs", type=int, default=8)
+    rw.add_argument("--budget", type=float, default=60.0)
+    rw.add_argument("--threads", type=int, default=2)
+    rw.add_argument("--instruments", nargs="+", default=["violin", "flute", "trumpet"])
+    args = parser.parse_args()
+    {"known-answer": known_answer, "speed": speed, "real-world": real_world}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
