@@ -49,6 +49,8 @@ bench: install-test hexter
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_train.py --minutes 2 --crepe tiny
 	$(BIN)/python benchmarks/bench_export.py
+	DX7TOOLS_HEXTER_DIR=$(HEXTER_DIR) $(BIN)/python benchmarks/bench_select.py speed
+	DX7TOOLS_HEXTER_DIR=$(HEXTER_DIR) $(BIN)/python benchmarks/bench_select.py known-answer
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .cache build *.egg-info

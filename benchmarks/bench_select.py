@@ -4,7 +4,7 @@
     python benchmarks/bench_select.py speed [--voices 1000]
     python benchmarks/bench_select.py real-world [--minutes 1] [--runs 8] [--instruments violin flute trumpet]
 
-known-answer: a library of hexter's ROM1-4 banks (dx7_roms, tx7_roms: 256 voices); for each of
+known-answer: a library of hexter's DX7 ROM banks (dx7_roms: 128 voices; --tx7 adds 128); for each of
 ``--sources`` voices drawn at random, a corpus of its notes rendered by Dexed (several pitches,
 velocities and lengths, and a phrase) is ranked against the whole library. Reports how often the
 source's configuration comes first and within the top 5, per voice and overall.
@@ -52,7 +52,7 @@ def known_answer(args) -> None:
     home = ROOT / ".cache" / "bench-select-ka"
     lib = Library(home)
     if not len(lib):
-        lib.import_files([HEXTER / "dx7_roms.dx7", HEXTER / "tx7_roms.dx7"])
+        lib.import_files([HEXTER / "dx7_roms.dx7"] + ([HEXTER / "tx7_roms.dx7"] if args.tx7 else []))
     voices = lib.voices()
     rng = np.random.default_rng(args.seed)
     picks = rng.choice(len(voices), size=args.sources, replace=False)
@@ -63,7 +63,7 @@ def known_answer(args) -> None:
         algorithms.add(entry.voice.algorithm)
         t0 = time.perf_counter()
         try:
-            known_answer_corpus(home, "ka", entry.voice, seed=int(k))
+            known_answer_corpus(home, "ka", entry.voice, seed=int(k), notes=(45, 55, 64, 74))
             result = rank(home, "ka", budget=args.budget, candidates=args.candidates, save=False)
         except Exception as exc:  # a corpus CREPE finds no steady pitch in counts as a miss, reported
             print(f"{entry.id:4d} {entry.voice.name:10s} alg {entry.voice.algorithm:2d}  FAILED: {exc}", flush=True)
@@ -179,6 +179,7 @@ def main() -> None:
     ka.add_argument("--seed", type=int, default=1)
     ka.add_argument("--candidates", type=int, default=40)
     ka.add_argument("--budget", type=float, default=1e9)
+    ka.add_argument("--tx7", action="store_true", help="add hexter's TX7 bank to the library (256 voices)")
     sp = sub.add_parser("speed")
     sp.add_argument("--voices", type=int, default=1000)
     rw = sub.add_parser("real-world")

@@ -43,6 +43,7 @@ HOP = 64
 WINDOW = 2048
 """Excerpt length in samples (128 ms at 16 kHz, 32 frames)."""
 DEFAULT_BUDGET = 60.0
+SECOND_STAGE_EXCERPTS = 6
 DEFAULT_CANDIDATES = 40
 """Second-stage candidates when the budget allows (the first stage's best)."""
 FLOOR_DB = 60.0
@@ -252,6 +253,8 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         groups = group_voices(voices, algorithm)
         if not groups:
             raise DX7Error(f"no library voice uses algorithm {algorithm}")
+    if not groups:
+        raise DX7Error("no configurations to rank")
     n_voices = sum(len(g.voice_ids) for g in groups)
     cfg = FitConfig(corpus=corpus, crepe=crepe)
     cfg.check()
@@ -266,6 +269,8 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
     order = np.argsort(cost, kind="stable")
 
     t2 = time.perf_counter()
+    # The second stage is the costly one: it fits every other excerpt (pitch order is kept).
+    fitted = chosen[::2] if len(chosen) > SECOND_STAGE_EXCERPTS else chosen
     planned = min(candidates, len(groups))
     scored: dict[int, float] = {}
     for i in order[:planned]:
@@ -274,7 +279,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         per = (time.perf_counter() - t2) / len(scored) if scored else 0.0
         if spent + per > budget:
             break
-        scored[int(i)] = fit_distance(groups[i].config, chosen, octave=int(octave[i]))
+        scored[int(i)] = fit_distance(groups[i].config, fitted, octave=int(octave[i]))
         if progress:
             progress("second stage", len(scored), planned)
     t_second = time.perf_counter() - t2

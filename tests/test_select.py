@@ -11,7 +11,7 @@ import torch
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.library import Library
-from dx7tools.selector import (ConfigGroup, group_voices, lattice_cost, make_excerpt, partial_lattice,
+from dx7tools.selector import (group_voices, lattice_cost, make_excerpt, partial_lattice,
                                spectral_peaks)
 from dx7tools.voice import Voice
 from ddx7 import select
@@ -174,6 +174,19 @@ def test_rank_bad_input(tmp_path, known_answer):
         select.rank(home, "ka", budget=0)
     with pytest.raises(DX7Error, match="no steady voiced"):
         select.pick_excerpts([])
+
+
+def test_rank_refuses_a_corpus_without_voiced_frames(known_answer, tmp_path):
+    from ddx7.corpus import add_corpus
+    from dx7tools.audio import write_wav
+
+    home, _ = known_answer
+    noise = np.random.default_rng(0).standard_normal(3 * SR).astype(np.float32) * 0.3
+    write_wav(tmp_path / "noise.wav", noise, SR)
+    add_corpus(home, "noise", audio_dir=tmp_path)
+    with pytest.raises(DX7Error, match="no voiced frames"):
+        select.rank(home, "noise")
+    assert select.load_ranking(home, "noise") is None   # nothing saved
 
 
 def test_cli_rank_json_and_fit_voice_auto(known_answer, run_cli):
