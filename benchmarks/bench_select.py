@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -63,8 +64,9 @@ def known_answer(args) -> None:
         algorithms.add(entry.voice.algorithm)
         t0 = time.perf_counter()
         try:
-            known_answer_corpus(home, "ka", entry.voice, seed=int(k), notes=(45, 55, 64, 74))
-            result = rank(home, "ka", budget=args.budget, candidates=args.candidates, save=False)
+            known_answer_corpus(home, "ka", entry.voice, seed=int(k), notes=(45, 60, 72))
+            result = rank(home, "ka", budget=args.budget, candidates=args.candidates, save=False,
+                          crepe_hop=args.crepe_hop)
         except Exception as exc:  # a corpus CREPE finds no steady pitch in counts as a miss, reported
             print(f"{entry.id:4d} {entry.voice.name:10s} alg {entry.voice.algorithm:2d}  FAILED: {exc}", flush=True)
             positions.append(10 ** 6)
@@ -153,13 +155,15 @@ def real_world(args) -> None:
             except Exception:
                 pass
             run_dir = train.runs_dir(home) / f"{instrument}-rank{row['rank']}"
-            fitted = train.fit(home, run_dir, cfg, config, resume=run_dir.exists(), data=data)
+            shutil.rmtree(run_dir, ignore_errors=True)   # a fresh run for this configuration
+            fitted = train.fit(home, run_dir, cfg, config, data=data)
             losses.append(fitted.best_valid)
             print(f"{instrument}: rank {row['rank']:3d} stage {row['stage']} score {row['score']:.3f} "
                   f"{row['names'][0]:10s} {config.describe():45s} valid loss {fitted.best_valid:.3f}", flush=True)
         paper = paper_config(instrument)
         run_dir = train.runs_dir(home) / f"{instrument}-paper"
-        paper_loss = train.fit(home, run_dir, cfg, paper, resume=run_dir.exists(), data=data).best_valid
+        shutil.rmtree(run_dir, ignore_errors=True)
+        paper_loss = train.fit(home, run_dir, cfg, paper, data=data).best_valid
         paper_row = next((r for r in result.rows if FixedConfig.from_dict(r["config"]).key == paper.key), None)
         rho = spearman([r["rank"] for r in rows], losses)
         report[instrument] = {"spearman": round(rho, 3), "picked": rows[0]["names"], "picked_loss": losses[0],
@@ -179,6 +183,7 @@ def main() -> None:
     ka.add_argument("--seed", type=int, default=1)
     ka.add_argument("--candidates", type=int, default=40)
     ka.add_argument("--budget", type=float, default=1e9)
+    ka.add_argument("--crepe-hop", type=int, default=None)
     ka.add_argument("--tx7", action="store_true", help="add hexter's TX7 bank to the library (256 voices)")
     sp = sub.add_parser("speed")
     sp.add_argument("--voices", type=int, default=1000)

@@ -21,10 +21,11 @@ def rank(
     top: Annotated[int, typer.Option("--top", min=0, help="Show the best K configurations (0: all).")] = 10,
     algorithm: Annotated[Optional[int], typer.Option("--algorithm", min=1, max=32,
                                                      help="Rank only voices of this DX7 algorithm.")] = None,
-    budget: Annotated[float, typer.Option("--budget", min=0.001, help="Seconds for the whole ranking; the second "
-                                          "stage stops when they are spent.")] = 60.0,
+    budget: Annotated[float, typer.Option("--budget", min=0.001, help="Seconds for the ranking once the corpus's "
+                                          "features are cached; the second stage stops when they are spent.")] = 60.0,
     candidates: Annotated[int, typer.Option("--candidates", min=0, help="Second-stage candidates at most.")] = 40,
     crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for f0: tiny or full.")] = "tiny",
+    crepe_hop: Annotated[Optional[int], typer.Option("--crepe-hop", help="Run CREPE every N samples (faster).")] = None,
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -43,7 +44,7 @@ def rank(
                 tasks[stage] = progress.add_task(stage, total=total)
             progress.update(tasks[stage], completed=done, total=total)
 
-        result = rank_corpus(home, corpus, algorithm=algorithm, budget=budget, candidates=candidates, crepe=crepe,
+        result = rank_corpus(home, corpus, algorithm=algorithm, budget=budget, candidates=candidates, crepe=crepe, crepe_hop=crepe_hop,
                              progress=on_progress)
     if not result.complete:
         _warn([result.message])

@@ -38,6 +38,7 @@ MAX_ORDER = 14
 of 2, a DX7 operator at output level 99, has significant sidebands up to about order 14)."""
 PRECISION_ORDER = 2
 PRECISION_WEIGHT = 0.5
+SILENT_CARRIER_WEIGHT = 0.1
 FLOOR_DB = 50.0
 """Partials more than this far below an excerpt's strongest one are ignored."""
 MAX_POINTS = 4000
@@ -264,7 +265,8 @@ def lattice_cost(config: FixedConfig, excerpt: Excerpt, octave: int = 0, max_ord
       that sound (a carrier whose own frequency has no partial is taken as silent). A denser
       lattice than needed predicts partials that are not there.
 
-    A configuration none of whose carriers lands on a partial pays 1 more. ``lattices``: the
+    Each silent carrier adds ``0.1 / carriers``; a configuration none of whose carriers lands on
+    a partial pays 1 more. ``lattices``: the
     :func:`partial_lattice` for this excerpt and octave, if already computed.
     """
     if len(excerpt.peak_hz) == 0:
@@ -297,7 +299,10 @@ def lattice_cost(config: FixedConfig, excerpt: Excerpt, octave: int = 0, max_ord
     weight = np.clip(excerpt.peak_db + FLOOR_DB, 0.0, None) / FLOOR_DB
     recall = float(np.sum(weight * ~explained) / max(np.sum(weight), 1e-9))
     precision = absent / predicted if predicted else 0.0
-    return recall + PRECISION_WEIGHT * precision + (0.0 if sounding.any() else 1.0)
+    # A silent carrier is allowed but costs a little: among configurations that explain the
+    # excerpt alike, the one using its operators is the better instrument for it.
+    silent = 1.0 - sounding.mean() if len(sounding) else 1.0
+    return recall + PRECISION_WEIGHT * precision + SILENT_CARRIER_WEIGHT * silent + (0.0 if sounding.any() else 1.0)
 
 
 OCTAVES = (0, 1, -1)
