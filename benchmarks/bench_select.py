@@ -50,6 +50,9 @@ def known_answer(args) -> None:
     from ddx7.known_answer import known_answer_corpus
     from ddx7.select import rank
 
+    import torch
+
+    torch.set_num_threads(args.threads)
     home = ROOT / ".cache" / "bench-select-ka"
     lib = Library(home)
     if not len(lib):
@@ -184,6 +187,7 @@ def main() -> None:
     ka.add_argument("--candidates", type=int, default=40)
     ka.add_argument("--budget", type=float, default=1e9)
     ka.add_argument("--crepe-hop", type=int, default=None)
+    ka.add_argument("--threads", type=int, default=2)
     ka.add_argument("--tx7", action="store_true", help="add hexter's TX7 bank to the library (256 voices)")
     sp = sub.add_parser("speed")
     sp.add_argument("--voices", type=int, default=1000)

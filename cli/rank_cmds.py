@@ -23,7 +23,7 @@ def rank(
                                                      help="Rank only voices of this DX7 algorithm.")] = None,
     budget: Annotated[float, typer.Option("--budget", min=0.001, help="Seconds for the ranking once the corpus's "
                                           "features are cached; the second stage stops when they are spent.")] = 60.0,
-    candidates: Annotated[int, typer.Option("--candidates", min=0, help="Second-stage candidates at most.")] = 40,
+    candidates: Annotated[int, typer.Option("--candidates", min=0, help="Configurations given the full (third-stage) fit at most.")] = 40,
     crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for f0: tiny or full.")] = "tiny",
     crepe_hop: Annotated[Optional[int], typer.Option("--crepe-hop", help="Run CREPE every N samples (faster).")] = None,
     json_: JsonOption = False,

@@ -6,16 +6,19 @@
    training and validation segments (f0 from CREPE, as for training), spread over its pitch range
    and dynamics.
 2. **First stage, every configuration** (:func:`dx7tools.selector.first_stage`, numpy): can
-   the configuration put partials where the excerpts have them, at low sideband order?
-3. **Second stage, the best candidates, within the time budget** (:func:`fit_distance`): the
-   differentiable synth itself, with the configuration's algorithm, frequencies and feedback,
-   is searched for the output levels that best reproduce each excerpt's spectrum (no network:
-   a random start and coordinate descent over a grid of DX7 output levels). The score is the
-   reached mean log-spectral distance in dB.
+   the configuration put partials where the excerpts have them (its partial lattice)?
+3. **Second stage, a quick fit** in first-stage order for as long as 60 % of the budget allows:
+   the differentiable synth itself, with the configuration's algorithm, frequencies and
+   feedback, is searched for the output levels that best reproduce 3 excerpts' spectra (no
+   network: random points of a grid of DX7 output levels, then coordinate descent, levels held
+   over the 128 ms window; :func:`fit_distance`). The score is the reached mean log-spectral
+   distance in dB.
+4. **Third stage, the full fit** of the quick fit's best ``candidates`` on 6 excerpts with a
+   longer search, within the rest of the budget.
 
-Voices sharing a configuration are scored once and listed together. Rows scored by the second
-stage come first (by its distance), then the rest by first-stage cost; ``stage`` says which.
-The ranking is saved in the data home (``rankings/CORPUS.json``) for ``fit --voice auto``.
+Voices sharing a configuration are scored once and listed together. Rows fitted fully come
+first (by their distance), then those fitted quickly, then the rest by first-stage cost;
+``stage`` (3, 2 or 1) says which. The ranking is saved in the data home (``rankings/CORPUS.json``) for ``fit --voice auto``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ WINDOW = 2048
 """Excerpt length in samples (128 ms at 16 kHz, 32 frames)."""
 DEFAULT_BUDGET = 60.0
 SECOND_STAGE_EXCERPTS = 6
+QUICK_SHARE = 0.6
+"""Share of the budget (from the start of the ranking) the quick fits may use."""
 DEFAULT_CANDIDATES = 40
 """Second-stage candidates when the budget allows (the first stage's best)."""
 FLOOR_DB = 60.0
@@ -230,7 +235,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         budget: seconds for the ranking once the corpus's features are ready (they are computed
             once per corpus and cached). The first stage always completes; the second stops when
             the budget is spent.
-        candidates: second-stage candidates at most (the first stage's best).
+        candidates: configurations given the full fit at most (the quick fit's best).
         crepe: CREPE model for f0 (``tiny`` is 30x faster than ``full`` and precise enough here).
         crepe_hop: run CREPE every this many samples (see ``dx7tools fit --crepe-hop``).
         excerpts: corpus excerpts scored.
@@ -272,41 +277,58 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
     t_first = time.perf_counter() - t1
     order = np.argsort(cost, kind="stable")
 
+    # Second stage: a quick fit (3 excerpts, a short search) in first-stage order, until
+    # QUICK_SHARE of the budget is spent; third: the full fit of the quick stage's best.
     t2 = time.perf_counter()
-    # The second stage is the costly one: it fits every other excerpt (pitch order is kept).
-    fitted = chosen[::2] if len(chosen) > SECOND_STAGE_EXCERPTS else chosen
-    planned = min(candidates, len(groups))
-    scored: dict[int, float] = {}
-    for i in order[:planned]:
-        # Stop before a candidate that would overrun: each costs about as much as the last one.
-        spent = time.perf_counter() - t0
-        per = (time.perf_counter() - t2) / len(scored) if scored else 0.0
-        if spent + per > budget:
+    quick_set = chosen[::4] if len(chosen) > 3 else chosen
+    quick: dict[int, float] = {}
+    for i in order:
+        per = (time.perf_counter() - t2) / len(quick) if quick else 0.0
+        if time.perf_counter() - t0 + per > QUICK_SHARE * budget:
             break
-        scored[int(i)] = fit_distance(groups[i].config, fitted, octave=int(octave[i]))
+        quick[int(i)] = fit_distance(groups[i].config, quick_set, octave=int(octave[i]), n_random=8)
         if progress:
-            progress("second stage", len(scored), planned)
-    t_second = time.perf_counter() - t2
+            progress("second stage (quick fit)", len(quick), len(groups))
+    t_quick = time.perf_counter() - t2
 
-    second = sorted(scored, key=lambda i: (scored[i], cost[i]))
-    rest = [int(i) for i in order if int(i) not in scored]
-    rows = ([_row(groups[i], scored[i], 2, cost[i], octave[i]) for i in second]
+    t3 = time.perf_counter()
+    fitted = chosen[::2] if len(chosen) > SECOND_STAGE_EXCERPTS else chosen
+    by_quick = sorted(quick, key=lambda i: (quick[i], cost[i]))
+    planned = min(candidates, len(by_quick)) if quick else min(candidates, len(groups))
+    full: dict[int, float] = {}
+    for i in by_quick[:planned]:
+        # Stop before a candidate that would overrun: each costs about as much as the last one.
+        per = (time.perf_counter() - t3) / len(full) if full else 0.0
+        if time.perf_counter() - t0 + per > budget:
+            break
+        full[i] = fit_distance(groups[i].config, fitted, octave=int(octave[i]))
+        if progress:
+            progress("third stage (full fit)", len(full), planned)
+    t_full = time.perf_counter() - t3
+
+    third = sorted(full, key=lambda i: (full[i], quick[i]))
+    second = [i for i in by_quick if i not in full]
+    rest = [int(i) for i in order if int(i) not in quick]
+    rows = ([_row(groups[i], full[i], 3, cost[i], octave[i]) for i in third]
+            + [_row(groups[i], quick[i], 2, cost[i], octave[i]) for i in second]
             + [_row(groups[i], cost[i], 1, cost[i], octave[i]) for i in rest])
     for r, row in enumerate(rows, 1):
         row["rank"] = r
-    complete = len(scored) == planned
+    complete = bool(full) and len(full) == planned
     if complete:
-        message = (f"first stage over {len(groups)} configurations ({n_voices} voices), second stage over the best "
-                   f"{len(scored)}")
-    elif scored:
-        message = (f"the budget of {budget:g} s ran out after {len(scored)} of {planned} second-stage candidates; "
-                   f"ranks {len(scored) + 1} and beyond are first-stage only (raise --budget)")
+        message = (f"lattice over {len(groups)} configurations ({n_voices} voices), quick fit over the best "
+                   f"{len(quick)}, full fit over the best {len(full)} of those")
+    elif full:
+        message = (f"the budget of {budget:g} s ran out after {len(full)} of {planned} full fits; ranks "
+                   f"{len(full) + 1} and beyond are by the quick fit or the lattice only (raise --budget)")
     else:
-        message = (f"the budget of {budget:g} s ran out before the second stage; this is the first-stage ranking "
+        message = (f"the budget of {budget:g} s ran out before the fits; this is the first-stage (lattice) ranking "
                    "only (raise --budget)")
     stats = {"voices": n_voices, "configurations": len(groups), "excerpts": len(chosen),
-             "second_stage": len(scored), "second_stage_excerpts": len(fitted), "features_s": round(t_features, 2), "first_stage_s": round(t_first, 3),
-             "second_stage_s": round(t_second, 2), "total_s": round(time.perf_counter() - t0, 2),
+             "quick_fits": len(quick), "full_fits": len(full), "full_fit_excerpts": len(fitted),
+             "features_s": round(t_features, 2), "first_stage_s": round(t_first, 3),
+             "quick_fit_s": round(t_quick, 2), "full_fit_s": round(t_full, 2),
+             "total_s": round(time.perf_counter() - t0, 2),
              "first_stage_voices_per_s": round(n_voices / max(t_first, 1e-9), 1)}
     result = Ranking(corpus, rows, complete, message, stats)
     if save:
