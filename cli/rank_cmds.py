@@ -23,7 +23,8 @@ def rank(
                                                      help="Rank only voices of this DX7 algorithm.")] = None,
     budget: Annotated[float, typer.Option("--budget", min=0.001, help="Seconds for the ranking once the corpus's "
                                           "features are cached; the second stage stops when they are spent.")] = 60.0,
-    candidates: Annotated[int, typer.Option("--candidates", min=0, help="Configurations given the full (third-stage) fit at most.")] = 40,
+    candidates: Annotated[int, typer.Option("--candidates", min=0,
+                                            help="Configurations given the full (third-stage) fit at most.")] = 40,
     crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for f0: tiny or full.")] = "tiny",
     crepe_hop: Annotated[Optional[int], typer.Option("--crepe-hop", help="Run CREPE every N samples (faster).")] = None,
     json_: JsonOption = False,
@@ -36,16 +37,21 @@ def rank(
     progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
                         TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn(),
                         console=err, transient=True)
-    with progress:
-        tasks: dict[str, int] = {}
+    tasks: dict[str, int] = {}
 
-        def on_progress(stage: str, done: float, total: float) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done, total=total)
+    def on_progress(stage: str, done: float, total: float) -> None:
+        if not tasks:
+            progress.start()   # only once there is work to show: bad input fails on a clean line
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
 
-        result = rank_corpus(home, corpus, algorithm=algorithm, budget=budget, candidates=candidates, crepe=crepe, crepe_hop=crepe_hop,
-                             progress=on_progress)
+    try:
+        result = rank_corpus(home, corpus, algorithm=algorithm, budget=budget, candidates=candidates, crepe=crepe,
+                             crepe_hop=crepe_hop, progress=on_progress)
+    finally:
+        if tasks:
+            progress.stop()
     if not result.complete:
         _warn([result.message])
     rows = result.rows[:top] if top else result.rows
