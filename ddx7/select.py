@@ -117,7 +117,7 @@ def pick_excerpts(examples: list, n: int = 12, window: int = WINDOW, pitch_bins:
     return out
 
 
-# -- second stage ---------------------------------------------------------------------------------
+# -- the synth fits (second and third stages) ------------------------------------------------
 def log_power_db(audio: torch.Tensor) -> torch.Tensor:
     """Hann-windowed power spectrum in dB: (..., n) -> (..., n // 2 + 1)."""
     window = torch.hann_window(audio.shape[-1], periodic=False, dtype=torch.float64)
