@@ -118,8 +118,9 @@ def speed(args) -> None:
     s = result.stats
     print(f"library: {s['voices']} voices, {s['configurations']} configurations; corpus violin, {s['excerpts']} "
           f"excerpts")
-    print(f"first stage: {s['first_stage_s']:.2f} s = {s['first_stage_voices_per_s']:.0f} voices/s; second stage: "
-          f"{s['second_stage']} candidates in {s['second_stage_s']:.1f} s; features (cached) {s['features_s']:.1f} s")
+    print(f"first stage: {s['first_stage_s']:.2f} s = {s['first_stage_voices_per_s']:.0f} voices/s; quick fits: "
+          f"{s['quick_fits']} in {s['quick_fit_s']:.1f} s; full fits: {s['full_fits']} in {s['full_fit_s']:.1f} s; "
+          f"features (cached) {s['features_s']:.1f} s")
     print(f"total {s['total_s']:.1f} s against the 60 s goal: {s['total_s'] / 60:.2f}x of the budget; "
           f"complete: {result.complete}")
     print("top 5:", [(r["names"][0], r["score"]) for r in result.rows[:5]])
