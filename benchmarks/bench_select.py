@@ -9,7 +9,8 @@ known-answer: a library of hexter's DX7 ROM banks (dx7_roms: 128 voices; --tx7 a
 velocities and lengths, and a phrase) is ranked against the whole library. Reports how often the
 source's configuration comes first and within the top 5, per voice and overall.
 
-speed: a library of ``--voices`` voices (hexter's 432 plus random valid voices) ranked for the
+speed: a library of ``--voices`` voices (hexter's 432 plus voices assembled from their parts, see
+:func:`shuffled_voices`) ranked for the
 default violin corpus with the default 60 s budget; reports first-stage voices per second and the
 time of each stage (features are cached from a first, untimed pass).
 
@@ -31,7 +32,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dx7tools import params  # noqa: E402
 from dx7tools.fixed_config import FixedConfig  # noqa: E402
 from dx7tools.library import Library  # noqa: E402
 from dx7tools.voice import Voice  # noqa: E402
@@ -93,10 +93,21 @@ def known_answer(args) -> None:
           f"{np.mean(p1 <= args.candidates) * 100:.1f} %)")
 
 
-def random_voices(rng: np.random.Generator, n: int) -> list[Voice]:
-    vced = rng.integers(0, params.MAXIMUM.astype(np.int64) + 1, size=(n, params.VCED_SIZE)).astype(np.uint8)
-    vced[:, params.NAME_SLICE] = rng.integers(65, 91, size=(n, params.NAME_LENGTH))
-    return [Voice(row) for row in vced]
+def shuffled_voices(rng: np.random.Generator, pool: list[Voice], n: int) -> list[Voice]:
+    """``n`` new voices as cartridges have them: each takes its algorithm, its feedback and each
+    operator's frequency settings (mode, coarse, fine, detune) from a different real voice of
+    ``pool``, so ratios, fixed-frequency operators and feedback follow real usage."""
+    out = []
+    for k in range(n):
+        base = pool[rng.integers(len(pool))]
+        changes = {"algorithm": pool[rng.integers(len(pool))].algorithm - 1,
+                   "feedback": pool[rng.integers(len(pool))].feedback}
+        for op in range(1, 7):
+            donor = pool[rng.integers(len(pool))]
+            for field in ("mode", "coarse", "fine", "detune"):
+                changes[f"op{op}_{field}"] = donor[f"op{op}_{field}"]
+        out.append(base.replace(**changes).with_name(f"GEN {k:05d}"))
+    return out
 
 
 def speed(args) -> None:
@@ -107,8 +118,9 @@ def speed(args) -> None:
     lib = Library(home)
     if len(lib) < args.voices:
         lib.import_files(sorted(HEXTER.glob("*.dx7")))
-        for v in random_voices(np.random.default_rng(0), args.voices - len(lib)):
-            lib.add_voice(v, "bench-random")
+        pool = [e.voice for e in lib.voices()]
+        for v in shuffled_voices(np.random.default_rng(0), pool, args.voices - len(lib)):
+            lib.add_voice(v, "bench-shuffled")
     try:
         Corpus.open(home, "violin")
     except Exception:

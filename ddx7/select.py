@@ -7,7 +7,8 @@
    and dynamics.
 2. **First stage, every configuration** (:func:`dx7tools.selector.first_stage`, numpy): can
    the configuration put partials where the excerpts have them (its partial lattice)?
-3. **Second stage, a quick fit** in first-stage order for as long as 60 % of the budget allows:
+3. **Second stage, a quick fit** in first-stage order for as long as the budget allows (keeping
+   time for the third stage):
    the differentiable synth itself, with the configuration's algorithm, frequencies and
    feedback, is searched for the output levels that best reproduce 3 excerpts' spectra (no
    network: random points of a grid of DX7 output levels, then coordinate descent, levels held
@@ -47,8 +48,9 @@ WINDOW = 2048
 """Excerpt length in samples (128 ms at 16 kHz, 32 frames)."""
 DEFAULT_BUDGET = 60.0
 SECOND_STAGE_EXCERPTS = 6
-QUICK_SHARE = 0.6
-"""Share of the budget (from the start of the ranking) the quick fits may use."""
+FULL_COST = 2.5
+"""A full fit costs about this many quick ones (measured: 6 excerpts and 126 renders each against
+3 excerpts and 86); the quick fits stop while that much time is left for the full fits."""
 DEFAULT_CANDIDATES = 40
 """Second-stage candidates when the budget allows (the first stage's best)."""
 FLOOR_DB = 60.0
@@ -277,14 +279,16 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
     t_first = time.perf_counter() - t1
     order = np.argsort(cost, kind="stable")
 
-    # Second stage: a quick fit (3 excerpts, a short search) in first-stage order, until
-    # QUICK_SHARE of the budget is spent; third: the full fit of the quick stage's best.
+    # Second stage: a quick fit (3 excerpts, a short search) in first-stage order, while the
+    # budget leaves room for the third: the full fit of the quick stage's best.
     t2 = time.perf_counter()
     quick_set = chosen[::4] if len(chosen) > 3 else chosen
     quick: dict[int, float] = {}
     for i in order:
         per = (time.perf_counter() - t2) / len(quick) if quick else 0.0
-        if time.perf_counter() - t0 + per > QUICK_SHARE * budget:
+        # Leave time for the full fits of the best so far (each costs about FULL_COST quick ones).
+        reserve = min(candidates, len(quick) + 1) * per * FULL_COST
+        if time.perf_counter() - t0 + per + reserve > budget:
             break
         quick[int(i)] = fit_distance(groups[i].config, quick_set, octave=int(octave[i]), n_random=8)
         if progress:
