@@ -112,3 +112,14 @@ def run_cli(dx7tools_exe, home):
         return CLIResult(proc)
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread, restoring the count after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -71,12 +71,8 @@ def table(tmp_path_factory):
     return home, result
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one torch thread per test (the suite shares the machine's cores); fixture in conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_paper_table(table):
