@@ -22,9 +22,10 @@ def rank(
     algorithm: Annotated[Optional[int], typer.Option("--algorithm", min=1, max=32,
                                                      help="Rank only voices of this DX7 algorithm.")] = None,
     budget: Annotated[float, typer.Option("--budget", min=0.001, help="Seconds for the ranking once the corpus's "
-                                          "features are cached; the second stage stops when they are spent.")] = 60.0,
+                                          "features are cached; the fits stop when they are spent.")] = 60.0,
     candidates: Annotated[int, typer.Option("--candidates", min=0,
-                                            help="Configurations given the full (third-stage) fit at most.")] = 40,
+                                            help="On libraries too large to fit every configuration fully "
+                                            "within the budget: the quick fit's best given the full fit.")] = 40,
     crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for f0: tiny or full.")] = "tiny",
     crepe_hop: Annotated[Optional[int], typer.Option("--crepe-hop", help="Run CREPE every N samples (faster).")] = None,
     json_: JsonOption = False,

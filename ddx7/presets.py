@@ -49,17 +49,12 @@ def auto_config(home, corpus: str, *, budget: float = 60.0, progress=None) -> tu
     reused = ranking is not None
     if ranking is None:
         ranking = rank(home, corpus, budget=budget, progress=progress)
-    for row in ranking.rows:
-        try:
-            config = FixedConfig.from_dict(row["config"]).transposed(int(row.get("octave", 0)))
-        except DX7Error:
-            continue
-        selection = {"corpus": corpus, "chosen_rank": row["rank"], "octave": row.get("octave", 0),
-                     "reused_saved_ranking": reused, "complete": ranking.complete, "message": ranking.message,
-                     "top": [{k: r[k] for k in ("rank", "voices", "names", "algorithm", "ratios", "feedback",
-                                                "octave", "score", "stage")} for r in ranking.rows[:10]]}
-        return config, selection
-    raise DX7Error(f"no ranked configuration for corpus {corpus!r} can be used")
+    config, row = ranking.best()
+    selection = {"corpus": corpus, "chosen_rank": row["rank"], "octave": row.get("octave", 0),
+                 "reused_saved_ranking": reused, "complete": ranking.complete, "message": ranking.message,
+                 "top": [{k: r[k] for k in ("rank", "voices", "names", "algorithm", "ratios", "feedback",
+                                            "octave", "score", "stage")} for r in ranking.rows[:10]]}
+    return config, selection
 
 
 def resolve_config(home, voice: str | None, instrument: str | None) -> FixedConfig:

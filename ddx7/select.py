@@ -5,21 +5,24 @@
 1. **Excerpts.** :func:`pick_excerpts` takes steady, voiced 128 ms windows of the corpus's
    training and validation segments (f0 from CREPE, as for training), spread over its pitch range
    and dynamics.
-2. **First stage, every configuration** (:func:`dx7tools.selector.first_stage`, numpy): can
-   the configuration put partials where the excerpts have them (its partial lattice)?
-3. **Second stage, a quick fit** in first-stage order for as long as the budget allows (keeping
-   time for the third stage):
-   the differentiable synth itself, with the configuration's algorithm, frequencies and
-   feedback, is searched for the output levels that best reproduce 3 excerpts' spectra (no
-   network: random points of a grid of DX7 output levels, then coordinate descent, levels held
-   over the 128 ms window; :func:`fit_distance`). The score is the reached mean log-spectral
-   distance in dB.
-4. **Third stage, the full fit** of the quick fit's best ``candidates`` on 6 excerpts with a
-   longer search, within the rest of the budget.
+2. **First stage, every configuration** (:func:`dx7tools.selector.first_stage_costs`, numpy):
+   can the configuration put partials where the excerpts have them (its partial lattice), at
+   the measured f0 and an octave either way?
+3. **The fits** (:func:`fit_distance`): the differentiable synth itself, with the
+   configuration's algorithm, frequencies and feedback, is searched for the output levels (and
+   a pitch within a few cents) that best reproduce excerpts' spectra: no network, random points
+   of a grid of DX7 output levels, then coordinate descent, levels held over the 128 ms window.
+   The score is the reached mean log-spectral distance in dB. When the budget allows (timed on
+   the first one), every configuration gets the **full fit** (6 excerpts, stage 3) at each octave
+   the lattice finds plausible. On larger libraries a **quick fit** (3 excerpts, a shorter search,
+   stage 2) runs in first-stage order while the budget leaves room, and its best ``candidates``
+   get the full fit.
+4. **Final fit** (stage 4) of the full fit's best :data:`FINAL_CANDIDATES` on all excerpts,
+   with the levels then refined off the grid by gradient descent through the synth.
 
-Voices sharing a configuration are scored once and listed together. Rows fitted fully come
-first (by their distance), then those fitted quickly, then the rest by first-stage cost;
-``stage`` (3, 2 or 1) says which. The ranking is saved in the data home (``rankings/CORPUS.json``) for ``fit --voice auto``.
+Voices sharing a configuration are scored once and listed together. Rows are ordered by the
+highest stage that scored them, then by score; ``stage`` (4, 3, 2 or 1) says which. The ranking
+is saved in the data home (``rankings/CORPUS.json``) for ``fit --voice auto``.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ import torch
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.library import Library, resolve_home
-from dx7tools.selector import ConfigGroup, Excerpt, first_stage, group_voices, make_excerpt
+from dx7tools.selector import OCTAVES, ConfigGroup, Excerpt, first_stage_costs, group_voices, make_excerpt
 from dx7tools.sysex import atomic_write_bytes
 
+from . import core
+from .feedback import feedback_beta
 from .synth import FMSynth
 
 SAMPLE_RATE = 16000
@@ -48,9 +53,16 @@ WINDOW = 2048
 """Excerpt length in samples (128 ms at 16 kHz, 32 frames)."""
 DEFAULT_BUDGET = 60.0
 SECOND_STAGE_EXCERPTS = 6
-FULL_COST = 2.5
-"""A full fit costs about this many quick ones (measured: 6 excerpts and 126 renders each against
-3 excerpts and 86); the quick fits stop while that much time is left for the full fits."""
+FINAL_CANDIDATES = 10
+"""Configurations given the fourth stage's final fit (all excerpts, then gradient refinement)."""
+FINAL_REFINE = 40
+"""Gradient steps of the final fit."""
+FINAL_COST = 6.0
+"""A final fit costs about this many full fits (twice the excerpts, plus the refinement)."""
+OCTAVE_MARGIN = 0.2
+"""Octave placements whose first-stage cost is within this of the best one are all fitted."""
+QUICK_SPEEDUP = 2.5
+"""A quick fit costs about this fraction of a full one (3 excerpts and 104 renders against 6 and 120)."""
 DEFAULT_CANDIDATES = 40
 """Second-stage candidates when the budget allows (the first stage's best)."""
 FLOOR_DB = 60.0
@@ -58,6 +70,10 @@ FLOOR_DB = 60.0
 # Index grid of the second stage: silence, then DX7 output levels 39..99 in steps of 4
 # (about 3 dB apart), as DDX7 indexes (2 = output level 99).
 _LEVEL_STEP_DB = 0.75  # dB per output-level step near the top of the DX7's table
+REFINE_LR = 0.05
+"""Adam step on the log index of the fits' gradient refinement (about 0.4 dB)."""
+PITCH_CENTS = (-12.0, -8.0, -5.0, -3.0, -1.5, 0.0, 1.5, 3.0, 5.0, 8.0, 12.0)
+"""Pitch offsets tried by the fits' coordinate descent (cents from the excerpt's measured f0)."""
 INDEX_GRID = torch.tensor([0.0] + [2.0 * 10 ** (-(99 - ol) * _LEVEL_STEP_DB / 20) for ol in range(39, 100, 4)])
 
 
@@ -135,49 +151,111 @@ def spectral_distance(pred_db: torch.Tensor, target_db: torch.Tensor, floor_db: 
     return (pred.clamp(min=floor) - target_db.clamp(min=floor)).abs().mean(-1)
 
 
+class HeldNotes:
+    """Renders held notes of one configuration, constant pitch and levels over the window, for
+    many level settings at once (the fits' inner loop).
+
+    Same controls and core as :class:`ddx7.synth.FMSynth` (its :meth:`~FMSynth.get_controls`
+    and :func:`ddx7.core.fm_operators`), but the phases depend on the pitch alone, so a batch
+    of level settings at one pitch shares them instead of accumulating them per setting.
+    """
+
+    def __init__(self, config: FixedConfig, frames: int):
+        self.synth = FMSynth(config, SAMPLE_RATE, HOP)
+        self.frames = frames
+        self.beta = feedback_beta(self.synth.feedback.float(), config.algorithm)
+        self.carriers = self.synth.carrier_mask[None, :, None]
+
+    def _phases(self, pitch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P,) Hz -> phase (P, 6, N) in cycles, gain (P, 6) (voicing and anti-aliasing)."""
+        ones = torch.ones(len(pitch), self.frames, 6)
+        controls = self.synth.get_controls(pitch[:, None].expand(-1, self.frames).float(), ones)
+        phase, _ = core.accumulate_phase(controls["freq"], controls["previous_freq"], SAMPLE_RATE, HOP,
+                                         controls["state"].phase, torch.float32)
+        return phase, 2.0 * controls["amp"][:, :, -1]
+
+    def render(self, pitch: torch.Tensor, index: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """pitch (E, K) Hz, index (E, K, 6) -> audio (E, K, N) (1.0 = a carrier at level 99);
+        ``grad``: keep the graph for gradients with respect to ``index``."""
+        e, k = pitch.shape
+        n = self.frames * HOP
+        if bool((pitch == pitch[:, :1]).all()):
+            phase, gain = self._phases(pitch[:, 0])
+            phase = phase[:, None].expand(e, k, 6, n).reshape(e * k, 6, n)
+            gain = gain[:, None].expand(e, k, 6).reshape(e * k, 6)
+        else:
+            phase, gain = self._phases(pitch.reshape(-1))
+        amp = (0.5 * index.reshape(e * k, 6).float() * gain)[:, :, None].expand(-1, -1, n)
+        memory = torch.zeros(e * k, 2, dtype=torch.float64)
+        with torch.set_grad_enabled(grad):
+            outs, _ = core.fm_operators(phase, amp, self.synth.algorithm, self.beta.expand(e * k), memory)
+        return (outs * self.carriers).sum(1).reshape(e, k, n)
+
+
 def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 0, n_random: int = 24,
-                 sweeps: int = 1, seed: int = 0) -> float:
+                 sweeps: int = 1, refine: int = 0, seed: int = 0) -> float:
     """Second-stage score: how closely the synth with ``config`` can reproduce the excerpts.
 
     For every excerpt at once: ``n_random`` random grid points of the six indexes, the best one
-    refined by ``sweeps`` rounds of coordinate descent (each operator in turn over the whole
-    :data:`INDEX_GRID`), levels held constant over the 128 ms window. ``octave``: the note
-    pitch is ``f0 * 2**octave`` (see :func:`dx7tools.selector.lattice_cost`).
+    refined by ``sweeps`` rounds of coordinate descent (the pitch over :data:`PITCH_CENTS`, then
+    each operator in turn over the whole :data:`INDEX_GRID`), levels held constant over the
+    128 ms window. ``refine`` steps of gradient descent on the levels (log scale, Adam) then
+    leave the grid: the true configuration of a steady sound can come arbitrarily close, a wrong
+    one cannot. ``octave``: the note pitch is ``f0 * 2**octave`` (see
+    :func:`dx7tools.selector.lattice_cost`).
 
     Returns:
         the mean over excerpts of the best :func:`spectral_distance` (dB); lower is better.
     """
     if not excerpts:
         raise DX7Error("no excerpts to fit")
-    synth = FMSynth(config, SAMPLE_RATE, HOP)
     n_ex = len(excerpts)
     frames = len(excerpts[0].audio) // HOP
+    held = HeldNotes(config, frames)
     target = log_power_db(torch.from_numpy(np.stack([e.audio for e in excerpts])))   # (E, bins)
-    f0 = torch.tensor([e.f0_hz * 2.0 ** octave for e in excerpts], dtype=torch.float32)
+    f0 = torch.tensor([e.f0_hz * 2.0 ** octave for e in excerpts], dtype=torch.float64)
     grid = INDEX_GRID
+    cents_grid = torch.tensor(PITCH_CENTS, dtype=torch.float64)
 
-    def evaluate(index: torch.Tensor) -> torch.Tensor:  # (E, K, 6) -> (E, K) distances
-        k = index.shape[1]
-        with torch.no_grad():
-            audio = synth(f0[:, None, None].expand(n_ex, k, frames).reshape(-1, frames),
-                          index.reshape(-1, 1, 6).expand(-1, frames, 6).float())
-        pred = log_power_db(audio).reshape(n_ex, k, -1)
+    def evaluate(index: torch.Tensor, cents: torch.Tensor) -> torch.Tensor:
+        # (E, K, 6) indexes, (E, K) pitch offsets in cents -> (E, K) distances
+        pred = log_power_db(held.render((f0[:, None] * torch.exp2(cents / 1200.0)).float(), index))
         return torch.stack([spectral_distance(pred[e], target[e]) for e in range(n_ex)])
 
+    rows = torch.arange(n_ex)
     gen = torch.Generator().manual_seed(seed)
     start = grid[torch.randint(len(grid), (n_ex, n_random, 6), generator=gen)]
-    dist = evaluate(start)
+    dist = evaluate(start, torch.zeros(n_ex, n_random, dtype=torch.float64))
     best_d, best_k = dist.min(1)
-    current = start[torch.arange(n_ex), best_k]                                          # (E, 6)
+    current = start[rows, best_k]                                                        # (E, 6)
+    cents = torch.zeros(n_ex, dtype=torch.float64)                                       # (E,)
     for _ in range(sweeps):
+        # A pitch tracker's few cents put high partials a bin off, which the comparison would
+        # punish like a wrong configuration: the pitch is a coordinate too, within a few cents.
+        d = evaluate(current[:, None, :].expand(-1, len(cents_grid), 6), cents_grid[None, :].expand(n_ex, -1))
+        d_min, k = d.min(1)
+        better = d_min < best_d
+        cents = torch.where(better, cents_grid[k], cents)
+        best_d = torch.minimum(best_d, d_min)
         for op in range(6):
             trial = current[:, None, :].repeat(1, len(grid), 1)
             trial[:, :, op] = grid
-            d = evaluate(trial)
+            d = evaluate(trial, cents[:, None].expand(-1, len(grid)))
             d_min, k = d.min(1)
             better = d_min < best_d
-            current = torch.where(better[:, None], trial[torch.arange(n_ex), k], current)
+            current = torch.where(better[:, None], trial[rows, k], current)
             best_d = torch.minimum(best_d, d_min)
+    if refine:
+        pitch = (f0 * torch.exp2(cents / 1200.0)).float()[:, None]
+        log_index = torch.log(current.clamp(min=1e-3)).float().requires_grad_()
+        opt = torch.optim.Adam([log_index], lr=REFINE_LR)
+        for _ in range(refine):
+            pred = log_power_db(held.render(pitch, torch.exp(log_index)[:, None], grad=True))[:, 0]
+            d = torch.stack([spectral_distance(pred[e], target[e]) for e in range(n_ex)])
+            best_d = torch.minimum(best_d, d.detach())
+            opt.zero_grad()
+            d.sum().backward()
+            opt.step()
     return float(best_d.mean())
 
 
@@ -190,9 +268,10 @@ class Ranking:
         corpus: corpus name.
         rows: one dict per configuration, best first: ``rank``, ``voices`` (library ids),
             ``names``, ``algorithm``, ``ratios`` (OP1..OP6; a fixed operator's entry is
-            ``"<Hz>Hz"``), ``feedback``, ``score`` (lower is better), ``stage`` (1 or 2),
+            ``"<Hz>Hz"``), ``feedback``, ``octave``, ``score`` (lower is better; comparable
+            within a stage), ``stage`` (4, 3, 2 or 1),
             ``first_stage`` (the stage-1 cost), ``config`` (:meth:`FixedConfig.to_dict`).
-        complete: False when the budget stopped the second stage before its planned candidates.
+        complete: False when the budget stopped a fitting stage before its planned candidates.
         message: what happened, for the user (e.g. the budget ran out).
         stats: counts and timings (voices, configurations, excerpts, seconds per stage,
             first-stage voices per second).
@@ -208,8 +287,23 @@ class Ranking:
         return {"corpus": self.corpus, "complete": self.complete, "message": self.message,
                 "stats": self.stats, "rows": self.rows}
 
+    def best(self) -> tuple[FixedConfig, dict]:
+        """The best row DDX7 can use and its configuration, placed at the row's octave (a row
+        whose octave move is not exact, see :meth:`FixedConfig.transposed`, is passed over).
+
+        Raises:
+            DX7Error: no row can be used.
+        """
+        for row in self.rows:
+            try:
+                return FixedConfig.from_dict(row["config"]).transposed(int(row.get("octave", 0))), row
+            except DX7Error:
+                continue
+        raise DX7Error(f"no ranked configuration for corpus {self.corpus!r} can be used")
+
     def top_config(self) -> FixedConfig:
-        return FixedConfig.from_dict(self.rows[0]["config"])
+        """:meth:`best`'s configuration, as DDX7 plays it."""
+        return self.best()[0]
 
 
 def _ratio_cells(config: FixedConfig) -> list:
@@ -225,7 +319,7 @@ def _row(group: ConfigGroup, score: float, stage: int, first: float, octave: int
 
 def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEFAULT_BUDGET,
          candidates: int = DEFAULT_CANDIDATES, crepe: str = "tiny", crepe_hop: int | None = None,
-         excerpts: int = 12,
+         excerpts: int = 12, fit_all: bool | None = None,
          groups: list[ConfigGroup] | None = None, progress: ProgressFn | None = None,
          save: bool = True) -> Ranking:
     """Rank the library's fixed configurations for ``corpus``.
@@ -235,12 +329,15 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         corpus: corpus name.
         algorithm: rank only voices of this DX7 algorithm.
         budget: seconds for the ranking once the corpus's features are ready (they are computed
-            once per corpus and cached). The first stage always completes; the second stops when
+            once per corpus and cached). The first stage always completes; the fits stop when
             the budget is spent.
         candidates: configurations given the full fit at most (the quick fit's best).
         crepe: CREPE model for f0 (``tiny`` is 30x faster than ``full`` and precise enough here).
         crepe_hop: run CREPE every this many samples (see ``dx7tools fit --crepe-hop``).
         excerpts: corpus excerpts scored.
+        fit_all: give every configuration the full fit (True), or quick-fit first and fully fit
+            only the best ``candidates`` (False); None (default): fit all when the budget
+            allows it, timed on the first full fit.
         groups: configurations to rank instead of the library's (tests, benchmarks).
         progress: called as ``progress(stage_name, done, total)``.
         save: write ``rankings/CORPUS.json`` in the data home (atomic) when the run completes.
@@ -274,64 +371,123 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
     t0 = time.perf_counter()   # features are computed once per corpus and cached: not in the budget
 
     t1 = time.perf_counter()
-    cost, octave = first_stage(groups, chosen,
-                               progress=(lambda d, t: progress("first stage", d, t)) if progress else None)
+    per_octave = first_stage_costs(groups, chosen,
+                                   progress=(lambda d, t: progress("first stage", d, t)) if progress else None)
+    best_octave = np.argmin(per_octave, axis=1)
+    cost = per_octave[np.arange(len(groups)), best_octave]
+    # The lattice cannot tell reliably which octave a configuration sits at (a weak ratio-0.5
+    # modulator barely shows), so the fits try every placement the lattice finds nearly as good.
+    placements = [[OCTAVES[j] for j in np.argsort(per_octave[i], kind="stable")
+                   if per_octave[i, j] <= cost[i] + OCTAVE_MARGIN] for i in range(len(groups))]
+    octave = np.array([p[0] for p in placements])
     t_first = time.perf_counter() - t1
-    order = np.argsort(cost, kind="stable")
+    order = [int(i) for i in np.argsort(cost, kind="stable")]
 
-    # Second stage: a quick fit (3 excerpts, a short search) in first-stage order, while the
-    # budget leaves room for the third: the full fit of the quick stage's best.
-    t2 = time.perf_counter()
+    def fit(i: int, excerpts_: list[Excerpt], **kw) -> float:
+        best = math.inf
+        for o in placements[i]:
+            d = fit_distance(groups[i].config, excerpts_, octave=o, **kw)
+            if d < best:
+                best, octave[i] = d, o
+        placements[i] = [int(octave[i])]    # later stages refine the placement found here
+        return best
+
+    fitted = chosen[::2] if len(chosen) > SECOND_STAGE_EXCERPTS else chosen
     quick_set = chosen[::4] if len(chosen) > 3 else chosen
     quick: dict[int, float] = {}
-    for i in order:
-        per = (time.perf_counter() - t2) / len(quick) if quick else 0.0
-        # Leave time for the full fits of the best so far (each costs about FULL_COST quick ones).
-        reserve = min(candidates, len(quick) + 1) * per * FULL_COST
-        if time.perf_counter() - t0 + per + reserve > budget:
-            break
-        quick[int(i)] = fit_distance(groups[i].config, quick_set, octave=int(octave[i]), n_random=8)
-        if progress:
-            progress("second stage (quick fit)", len(quick), len(groups))
-    t_quick = time.perf_counter() - t2
-
-    t3 = time.perf_counter()
-    fitted = chosen[::2] if len(chosen) > SECOND_STAGE_EXCERPTS else chosen
-    by_quick = sorted(quick, key=lambda i: (quick[i], cost[i]))
-    planned = min(candidates, len(by_quick)) if quick else min(candidates, len(groups))
     full: dict[int, float] = {}
-    for i in by_quick[:planned]:
-        # Stop before a candidate that would overrun: each costs about as much as the last one.
-        per = (time.perf_counter() - t3) / len(full) if full else 0.0
-        if time.perf_counter() - t0 + per > budget:
+    final: dict[int, float] = {}
+    # Time one full fit (the lattice's favourite, after a warm-up of the synth) to decide whether
+    # every configuration can have one: on libraries of a few hundred configurations the quick
+    # stage would only lose accuracy.
+    stopped = False
+    t2 = time.perf_counter()
+    if time.perf_counter() - t0 < budget:
+        fit_distance(groups[order[0]].config, chosen[:1], n_random=1, sweeps=0)
+        t2 = time.perf_counter()
+        tried = len(placements[order[0]])
+        full[order[0]] = fit(order[0], fitted)
+        per_full = (time.perf_counter() - t2) / tried
+    else:
+        stopped, per_full = True, math.inf
+    n_fits = sum(len(placements[i]) for i in order)
+    reserve = FINAL_CANDIDATES * per_full * FINAL_COST
+    direct = bool(full) and (time.perf_counter() - t0 + n_fits * per_full + reserve <= budget
+                             if fit_all is None else fit_all)
+
+    # Second stage (large libraries): a quick fit (3 excerpts, a short search) in first-stage
+    # order, while the budget leaves room for the full fits of the best so far.
+    t_quick = 0.0
+    if not direct and full:
+        tq = time.perf_counter()
+        for i in order[1:]:
+            per = (time.perf_counter() - tq) / len(quick) if quick else per_full / QUICK_SPEEDUP
+            left = min(candidates, len(quick) + 1) * per_full + reserve
+            if time.perf_counter() - t0 + per * len(placements[i]) + left > budget:
+                stopped = len(quick) < len(order) - 1 and len(quick) < candidates
+                break
+            quick[i] = fit(i, quick_set, n_random=8)
+            if progress:
+                progress("second stage (quick fit)", len(quick), len(groups))
+        t_quick = time.perf_counter() - tq
+
+    # Third stage: the full fit (6 excerpts) of every configuration, or of the quick fit's best.
+    t3 = time.perf_counter()
+    todo = order if direct else sorted(quick, key=lambda i: (quick[i], cost[i]))[:candidates]
+    planned = len(set(todo) | set(full))
+    for i in todo:
+        if i in full:
+            continue
+        per = (time.perf_counter() - t3) / (len(full) - 1) if len(full) > 1 else per_full
+        if time.perf_counter() - t0 + per * len(placements[i]) + (0.0 if direct else reserve) > budget:
+            stopped = True
             break
-        full[i] = fit_distance(groups[i].config, fitted, octave=int(octave[i]))
+        full[i] = fit(i, fitted)
         if progress:
             progress("third stage (full fit)", len(full), planned)
-    t_full = time.perf_counter() - t3
+    t_full = time.perf_counter() - t3 + (t3 - t2 - t_quick)
 
-    third = sorted(full, key=lambda i: (full[i], quick[i]))
-    second = [i for i in by_quick if i not in full]
-    rest = [int(i) for i in order if int(i) not in quick]
-    rows = ([_row(groups[i], full[i], 3, cost[i], octave[i]) for i in third]
+    # Fourth stage: the closest few are separated on all the excerpts, their levels refined off
+    # the grid (the full fit's distances of near-identical configurations differ by its grid
+    # and search noise; the true configuration of a steady sound gains most from refinement).
+    t4 = time.perf_counter()
+    by_full = sorted(full, key=lambda i: (full[i], quick.get(i, 0.0), cost[i]))
+    for i in by_full[:FINAL_CANDIDATES] if len(by_full) > 1 else []:
+        if time.perf_counter() - t0 + per_full * FINAL_COST > budget:
+            stopped = True
+            break
+        final[i] = fit(i, chosen, refine=FINAL_REFINE)
+        if progress:
+            progress("fourth stage (final fit)", len(final), min(FINAL_CANDIDATES, len(by_full)))
+    t_final = time.perf_counter() - t4
+
+    fourth = sorted(final, key=lambda i: (final[i], full[i]))
+    third = [i for i in by_full if i not in final]
+    second = [i for i in sorted(quick, key=lambda i: (quick[i], cost[i])) if i not in full]
+    rest = [i for i in order if i not in quick and i not in full]
+    rows = ([_row(groups[i], final[i], 4, cost[i], octave[i]) for i in fourth]
+            + [_row(groups[i], full[i], 3, cost[i], octave[i]) for i in third]
             + [_row(groups[i], quick[i], 2, cost[i], octave[i]) for i in second]
             + [_row(groups[i], cost[i], 1, cost[i], octave[i]) for i in rest])
     for r, row in enumerate(rows, 1):
         row["rank"] = r
-    complete = bool(full) and len(full) == planned
+    complete = bool(full) and not stopped
     if complete:
-        message = (f"lattice over {len(groups)} configurations ({n_voices} voices), quick fit over the best "
-                   f"{len(quick)}, full fit over the best {len(full)} of those")
+        how = "full fit of every one" if direct else f"quick fit over the best {len(quick)}, full fit over the best {len(full)}"
+        message = (f"lattice over {len(groups)} configurations ({n_voices} voices), {how}, final fit of the "
+                   f"best {len(final)}")
     elif full:
-        message = (f"the budget of {budget:g} s ran out after {len(full)} of {planned} full fits; ranks "
-                   f"{len(full) + 1} and beyond are by the quick fit or the lattice only (raise --budget)")
+        message = (f"the budget of {budget:g} s ran out after {len(full)} of {planned} full fits and "
+                   f"{len(final)} final fits; ranks {len(full) + 1} and beyond are by the quick fit or the lattice "
+                   "only (raise --budget)")
     else:
         message = (f"the budget of {budget:g} s ran out before the fits; this is the first-stage (lattice) ranking "
                    "only (raise --budget)")
     stats = {"voices": n_voices, "configurations": len(groups), "excerpts": len(chosen),
              "quick_fits": len(quick), "full_fits": len(full), "full_fit_excerpts": len(fitted),
              "features_s": round(t_features, 2), "first_stage_s": round(t_first, 3),
-             "quick_fit_s": round(t_quick, 2), "full_fit_s": round(t_full, 2),
+             "quick_fit_s": round(t_quick, 2), "full_fit_s": round(t_full, 2), "final_fits": len(final),
+             "final_fit_s": round(t_final, 2),
              "total_s": round(time.perf_counter() - t0, 2),
              "first_stage_voices_per_s": round(n_voices / max(t_first, 1e-9), 1)}
     result = Ranking(corpus, rows, complete, message, stats)
@@ -370,6 +526,7 @@ def load_ranking(home, corpus: str) -> Ranking | None:
 
 
 def cached_top_config(home, corpus: str) -> FixedConfig | None:
-    """The top configuration of the saved ranking of ``corpus``, or None if none was made."""
+    """The top usable configuration of the saved ranking of ``corpus`` (:meth:`Ranking.best`, at
+    its octave), or None if none was made."""
     ranking = load_ranking(home, corpus)
     return ranking.top_config() if ranking and ranking.rows else None

@@ -310,17 +310,16 @@ OCTAVES = (0, 1, -1)
 sounding an octave off its key fits only when its ratios are read an octave away."""
 
 
-def first_stage(groups: Sequence[ConfigGroup], excerpts: Sequence[Excerpt], octaves: Sequence[int] = OCTAVES,
-                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Mean :func:`lattice_cost` over the excerpts for every group, at its best octave.
+def first_stage_costs(groups: Sequence[ConfigGroup], excerpts: Sequence[Excerpt], octaves: Sequence[int] = OCTAVES,
+                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Mean :func:`lattice_cost` over the excerpts for every group at every octave placement.
 
     Returns:
-        ``(cost, octave)``: (len(groups),) float costs and the int octave each was reached at.
+        (len(groups), len(octaves)) float costs.
     """
     if not excerpts:
         raise DX7Error("no excerpts to score against")
-    cost = np.empty(len(groups))
-    best = np.zeros(len(groups), dtype=int)
+    cost = np.empty((len(groups), len(octaves)))
     # Partials above an excerpt's highest measured one cannot matter; in units of f0 a ratio-only
     # configuration's lattice is the same for every excerpt and octave, so it is built once.
     reach = [min(ex.sample_rate / 2, 1.1 * float(ex.peak_hz.max()) if len(ex.peak_hz) else 0.0) for ex in excerpts]
@@ -328,8 +327,7 @@ def first_stage(groups: Sequence[ConfigGroup], excerpts: Sequence[Excerpt], octa
     for i, group in enumerate(groups):
         config = group.config
         unit = None if any(config.is_fixed) else partial_lattice(config, 1.0, widest)
-        per = []
-        for octave in octaves:
+        for j, octave in enumerate(octaves):
             costs = []
             for r, ex in zip(reach, excerpts):
                 pitch = ex.f0_hz * 2.0 ** octave
@@ -338,9 +336,19 @@ def first_stage(groups: Sequence[ConfigGroup], excerpts: Sequence[Excerpt], octa
                 else:
                     lattices = [(hz[hz * pitch <= r] * pitch, order[hz * pitch <= r]) for hz, order in unit]
                 costs.append(lattice_cost(config, ex, octave, lattices=lattices))
-            per.append(float(np.mean(costs)))
-        k = int(np.argmin(per))
-        cost[i], best[i] = per[k], octaves[k]
+            cost[i, j] = float(np.mean(costs))
         if progress:
             progress(i + 1, len(groups))
-    return cost, best
+    return cost
+
+
+def first_stage(groups: Sequence[ConfigGroup], excerpts: Sequence[Excerpt], octaves: Sequence[int] = OCTAVES,
+                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`first_stage_costs` at each group's best octave.
+
+    Returns:
+        ``(cost, octave)``: (len(groups),) float costs and the int octave each was reached at.
+    """
+    per = first_stage_costs(groups, excerpts, octaves, progress)
+    k = np.argmin(per, axis=1)
+    return per[np.arange(len(groups)), k], np.asarray(octaves, dtype=int)[k]

@@ -125,6 +125,26 @@ def test_fit_distance_recovers_a_known_configuration():
     assert d_right < 1.5 and d_right < 0.5 * d_wrong, (d_right, d_wrong)
 
 
+def test_held_notes_render_exactly_as_the_synth():
+    config = _config(4, coarse=(1, 2, 3, 1, 0, 7), fine=(0, 10, 0, 0, 50, 0), feedback=6)
+    held = select.HeldNotes(config, 32)
+    index = torch.rand(2, 3, 6, generator=torch.Generator().manual_seed(0)) * 2
+    synth = FMSynth(config)
+    for pitch in (torch.tensor([[110.0] * 3, [523.3] * 3]), torch.tensor([[110.0, 111.0, 112.0], [523.3, 520.0, 530.0]])):
+        expected = synth(pitch.reshape(-1, 1).expand(-1, 32), index.reshape(-1, 1, 6).expand(-1, 32, 6))
+        assert torch.equal(held.render(pitch, index), expected.reshape(2, 3, -1))
+
+
+def test_fit_distance_absorbs_a_pitch_error_of_a_few_cents_and_refines_off_the_grid():
+    config = _config(2, coarse=(1, 1, 1, 1, 1, 1), fine=(0, 0, 0, 0, 0, 0), feedback=5)
+    index = [1.37, 0.61, 0.0, 0.0, 0.0, 0.0]   # off the fits' level grid
+    ex = make_excerpt(_render(config, 220.0, index), 220.0, SR)
+    off = make_excerpt(ex.audio, 220.0 * 2 ** (7 / 1200), SR)   # a tracker 7 cents sharp
+    on_grid = select.fit_distance(config, [ex])
+    assert select.fit_distance(config, [off]) < on_grid + 0.3
+    assert select.fit_distance(config, [ex], refine=40) < 0.5 * on_grid
+
+
 # -- ranking through the library and a corpus -------------------------------------------------------
 @pytest.fixture(scope="module")
 def known_answer(tmp_path_factory, dexed, hexter_dir):
@@ -141,18 +161,34 @@ def known_answer(tmp_path_factory, dexed, hexter_dir):
 
 def test_rank_finds_the_voice_a_known_answer_corpus_was_played_with(known_answer):
     home, source = known_answer
-    result = select.rank(home, "ka", budget=300, candidates=16)
-    assert result.complete and result.stats["full_fits"] == 16
-    assert result.stats["quick_fits"] == result.stats["configurations"]   # the budget let it see all
+    result = select.rank(home, "ka", budget=600, fit_all=True)
+    n = result.stats["configurations"]
+    assert result.complete and result.stats["full_fits"] == n and result.stats["quick_fits"] == 0
+    assert result.stats["final_fits"] == select.FINAL_CANDIDATES
     assert source.id in result.rows[0]["voices"], result.rows[:3]
     assert [r["rank"] for r in result.rows] == list(range(1, len(result.rows) + 1))
-    assert [r["stage"] for r in result.rows[:16]] == [3] * 16 and result.rows[16]["stage"] == 2
+    final = select.FINAL_CANDIDATES
+    assert [r["stage"] for r in result.rows] == [4] * final + [3] * (n - final)
+    assert all(a["score"] <= b["score"] for a, b in zip(result.rows[final:], result.rows[final + 1:]))
     # every library voice appears once, grouped by configuration
     ids = [i for r in result.rows for i in r["voices"]]
     assert sorted(ids) == sorted(v.id for v in Library(home).voices())
     saved = select.load_ranking(home, "ka")
     assert saved.rows[0]["voices"] == result.rows[0]["voices"]
-    assert select.cached_top_config(home, "ka").key == FixedConfig.from_voice(source.voice).key
+    # what DDX7 trains with (paper-table, fit --voice auto): the top row at its octave
+    top = FixedConfig.from_voice(source.voice).transposed(result.rows[0]["octave"])
+    assert select.cached_top_config(home, "ka").key == top.key
+
+
+def test_rank_on_a_large_library_quick_fits_then_fully_fits_the_best(known_answer):
+    home, source = known_answer
+    result = select.rank(home, "ka", budget=600, fit_all=False, candidates=8, save=False)
+    s = result.stats
+    assert result.complete and s["quick_fits"] == s["configurations"] - 1   # all but the timed full fit
+    assert s["full_fits"] in (8, 9) and s["final_fits"] == min(select.FINAL_CANDIDATES, s["full_fits"])
+    stages = [r["stage"] for r in result.rows]
+    assert stages == sorted(stages, reverse=True) and stages.count(2) == s["configurations"] - s["full_fits"]
+    assert source.id in result.rows[0]["voices"], result.rows[:3]
 
 
 def test_rank_with_a_tiny_budget_returns_the_first_stage_and_says_so(known_answer):
@@ -192,13 +228,14 @@ def test_rank_refuses_a_corpus_without_voiced_frames(known_answer, tmp_path):
 
 def test_cli_rank_json_and_fit_voice_auto(known_answer, run_cli):
     home, source = known_answer
-    res = run_cli("rank", "--corpus", "ka", "--top", "5", "--budget", "120", "--candidates", "6", "--json",
+    res = run_cli("rank", "--corpus", "ka", "--top", "5", "--algorithm", "5", "--budget", "120", "--json",
                   "--home", str(home), use_home=False)
     assert res.returncode == 0, res.stderr
     rows = res.json()
     assert len(rows) == 5
     assert {"rank", "voices", "algorithm", "ratios", "score"} <= set(rows[0])
     assert rows[0]["rank"] == 1 and isinstance(rows[0]["voices"], list) and len(rows[0]["ratios"]) == 6
+    assert {r["algorithm"] for r in rows} == {5} and source.id in rows[0]["voices"]
 
     table = run_cli("rank", "--corpus", "ka", "--budget", "0.01", "--home", str(home), use_home=False)
     assert table.returncode == 0
