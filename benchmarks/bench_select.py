@@ -145,7 +145,7 @@ def real_world(args) -> None:
     from ddx7 import train
     from ddx7.corpus import Corpus, build_corpus
     from ddx7.presets import paper_config
-    from ddx7.select import rank
+    from ddx7.select import load_ranking, rank
 
     home = ROOT / ".cache" / "bench-select-real"
     lib = Library(home)
@@ -158,7 +158,9 @@ def real_world(args) -> None:
             Corpus.open(home, instrument)
         except Exception:
             build_corpus(home, instrument)
-        result = rank(home, instrument, budget=args.budget)
+        result = load_ranking(home, instrument) if args.reuse_ranking else None
+        if result is None:
+            result = rank(home, instrument, budget=args.budget)
         print(f"{instrument}: {result.message}; {result.stats}", flush=True)
 
         def usable(row):   # DDX7 plays the row at its octave; a move that is not exact cannot be trained
@@ -173,7 +175,8 @@ def real_world(args) -> None:
         rows = [ranked[p - 1] for p in picks]
         # A fixed number of steps, not minutes: on a shared machine a time budget gives each run a
         # different amount of training, which swamps the differences between configurations.
-        cfg = train.FitConfig(corpus=instrument, steps=args.steps, minutes=None, crepe="tiny", threads=args.threads)
+        cfg = train.FitConfig(corpus=instrument, steps=args.steps, minutes=None, crepe="tiny", threads=args.threads,
+                              feedback_cap=args.feedback_cap)
         data = train.load_examples(home, instrument, cfg)
         losses = []
         for row in rows:
@@ -215,6 +218,9 @@ def main() -> None:
     rw = sub.add_parser("real-world")
     rw.add_argument("--steps", type=int, default=200)
     rw.add_argument("--runs", type=int, default=8)
+    rw.add_argument("--reuse-ranking", action="store_true", help="train on the ranking saved by an earlier run")
+    rw.add_argument("--no-feedback-cap", dest="feedback_cap", action="store_false",
+                    help="train without the feedback cap (see ddx7.feedback.STABLE_LOOP_GAIN)")
     rw.add_argument("--budget", type=float, default=60.0)
     rw.add_argument("--threads", type=int, default=2)
     rw.add_argument("--instruments", nargs="+", default=["violin", "flute", "trumpet"])

@@ -419,6 +419,9 @@ def fit(
                                                       help="Write a checkpoint at most this often.")] = 20.0,
     test_audio: Annotated[bool, typer.Option("--test-audio/--no-test-audio", help="Resynthesise the test split "
                                              "at the end.")] = True,
+    feedback_cap: Annotated[bool, typer.Option("--feedback-cap/--no-feedback-cap", help="Hold the feedback "
+                                               "operator below the chaotic regime (FEEDBACK 7 above output level "
+                                               "91), where training gets stuck.")] = True,
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -440,7 +443,7 @@ def fit(
         raise DX7Error(f"nothing to resume: no run named {name!r} (see `dx7tools runs`)")
     if resume:
         saved = _json.loads((run_dir / "run.json").read_text())
-        cfg = train.FitConfig(**saved["config"])
+        cfg = train.FitConfig.from_saved(saved["config"])
         if steps is not None or minutes is not None:
             cfg.steps, cfg.minutes = steps, (minutes if steps is None else None)
         config = FixedConfig.from_dict(saved["fixed_config"]) if saved.get("fixed_config") else None
@@ -449,7 +452,7 @@ def fit(
                               minutes=None if steps is not None else minutes, segment_seconds=segment_seconds,
                               batch_size=batch_size, learning_rate=learning_rate, crepe=crepe, crepe_hop=crepe_hop,
                               seed=seed, threads=threads, valid_every=valid_every,
-                              checkpoint_seconds=checkpoint_seconds)
+                              checkpoint_seconds=checkpoint_seconds, feedback_cap=feedback_cap)
         cfg.check()
         instrument = Corpus.open(home, corpus).to_dict().get("instrument")
         if model == "ddx7" and voice == "auto":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -73,8 +72,7 @@ def fit_config(info: dict):
     """The run's :class:`ddx7.train.FitConfig` (unknown keys from other versions ignored)."""
     from .train import FitConfig
 
-    known = {f.name for f in fields(FitConfig)}
-    return FitConfig(**{k: v for k, v in info["config"].items() if k in known})
+    return FitConfig.from_saved(info["config"])
 
 
 class EmbeddingStore:

@@ -101,7 +101,7 @@ class CorpusStats:
 
 def corpus_stats(home, run: dict) -> CorpusStats:
     """:class:`CorpusStats` of the run's training split (features from the corpus's cache)."""
-    cfg = FitConfig(**run["config"])
+    cfg = FitConfig.from_saved(run["config"])
     try:
         data = load_examples(home, cfg.corpus, cfg)
     except DX7Error as exc:

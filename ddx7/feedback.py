@@ -51,6 +51,24 @@ stays orders of magnitude below the bound, so gradients there are exact (gradche
 FEEDBACK_SCALE = {4: 0.25, 6: 0.25, 32: 0.25}
 """Algorithms whose feedback Dexed scales down (by 4); all others: 1."""
 
+STABLE_LOOP_GAIN = math.pi
+"""Largest feedback loop gain ``beta * amplitude`` (radians) a trained model may use.
+
+That is FEEDBACK 6 at output level 99: Dexed renders it as a clean sawtooth-like tone. FEEDBACK 7
+at level 99 (gain 2 pi) is the chaotic regime, whose gradients (clipped, see
+:data:`ADJOINT_LIMIT`) carry no direction. Measured (`dx7tools fit`, violin, 200 steps): two
+configurations with FEEDBACK 7 stuck at validation loss 31.4 and 31.6 (65.1 with another seed),
+10.4 and 11.7 with their feedback operator held below this gain, 9.3 and 10.0 at FEEDBACK 0 and 5;
+the paper's violin configuration (also FEEDBACK 7) 8.50 free, 8.68 held."""
+
+
+def stable_index_limit(feedback: int, algorithm: int) -> float:
+    """The modulation index (2 = output level 99) at which the feedback loop of ``algorithm`` at
+    FEEDBACK ``feedback`` reaches :data:`STABLE_LOOP_GAIN` (amplitude = index / 2); ``inf`` when
+    feedback is off."""
+    beta = feedback_beta(feedback, algorithm)
+    return 2.0 * STABLE_LOOP_GAIN / beta if beta > 0 else math.inf
+
 
 def feedback_beta(feedback, algorithm: int):
     """Feedback phase gain in radians per unit amplitude: ``pi * 2 ** (feedback - 6)`` times the

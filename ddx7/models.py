@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from dx7tools.algorithms import ALGORITHMS
 from dx7tools.fixed_config import FixedConfig
 
 from . import core
+from .feedback import stable_index_limit
 from .synth import FMSynth
 
 
@@ -118,9 +120,19 @@ class DDX7(nn.Module):
     kind = "ddx7"
 
     def __init__(self, config: FixedConfig, sample_rate: float = 16000, hop_length: int = 64, imax: float = 2.0,
-                 hidden: int = 128, blocks: int = 5, kernel: int = 3, dropout: float = 0.1):
+                 hidden: int = 128, blocks: int = 5, kernel: int = 3, dropout: float = 0.1,
+                 feedback_cap: bool = False):
         super().__init__()
         self.imax = float(imax)
+        # Per-operator ceiling of the index. ``feedback_cap``: the feedback operator's ceiling keeps
+        # its loop out of the chaotic regime (see ddx7.feedback.STABLE_LOOP_GAIN), where training
+        # gets stuck; the sigmoid is scaled, not clipped, so its gradient never vanishes.
+        ceiling = torch.full((6,), self.imax)
+        if feedback_cap:
+            source = ALGORITHMS[config.algorithm - 1].feedback[0] - 1
+            ceiling[source] = min(self.imax, stable_index_limit(config.feedback, config.algorithm))
+        self.register_buffer("ceiling", ceiling, persistent=False)
+        self.feedback_cap = bool(feedback_cap)
         self.decoder = TCN(2, 6, hidden, blocks, kernel, dropout)
         self.synth = FMSynth(config, sample_rate, hop_length)
         self.reverb = Reverb(sample_rate)
@@ -131,8 +143,9 @@ class DDX7(nn.Module):
         return self.decoder.receptive_field - 1
 
     def controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> torch.Tensor:
-        """(B, T) features -> (B, T, 6) modulation indexes in [0, imax]."""
-        return self.imax * torch.sigmoid(self.decoder(scale_inputs(f0_hz, loudness_db))).transpose(1, 2)
+        """(B, T) features -> (B, T, 6) modulation indexes in [0, imax] (the feedback operator's
+        in [0, its stable limit] with ``feedback_cap``)."""
+        return self.ceiling * torch.sigmoid(self.decoder(scale_inputs(f0_hz, loudness_db))).transpose(1, 2)
 
     def forward(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> torch.Tensor:
         return self.reverb(self.synth(f0_hz, self.controls(f0_hz, loudness_db)))

@@ -22,7 +22,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -59,6 +59,7 @@ class FitConfig:
     lr_decay_steps: int = 2000
     grad_clip: float = 3.0
     imax: float = 2.0
+    feedback_cap: bool = True         # hold the feedback loop below chaos (ddx7.feedback.STABLE_LOOP_GAIN)
     crepe: str = "full"
     crepe_hop: int | None = None
     confidence: float | None = None   # voicing threshold; None: 0.85 for CREPE full, 0.5 for tiny
@@ -66,6 +67,13 @@ class FitConfig:
     checkpoint_seconds: float = 20.0
     seed: int = 0
     threads: int | None = None
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "FitConfig":
+        """The config of a saved run (``run.json``'s ``config``): keys of other versions ignored,
+        and runs from before ``feedback_cap`` existed keep training and playing without it."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{"feedback_cap": False, **{k: v for k, v in saved.items() if k in known}})
 
     def check(self) -> None:
         if self.model not in ("ddx7", "hpn"):
@@ -211,8 +219,10 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
 
 
 def model_kwargs(run: dict) -> dict:
-    return {"sample_rate": SAMPLE_RATE, "hop_length": HOP, **({"imax": run["config"]["imax"]}
-                                                             if run["model"] == "ddx7" else {})}
+    if run["model"] != "ddx7":
+        return {"sample_rate": SAMPLE_RATE, "hop_length": HOP}
+    return {"sample_rate": SAMPLE_RATE, "hop_length": HOP, "imax": run["config"]["imax"],
+            "feedback_cap": bool(run["config"].get("feedback_cap", False))}
 
 
 def load_model(run_dir: Path):
@@ -294,6 +304,10 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
         raise DX7Error("nothing to resume: no run.json", str(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    saved = json.loads((run_dir / "run.json").read_text()) if resume else None
+    if saved is not None:
+        # The weights were trained with (or without) the feedback cap: keep it as it was.
+        cfg = replace(cfg, feedback_cap=bool(saved.get("config", {}).get("feedback_cap", False)))
     data = data if data is not None else load_examples(home, cfg.corpus, cfg)
     torch.manual_seed(cfg.seed)  # the initial weights, too, are a function of the seed
     model = build_model(cfg.model, config, **model_kwargs({"model": cfg.model, "config": asdict(cfg)}))
@@ -302,8 +316,7 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
     run_info = {"name": run_dir.name, "model": cfg.model, "config": asdict(cfg),
                 "fixed_config": config.to_dict() if config is not None else None,
                 "parameters": params, "sample_rate": SAMPLE_RATE, "hop": HOP, "status": "training"}
-    if resume:
-        saved = json.loads((run_dir / "run.json").read_text())
+    if saved is not None:
         run_info.update({k: v for k, v in saved.items() if k not in run_info})
     run_info.update(extra or {})
 

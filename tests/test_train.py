@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -208,3 +209,39 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, data, mo
     result = train.fit(None, tmp_path / "r", train.FitConfig(steps=4, **kw), config, data=data, resume=True)
     assert result.steps == 4
     assert [r["step"] for r in csv.DictReader(open(tmp_path / "r" / "metrics.csv"))] == ["1", "2", "3", "4"]
+
+
+def test_feedback_cap_holds_the_feedback_operator_below_chaos_and_legacy_runs_keep_their_levels(tmp_path, data):
+    from ddx7.feedback import STABLE_LOOP_GAIN, feedback_beta, stable_index_limit
+
+    # FEEDBACK 7 at level 99 (index 2) is twice the stable loop gain; FEEDBACK 6 at level 99 is it.
+    assert stable_index_limit(7, 2) == pytest.approx(1.0) and stable_index_limit(6, 2) == pytest.approx(2.0)
+    assert stable_index_limit(7, 32) == pytest.approx(4.0) and stable_index_limit(0, 2) == math.inf
+    config = paper_config("violin")                       # algorithm 2, OP2 feeds itself at FEEDBACK 7
+    torch.manual_seed(0)
+    capped = DDX7(config, feedback_cap=True)
+    f0, loud = torch.full((1, 50), 220.0), torch.linspace(-80, 0, 50)[None]
+    with torch.no_grad():
+        for p in capped.decoder.parameters():
+            p.add_(10.0)                                 # drive every sigmoid towards 1
+        index = capped.controls(f0, loud)
+    assert float(index[..., 1].max()) <= 1.0 + 1e-6 < float(index[..., 0].max())
+    gain = feedback_beta(7, 2) * float(index[..., 1].max()) / 2
+    assert gain <= STABLE_LOOP_GAIN + 1e-6
+    assert DDX7(paper_config("trumpet"), feedback_cap=True).ceiling.tolist() == [2.0] * 6   # FEEDBACK 6: no cap
+
+    # A run saved before the cap existed loads, resumes and plays without it.
+    cfg = train.FitConfig(corpus="synthetic", steps=2, batch_size=1, segment_seconds=0.5, minutes=None,
+                          checkpoint_seconds=0)
+    assert cfg.feedback_cap
+    train.fit(None, tmp_path / "old", cfg, config, data=data)
+    info = json.loads((tmp_path / "old" / "run.json").read_text())
+    assert info["config"]["feedback_cap"] is True
+    del info["config"]["feedback_cap"]
+    (tmp_path / "old" / "run.json").write_text(json.dumps(info))
+    model, _ = train.load_model(tmp_path / "old")
+    assert not model.feedback_cap and model.ceiling.tolist() == [2.0] * 6
+    assert train.FitConfig.from_saved(info["config"]).feedback_cap is False
+    train.fit(None, tmp_path / "old", train.FitConfig(**{**cfg.__dict__, "steps": 3}), config, data=data, resume=True)
+    info = json.loads((tmp_path / "old" / "run.json").read_text())
+    assert info["config"]["feedback_cap"] is False and info["steps"] == 3
