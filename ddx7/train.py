@@ -40,6 +40,8 @@ from .models import build_model, count_parameters
 
 SAMPLE_RATE = 16000
 HOP = 64
+MAX_NONFINITE_STEPS = 20
+"""Training stops (DX7Error) after this many steps in a row with a non-finite loss or gradient."""
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,59}$")
 
 
@@ -321,9 +323,11 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
     run_info.update(extra or {})
 
     step, best, elapsed, rows = 0, math.inf, 0.0, []
+    skipped, bad_in_row = 0, 0
     if resume and ckpt_path.exists():
         meta = load_checkpoint(ckpt_path, model, optimizer)
         step, best, elapsed = meta["step"], meta["best_valid"], meta["elapsed_s"]
+        skipped = int(meta.get("skipped_steps", 0))
         rows = _read_metrics(run_dir / "metrics.csv", step)
     atomic_write_bytes(run_dir / "run.json", json.dumps(run_info, indent=2).encode())
 
@@ -337,7 +341,8 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
         return cfg.learning_rate * cfg.lr_decay ** (s / cfg.lr_decay_steps)
 
     def checkpoint() -> None:
-        meta = {"step": step, "best_valid": best, "elapsed_s": time.perf_counter() - started}
+        meta = {"step": step, "best_valid": best, "elapsed_s": time.perf_counter() - started,
+                "skipped_steps": skipped}
         atomic_write_bytes(run_dir / "metrics.csv", _metrics_csv(rows))
         save_checkpoint(ckpt_path, model, optimizer, meta)
 
@@ -353,9 +358,21 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
         loss = multiscale_spectral_loss(model(f0, loud), target)
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        # A non-finite loss or gradient (one bad batch) would poison every weight through Adam:
+        # the step is skipped, and only a run of them stops training.
+        finite = math.isfinite(loss_value)
+        if finite:
+            loss.backward()
+            finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
+        if finite:
+            optimizer.step()
+            bad_in_row = 0
+        else:
+            skipped, bad_in_row = skipped + 1, bad_in_row + 1
+            if bad_in_row >= MAX_NONFINITE_STEPS:
+                raise DX7Error(f"training diverged: non-finite loss or gradients in {bad_in_row} steps in a row "
+                               f"(up to step {step + 1}); the last checkpoint is kept (try a lower --learning-rate)",
+                               str(run_dir))
         step += 1
         row = {"step": step, "train_loss": f"{loss_value:.6f}", "valid_loss": "", "lr": f"{lr_at(step - 1):.6g}",
                "elapsed_s": f"{time.perf_counter() - started:.2f}"}
@@ -377,6 +394,7 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
     elapsed = time.perf_counter() - started
     run_info["status"] = "trained"
     run_info["steps"] = step
+    run_info["skipped_steps"] = skipped
     run_info["best_valid_loss"] = best
     run_info["elapsed_s"] = round(elapsed, 2)
     atomic_write_bytes(run_dir / "run.json", json.dumps(run_info, indent=2).encode())

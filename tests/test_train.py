@@ -245,3 +245,49 @@ def test_feedback_cap_holds_the_feedback_operator_below_chaos_and_legacy_runs_ke
     train.fit(None, tmp_path / "old", train.FitConfig(**{**cfg.__dict__, "steps": 3}), config, data=data, resume=True)
     info = json.loads((tmp_path / "old" / "run.json").read_text())
     assert info["config"]["feedback_cap"] is False and info["steps"] == 3
+
+
+def test_loss_gradient_is_finite_where_the_prediction_fades_into_denormals():
+    # A model's silent tail (sigmoid levels at float32's bottom) leaves denormal samples; the
+    # backward pass of a complex abs there gives NaN, which Adam then spreads into every weight.
+    torch.manual_seed(0)
+    pred = torch.randn(1, 16000)
+    pred[0, 15000:] = 1e-41 * torch.randn(1000)
+    target = torch.randn(1, 16000)
+    raw = pred.clone().requires_grad_()
+    spec = torch.stft(raw, 1024, 256, window=torch.hann_window(1024), center=True, return_complex=True)
+    spec.abs().sum().backward()
+    assert not torch.isfinite(raw.grad).all()          # the trap this loss avoids
+    pred.requires_grad_()
+    loss = multiscale_spectral_loss(pred, target)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_a_non_finite_step_is_skipped_and_a_run_of_them_stops_training(tmp_path, data, monkeypatch):
+    config = paper_config("violin")
+    kw = dict(corpus="synthetic", batch_size=1, segment_seconds=0.5, minutes=None, checkpoint_seconds=0,
+              valid_every=100)
+    real = train.multiscale_spectral_loss
+    calls = {"n": 0}
+
+    def nan_on_third_step(pred, target):
+        calls["n"] += 1
+        loss = real(pred, target)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train, "multiscale_spectral_loss", nan_on_third_step)
+    result = train.fit(None, tmp_path / "r", train.FitConfig(steps=5, **kw), config, data=data)
+    assert result.steps == 5 and math.isfinite(result.best_valid)
+    model, info = train.load_model(tmp_path / "r")
+    assert info["skipped_steps"] == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    monkeypatch.setattr(train, "multiscale_spectral_loss", lambda p, t: real(p, t) * float("nan"))
+    monkeypatch.setattr(train, "MAX_NONFINITE_STEPS", 3)
+    before, _ = train._load(tmp_path / "r" / "checkpoint.safetensors")
+    with pytest.raises(DX7Error, match="training diverged: non-finite loss or gradients in 3 steps"):
+        train.fit(None, tmp_path / "r", train.FitConfig(steps=10, **kw), config, data=data, resume=True)
+    after, meta = train._load(tmp_path / "r" / "checkpoint.safetensors")
+    assert meta["skipped_steps"] >= 2          # skipped steps change no weight
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("model."))
