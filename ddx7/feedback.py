@@ -38,6 +38,8 @@ import numba
 import numpy as np
 import torch
 
+from dx7tools.algorithms import ALGORITHMS
+
 FOUR_PI = 4.0 * math.pi
 ADJOINT_LIMIT = 1.0e4
 """Bound on the gradient carried back through the feedback path, per sample.
@@ -68,6 +70,16 @@ def stable_index_limit(feedback: int, algorithm: int) -> float:
     feedback is off."""
     beta = feedback_beta(feedback, algorithm)
     return 2.0 * STABLE_LOOP_GAIN / beta if beta > 0 else math.inf
+
+
+def index_ceiling(algorithm: int, feedback: int, feedback_cap: bool, imax: float = 2.0) -> torch.Tensor:
+    """(6,) the highest index of each operator OP1..OP6: ``imax``, except, with ``feedback_cap``,
+    the feedback operator's :func:`stable_index_limit` (when lower)."""
+    ceiling = torch.full((6,), float(imax))
+    if feedback_cap:
+        source = ALGORITHMS[algorithm - 1].feedback[0] - 1
+        ceiling[source] = min(float(imax), stable_index_limit(feedback, algorithm))
+    return ceiling
 
 
 def feedback_beta(feedback, algorithm: int):

@@ -19,11 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from dx7tools.algorithms import ALGORITHMS
 from dx7tools.fixed_config import FixedConfig
 
 from . import core
-from .feedback import stable_index_limit
+from .feedback import index_ceiling
 from .synth import FMSynth
 
 
@@ -127,11 +126,8 @@ class DDX7(nn.Module):
         # Per-operator ceiling of the index. ``feedback_cap``: the feedback operator's ceiling keeps
         # its loop out of the chaotic regime (see ddx7.feedback.STABLE_LOOP_GAIN), where training
         # gets stuck; the sigmoid is scaled, not clipped, so its gradient never vanishes.
-        ceiling = torch.full((6,), self.imax)
-        if feedback_cap:
-            source = ALGORITHMS[config.algorithm - 1].feedback[0] - 1
-            ceiling[source] = min(self.imax, stable_index_limit(config.feedback, config.algorithm))
-        self.register_buffer("ceiling", ceiling, persistent=False)
+        self.register_buffer("ceiling", index_ceiling(config.algorithm, config.feedback, feedback_cap, self.imax),
+                             persistent=False)
         self.feedback_cap = bool(feedback_cap)
         self.decoder = TCN(2, 6, hidden, blocks, kernel, dropout)
         self.synth = FMSynth(config, sample_rate, hop_length)
