@@ -61,6 +61,7 @@ def known_answer(args) -> None:
     rng = np.random.default_rng(args.seed)
     picks = rng.choice(len(voices), size=args.sources, replace=False)
     positions, first_stage_positions = [], []
+    kinds: list[str] = []   # why each ranked miss missed
     algorithms = set()
     for k in picks:
         entry = voices[k]
@@ -76,14 +77,21 @@ def known_answer(args) -> None:
             positions.append(10 ** 6)
             first_stage_positions.append(10 ** 6)
             continue
-        pos = next(r["rank"] for r in result.rows if entry.id in r["voices"])
+        own = next(r for r in result.rows if entry.id in r["voices"])
+        pos = own["rank"]
         by_first = sorted(result.rows, key=lambda r: r["first_stage"])
         pos1 = next(i + 1 for i, r in enumerate(by_first) if entry.id in r["voices"])
         positions.append(pos)
         first_stage_positions.append(pos1)
         top = result.rows[0]
+        # A miss is either a search limit (the source's own configuration never reached the final
+        # fit, stage < 4) or an identifiability limit (it did, and another reproduced the
+        # excerpts at least as closely).
+        if pos > 1:
+            kinds.append("not in final fit" if own["stage"] < top["stage"] else "beaten in final fit")
         print(f"{entry.id:4d} {entry.voice.name:10s} alg {entry.voice.algorithm:2d}  rank {pos:3d}  "
-              f"first stage {pos1:3d}  top: {top['names'][0]:10s} octave {top['octave']:+d} score {top['score']:.3f}  "
+              f"first stage {pos1:3d}  own: stage {own['stage']} octave {own['octave']:+d} score {own['score']:.3f}  "
+              f"top: {top['names'][0]:10s} stage {top['stage']} octave {top['octave']:+d} score {top['score']:.3f}  "
               f"{time.perf_counter() - t0:5.1f} s", flush=True)
     p = np.array(positions)
     p1 = np.array(first_stage_positions)
@@ -92,6 +100,9 @@ def known_answer(args) -> None:
     print(f"top-1 {np.mean(p == 1) * 100:.1f} %   top-5 {np.mean(p <= 5) * 100:.1f} %   "
           f"(first stage alone: top-1 {np.mean(p1 == 1) * 100:.1f} %, top-{args.candidates} "
           f"{np.mean(p1 <= args.candidates) * 100:.1f} %)")
+    failed = int(np.sum(p == 10 ** 6))
+    print(f"misses: {failed} corpora the pipeline could not use; of the ranked misses, "
+          + ", ".join(f"{kinds.count(k)} {k}" for k in ("beaten in final fit", "not in final fit")))
 
 
 def shuffled_voices(rng: np.random.Generator, pool: list[Voice], n: int) -> list[Voice]:
