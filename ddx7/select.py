@@ -461,11 +461,9 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
     by_full = sorted(full, key=lambda i: (full[i], quick.get(i, 0.0), cost[i]))
     for i in by_full[:FINAL_MAX] if len(by_full) > 1 else []:
         per = (time.perf_counter() - t4) / len(final) if final else per_full * FINAL_COST
-        if len(final) >= FINAL_CANDIDATES:
-            if time.perf_counter() - t0 + per > FINAL_SHARE * budget:
-                break
-        elif time.perf_counter() - t0 + per > budget:
-            stopped = True
+        planned_final = len(final) < FINAL_CANDIDATES   # beyond them the final fit is a bonus
+        if time.perf_counter() - t0 + per > (budget if planned_final else FINAL_SHARE * budget):
+            stopped = stopped or planned_final
             break
         final[i] = fit(i, chosen, refine=FINAL_REFINE)
         if progress:
