@@ -358,6 +358,8 @@ def corpus_add(
     urmp: Annotated[Optional[Path], typer.Option("--urmp", help="URMP dataset folder (AuSep_* stems).")] = None,
     instrument: Annotated[Optional[str], typer.Option("--instrument", help="URMP instrument code: vn, fl, tpt, ...")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing corpus of that name.")] = False,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", help="Leave out sounds shorter than this "
+                                               "(0.2 s at least; lower it for short plucked or struck notes).")] = 0.5,
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -369,6 +371,7 @@ def corpus_add(
     with _progress_bar(f"reading {name}") as bar:
         task = bar.add_task("read", total=1)
         corpus = add_corpus(home, name, audio_dir=audio, urmp_dir=urmp, instrument=instrument, overwrite=overwrite,
+                            min_seconds=min_seconds,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
     _warn(list(getattr(corpus, "warnings", []) or []))
     info = _corpus_info(corpus)

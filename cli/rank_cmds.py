@@ -33,7 +33,7 @@ def rank(
 ) -> None:
     """Rank library voices by how well their fixed configuration can play a corpus
     (Python: ddx7.select.rank)."""
-    from ddx7.select import rank as rank_corpus
+    from ddx7.select import STEADY_CENTS, rank as rank_corpus
 
     progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
                         TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn(),
@@ -53,8 +53,8 @@ def rank(
     finally:
         if tasks:
             progress.stop()
-    if not result.complete:
-        _warn([result.message])
+    if not result.complete or result.stats["excerpt_pitch_spread_cents"] >= STEADY_CENTS[0]:
+        _warn([result.message])   # a partial ranking, or one on unsteady excerpts
     rows = result.rows[:top] if top else result.rows
     if json_:
         _print_json(rows)

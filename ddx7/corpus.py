@@ -939,7 +939,7 @@ def _read_source(path: Path) -> tuple[np.ndarray | None, int, str | None]:
 
 
 def add_corpus(home, name: str, *, audio_dir=None, urmp_dir=None, instrument: str | None = None,
-               max_seconds: float = 8.0, overwrite: bool = False,
+               max_seconds: float = 8.0, min_seconds: float = 0.5, overwrite: bool = False,
                progress: ProgressFn | None = None) -> Corpus:
     """Make the corpus ``name`` from recordings (``audio_dir``) or URMP stems (``urmp_dir``).
 
@@ -951,7 +951,8 @@ def add_corpus(home, name: str, *, audio_dir=None, urmp_dir=None, instrument: st
     ``AuSep_<track>_<instrument>_<piece>.wav`` under the folder.
 
     Unreadable files, files with NaN or infinite samples and silent files are skipped, each
-    with one line in ``Corpus.warnings``.
+    with one line in ``Corpus.warnings``. Sounds shorter than ``min_seconds`` are left out
+    (lower it, down to 0.2 s, for corpora of short plucked or struck notes).
 
     Raises:
         DX7Error: bad name, both or neither folder, a missing folder, an unknown instrument, no
@@ -963,6 +964,8 @@ def add_corpus(home, name: str, *, audio_dir=None, urmp_dir=None, instrument: st
         raise DX7Error("give exactly one of audio_dir (--audio DIR) or urmp_dir (--urmp DIR)")
     if not (isinstance(max_seconds, (int, float)) and max_seconds >= 1.0):
         raise DX7Error(f"max_seconds must be at least 1, got {max_seconds!r}")
+    if not (isinstance(min_seconds, (int, float)) and 0.2 <= min_seconds <= max_seconds):
+        raise DX7Error(f"min_seconds must be 0.2 s or more and at most max_seconds, got {min_seconds!r}")
     if urmp_dir is not None:
         code = _urmp_code(instrument)
         label = URMP_INSTRUMENTS[code]
@@ -971,7 +974,8 @@ def add_corpus(home, name: str, *, audio_dir=None, urmp_dir=None, instrument: st
         if not files:
             raise DX7Error(f"no URMP stems AuSep_<track>_{code}_<piece>.wav for {label} in this folder", str(root))
         kind = "urmp"
-        settings = {"urmp_dir": str(root.resolve()), "urmp_code": code, "max_seconds": float(max_seconds)}
+        settings = {"urmp_dir": str(root.resolve()), "urmp_code": code, "max_seconds": float(max_seconds),
+                    "min_seconds": float(min_seconds)}
     else:
         label = _instrument_label(instrument)
         root = _check_folder(audio_dir, "audio")
@@ -979,7 +983,8 @@ def add_corpus(home, name: str, *, audio_dir=None, urmp_dir=None, instrument: st
         if not files:
             raise DX7Error("no audio files (wav, flac, ogg, mp3, ...) in this folder", str(root))
         kind = "audio"
-        settings = {"audio_dir": str(root.resolve()), "max_seconds": float(max_seconds)}
+        settings = {"audio_dir": str(root.resolve()), "max_seconds": float(max_seconds),
+                    "min_seconds": float(min_seconds)}
 
     builder = _Builder(home, name, overwrite)
     try:
@@ -995,12 +1000,12 @@ def add_corpus(home, name: str, *, audio_dir=None, urmp_dir=None, instrument: st
                     problem = "it is silent"
                 else:
                     audio = _to_16k(audio, sr)
-                    pieces = segment_audio(audio, SAMPLE_RATE, max_seconds=max_seconds)
+                    pieces = segment_audio(audio, SAMPLE_RATE, max_seconds=max_seconds, min_seconds=min_seconds)
                     if pieces:
                         builder.add(rel, audio, pieces)
                         used += 1
                     else:
-                        problem = "no sound in it lasts 0.5 s or more"
+                        problem = f"no sound in it lasts {min_seconds:g} s or more"
             if problem:
                 warnings.append(" ".join(f"{rel}: skipped, {problem}".split()))
             if progress:
@@ -1013,7 +1018,8 @@ def add_corpus(home, name: str, *, audio_dir=None, urmp_dir=None, instrument: st
             if not readable:
                 raise DX7Error(f"no usable audio: all {len(files)} files were skipped "
                                f"({'; '.join(warnings[:3])}{'; ...' if len(warnings) > 3 else ''})", where)
-            raise DX7Error("no usable audio: no file has a sound of 0.5 s or more", where)
+            raise DX7Error(f"no usable audio: no file has a sound of {min_seconds:g} s or more "
+                           "(short notes: lower --min-seconds)", where)
         settings["files"] = len(files)
         settings["files_used"] = used
         corpus = builder.finish({"kind": kind, "instrument": label, "settings": settings, "warnings": warnings})

@@ -19,6 +19,9 @@ from .corpus import add_corpus
 from .preview import render_dexed
 
 DEFAULT_NOTES = (43, 50, 57, 64, 71, 78)
+KNOWN_ANSWER_MIN_SECONDS = 0.25
+"""Shortest sound kept (:func:`ddx7.corpus.add_corpus`): some voices die away within half a
+second even when their keys are held (ROM1A's STRINGS 8 under Dexed)."""
 
 
 def render_known_answer(voice, *, notes=DEFAULT_NOTES, velocities=(110, 70), seconds=(0.8, 1.4),
@@ -48,4 +51,5 @@ def known_answer_corpus(home, name: str, voice, **kwargs):
         for i, audio in enumerate(render_known_answer(voice, **kwargs)):
             peak = float(np.max(np.abs(audio))) or 1.0
             write_wav(Path(tmp) / f"take{i:02d}.wav", audio / peak * 0.9, 16000)
-        return add_corpus(home, name, audio_dir=tmp, instrument=None, overwrite=True)
+        return add_corpus(home, name, audio_dir=tmp, instrument=None, overwrite=True,
+                          min_seconds=KNOWN_ANSWER_MIN_SECONDS)

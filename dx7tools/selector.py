@@ -92,6 +92,7 @@ class Excerpt:
         sample_rate: Hz.
         peak_hz, peak_db: the partials (:func:`spectral_peaks`), level in dB re the strongest.
         source: where it came from (segment file and time), for messages.
+        pitch_spread_cents: how far the pitch moves within the window (highest over lowest f0).
     """
 
     audio: np.ndarray
@@ -100,6 +101,7 @@ class Excerpt:
     peak_hz: np.ndarray
     peak_db: np.ndarray
     source: str = ""
+    pitch_spread_cents: float = 0.0
 
 
 def _blackman_harris(n: int) -> np.ndarray:
@@ -152,12 +154,14 @@ def spectral_peaks(audio: np.ndarray, sample_rate: float, floor_db: float = FLOO
     return freq, level
 
 
-def make_excerpt(audio: np.ndarray, f0_hz: float, sample_rate: float, source: str = "") -> Excerpt:
+def make_excerpt(audio: np.ndarray, f0_hz: float, sample_rate: float, source: str = "",
+                 pitch_spread_cents: float = 0.0) -> Excerpt:
     """An :class:`Excerpt` with its partials measured."""
     if not (np.isfinite(f0_hz) and f0_hz > 0):
         raise DX7Error(f"an excerpt needs a voiced f0 > 0 Hz, got {f0_hz!r}")
     peak_hz, peak_db = spectral_peaks(audio, sample_rate)
-    return Excerpt(np.asarray(audio, dtype=np.float32), float(f0_hz), float(sample_rate), peak_hz, peak_db, source)
+    return Excerpt(np.asarray(audio, dtype=np.float32), float(f0_hz), float(sample_rate), peak_hz, peak_db, source,
+                   float(pitch_spread_cents))
 
 
 # -- what a configuration can produce -----------------------------------------------------------

@@ -111,3 +111,17 @@ def test_training_bad_input(mini, args, message):
     r = mini(*args)
     assert r.returncode == 1 and message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_corpus_add_min_seconds(run_cli, tmp_path):
+    short = tmp_path / "plucks"
+    short.mkdir()
+    t = np.arange(int(0.3 * 16000)) / 16000
+    pluck = (0.5 * np.sin(2 * np.pi * 330 * t) * np.exp(-4 * t)).astype(np.float32)
+    soundfile.write(short / "a.wav", np.concatenate([np.zeros(8000, np.float32), pluck, np.zeros(8000, np.float32)]),
+                    16000)
+    r = run_cli("corpus", "add", "plucks", "--audio", str(short))
+    assert r.returncode == 1 and "--min-seconds" in r.stderr and str(short) in r.stderr
+    r = run_cli("corpus", "add", "plucks", "--audio", str(short), "--min-seconds", "0.25", "--json")
+    assert r.returncode == 0, r.stderr
+    assert sum(r.json()["segments"].values()) == 1

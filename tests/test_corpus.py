@@ -251,6 +251,23 @@ def test_add_corpus_from_folder(tmp_path, recordings):
     assert c.to_dict()["segments"] == c.counts()
 
 
+def test_add_corpus_keeps_short_notes_down_to_min_seconds(tmp_path):
+    home = tmp_path / "home"
+    short = tmp_path / "short"
+    short.mkdir()
+    t = np.arange(int(0.3 * SR)) / SR
+    pluck = (0.5 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    soundfile.write(short / "a.wav", np.concatenate([silence(0.5), pluck, silence(0.5)]), SR)
+    with pytest.raises(DX7Error, match="no file has a sound of 0.5 s or more.*--min-seconds") as err:
+        add_corpus(home, "x", audio_dir=short)
+    assert str(short) in str(err.value)
+    c = add_corpus(home, "x", audio_dir=short, min_seconds=0.25)
+    assert len(c.segments()) == 1 and c.manifest["settings"]["min_seconds"] == 0.25
+    for bad in (0.1, 20.0, "1"):
+        with pytest.raises(DX7Error, match="min_seconds"):
+            add_corpus(home, "y", audio_dir=short, min_seconds=bad)
+
+
 def test_add_corpus_folder_errors(tmp_path):
     home = tmp_path / "home"
     with pytest.raises(DX7Error, match="does not exist") as err:

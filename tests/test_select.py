@@ -145,6 +145,25 @@ def test_fit_distance_absorbs_a_pitch_error_of_a_few_cents_and_refines_off_the_g
     assert select.fit_distance(config, [ex], refine=40) < 0.5 * on_grid
 
 
+def test_pick_excerpts_falls_back_to_the_least_unsteady_windows():
+    from ddx7.train import Example
+
+    frames = 200
+    t = np.arange(frames * 64) / SR
+    steady = Example(np.sin(2 * np.pi * 220 * t).astype(np.float32), np.full(frames, 220.0),
+                     np.full(frames, -20.0, np.float32), "steady.wav")
+    trill_f0 = 440.0 * 2 ** (np.sign(np.sin(2 * np.pi * 4 * np.arange(frames) * 64 / SR + 0.3)) * 0.6 / 12)
+    trill = Example(steady.audio, trill_f0, steady.loudness_db, "trill.wav")   # +-60 cents, 4 Hz
+    picked = select.pick_excerpts([steady, trill], n=4)
+    assert {e.source.split("@")[0] for e in picked} == {"steady.wav"}
+    assert max(e.pitch_spread_cents for e in picked) < select.STEADY_CENTS[0]
+    picked = select.pick_excerpts([trill], n=4)
+    assert len(picked) == 4 and all(e.pitch_spread_cents == pytest.approx(120) for e in picked)
+    glide = Example(steady.audio, 220.0 * 2 ** (np.arange(frames) / 8.0), steady.loudness_db, "glide.wav")
+    with pytest.raises(DX7Error, match="no steady voiced stretch"):
+        select.pick_excerpts([glide])
+
+
 # -- ranking through the library and a corpus -------------------------------------------------------
 @pytest.fixture(scope="module")
 def known_answer(tmp_path_factory, dexed, hexter_dir):
@@ -169,6 +188,8 @@ def test_rank_finds_the_voice_a_known_answer_corpus_was_played_with(known_answer
     assert [r["rank"] for r in result.rows] == list(range(1, len(result.rows) + 1))
     final = select.FINAL_MAX
     assert [r["stage"] for r in result.rows] == [4] * final + [3] * (n - final)
+    assert all(a["score"] <= b["score"] for a, b in zip(result.rows[:final - 1], result.rows[1:final]))
+    assert result.stats["tie_break_fits"] <= select.TIE_SEEDS * final
     assert all(a["score"] <= b["score"] for a, b in zip(result.rows[final:], result.rows[final + 1:]))
     # every library voice appears once, grouped by configuration
     ids = [i for r in result.rows for i in r["voices"]]
@@ -178,6 +199,21 @@ def test_rank_finds_the_voice_a_known_answer_corpus_was_played_with(known_answer
     # what DDX7 trains with (paper-table, fit --voice auto): the top row at its octave
     top = FixedConfig.from_voice(source.voice).transposed(result.rows[0]["octave"])
     assert select.cached_top_config(home, "ka").key == top.key
+
+
+def test_rank_breaks_ties_with_more_random_starts(known_answer):
+    from dx7tools.selector import ConfigGroup
+
+    home, source = known_answer
+    config = FixedConfig.from_voice(source.voice)
+    twin = FixedConfig(config.algorithm, config.mode, config.coarse, config.fine,
+                       (config.detune[0] + (1 if config.detune[0] < 14 else -1),) + config.detune[1:], config.feedback)
+    groups = [ConfigGroup(config, [source.id], ["SOURCE"]), ConfigGroup(twin, [-1], ["TWIN"])]
+    result = select.rank(home, "ka", budget=600, groups=groups, save=False)
+    # a detune step apart: within the search's noise of each other, so both get every extra start
+    assert result.stats["tie_break_fits"] == 2 * select.TIE_SEEDS
+    assert "4 tie-break fits" in result.message
+    assert [r["stage"] for r in result.rows] == [4, 4] and result.rows[0]["score"] <= result.rows[1]["score"]
 
 
 def test_rank_on_a_large_library_quick_fits_then_fully_fits_the_best(known_answer):
@@ -224,6 +260,24 @@ def test_rank_refuses_a_corpus_without_voiced_frames(known_answer, tmp_path):
     with pytest.raises(DX7Error, match="no voiced frames|no steady voiced stretch"):
         select.rank(home, "noise")
     assert select.load_ranking(home, "noise") is None   # nothing saved
+
+
+def test_rank_on_a_corpus_with_wide_vibrato_says_so(known_answer, tmp_path, run_cli):
+    from ddx7.corpus import add_corpus
+    from dx7tools.audio import write_wav
+
+    home, _ = known_answer
+    t = np.arange(3 * SR) / SR
+    f0 = 330.0 * 2 ** (0.6 / 12 * np.sin(2 * np.pi * 6.0 * t))       # +-60 cents, 6 Hz
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    write_wav(tmp_path / "vibrato.wav", (0.5 * np.sin(phase) + 0.2 * np.sin(2 * phase)).astype(np.float32), SR)
+    add_corpus(home, "vibrato", audio_dir=tmp_path)
+    res = run_cli("rank", "--corpus", "vibrato", "--algorithm", "5", "--budget", "60", "--json",
+                  "--home", str(home), use_home=False)
+    assert res.returncode == 0, res.stderr
+    assert "trill or wide vibrato" in res.stderr and len(res.json()) > 1
+    saved = select.load_ranking(home, "vibrato")
+    assert saved.complete and saved.stats["excerpt_pitch_spread_cents"] >= select.STEADY_CENTS[0]
 
 
 def test_cli_rank_json_and_fit_voice_auto(known_answer, run_cli):
