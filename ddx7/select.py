@@ -123,18 +123,18 @@ def pick_excerpts(examples: list, n: int = 12, window: int = WINDOW, pitch_bins:
             the last of :data:`STEADY_CENTS`.
     """
     frames = window // HOP
-    cands = []  # (log f0, loudness, example index, start frame, pitch spread in cents)
-    for limit in STEADY_CENTS:
-        for k, ex in enumerate(examples):
-            f0 = np.asarray(ex.f0_hz, dtype=np.float64)
-            loud = np.asarray(ex.loudness_db, dtype=np.float64)
-            for start in range(0, len(f0) - frames + 1, frames // 2):
-                seg = f0[start:start + frames]
-                if np.all(seg > 0) and (spread := float(np.log2(seg.max() / seg.min()) * 1200)) < limit:
-                    cands.append((float(np.log2(np.median(seg))), float(loud[start:start + frames].mean()), k, start,
-                                  spread))
-        if cands:
-            break
+    voiced = []  # (log f0, loudness, example index, start frame, pitch spread in cents)
+    for k, ex in enumerate(examples):
+        f0 = np.asarray(ex.f0_hz, dtype=np.float64)
+        loud = np.asarray(ex.loudness_db, dtype=np.float64)
+        for start in range(0, len(f0) - frames + 1, frames // 2):
+            seg = f0[start:start + frames]
+            if np.all(seg > 0):
+                voiced.append((float(np.log2(np.median(seg))), float(loud[start:start + frames].mean()), k, start,
+                               float(np.log2(seg.max() / seg.min()) * 1200)))
+    steadiest = min((c[4] for c in voiced), default=math.inf)
+    limit = next((lim for lim in STEADY_CENTS if steadiest < lim), None)
+    cands = [c for c in voiced if limit is not None and c[4] < limit]
     if not cands:
         raise DX7Error(f"no steady voiced stretch of {window / SAMPLE_RATE * 1000:.0f} ms in the corpus (voiced "
                        f"throughout, pitch within {STEADY_CENTS[-1]:g} cents; is it all noise, silence or very fast "
