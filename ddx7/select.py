@@ -43,7 +43,8 @@ import torch
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.library import Library, resolve_home
-from dx7tools.selector import OCTAVES, ConfigGroup, Excerpt, first_stage_costs, group_voices, make_excerpt
+from dx7tools.selector import (OCTAVES, ConfigGroup, Excerpt, first_stage_costs, group_voices, make_excerpt,
+                               voice_starts)
 from dx7tools.sysex import atomic_write_bytes
 
 from . import core
@@ -75,13 +76,18 @@ while the budget lasts, and keep their best score."""
 TIE_SEEDS = 2
 FINAL_REFINE = 40
 """Gradient steps of the final fit."""
-FINAL_COST = 8.5
+FINAL_COST = 4.0
 """A final fit costs about this many full fits (twice the excerpts, plus the refinement; measured
-1.36 s against 0.16 s on the 1,000-voice benchmark)."""
+1.05 s against 0.27 s on the 1,000-voice benchmark)."""
 OCTAVE_MARGIN = 0.2
 """Octave placements whose first-stage cost is within this of the best one are all fitted."""
-QUICK_SPEEDUP = 2.5
-"""A quick fit costs about this fraction of a full one (3 excerpts and 104 renders against 6 and 120)."""
+QUICK_SPEEDUP = 2.0
+"""A quick fit costs about this fraction of a full one (measured 0.14 s against 0.27 s)."""
+FIT_VOICE_STARTS = 24
+"""Starting points of a fit taken from the configuration's voices' envelopes
+(:func:`dx7tools.selector.voice_starts`), besides the random ones ..."""
+QUICK_VOICE_STARTS = 8
+"""... and of a quick fit."""
 DEFAULT_CANDIDATES = 40
 """Second-stage candidates when the budget allows (the first stage's best)."""
 STEADY_CENTS = (40.0, 100.0, 300.0)
@@ -161,7 +167,8 @@ def pick_excerpts(examples: list, n: int = 12, window: int = WINDOW, pitch_bins:
         ex = examples[k]
         audio = ex.audio[start * HOP:(start + frames) * HOP]
         f0 = float(np.median(ex.f0_hz[start:start + frames]))
-        out.append(make_excerpt(audio, f0, SAMPLE_RATE, f"{ex.name}@{start * HOP / SAMPLE_RATE:.2f}s", spread))
+        out.append(make_excerpt(audio, f0, SAMPLE_RATE, f"{ex.name}@{start * HOP / SAMPLE_RATE:.2f}s", spread,
+                                np.asarray(ex.f0_hz[start:start + frames], dtype=np.float64)))
     return out
 
 
@@ -197,24 +204,26 @@ class HeldNotes:
         self.carriers = self.synth.carrier_mask[None, :, None]
 
     def _phases(self, pitch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(P,) Hz -> phase (P, 6, N) in cycles, gain (P, 6) (voicing and anti-aliasing)."""
+        """(P, frames) Hz -> phase (P, 6, N) in cycles, gain (P, 6) (voicing and anti-aliasing)."""
         ones = torch.ones(len(pitch), self.frames, 6)
-        controls = self.synth.get_controls(pitch[:, None].expand(-1, self.frames).float(), ones)
+        controls = self.synth.get_controls(pitch.float(), ones)
         phase, _ = core.accumulate_phase(controls["freq"], controls["previous_freq"], SAMPLE_RATE, HOP,
                                          controls["state"].phase, torch.float32)
         return phase, 2.0 * controls["amp"][:, :, -1]
 
     def render(self, pitch: torch.Tensor, index: torch.Tensor, grad: bool = False) -> torch.Tensor:
-        """pitch (E, K) Hz, index (E, K, 6) -> audio (E, K, N) (1.0 = a carrier at level 99);
-        ``grad``: keep the graph for gradients with respect to ``index``."""
-        e, k = pitch.shape
+        """pitch (E, K) or (E, K, frames) Hz, index (E, K, 6) -> audio (E, K, N) (1.0 = a carrier
+        at level 99); ``grad``: keep the graph for gradients with respect to ``index``."""
+        e, k = pitch.shape[:2]
         n = self.frames * HOP
+        if pitch.dim() == 2:
+            pitch = pitch[..., None].expand(e, k, self.frames)
         if bool((pitch == pitch[:, :1]).all()):
             phase, gain = self._phases(pitch[:, 0])
             phase = phase[:, None].expand(e, k, 6, n).reshape(e * k, 6, n)
             gain = gain[:, None].expand(e, k, 6).reshape(e * k, 6)
         else:
-            phase, gain = self._phases(pitch.reshape(-1))
+            phase, gain = self._phases(pitch.reshape(e * k, self.frames))
         amp = (0.5 * index.reshape(e * k, 6).float() * gain)[:, :, None].expand(-1, -1, n)
         memory = torch.zeros(e * k, 2, dtype=torch.float64)
         with torch.set_grad_enabled(grad):
@@ -223,13 +232,15 @@ class HeldNotes:
 
 
 def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 0, n_random: int = 24,
-                 sweeps: int = 1, refine: int = 0, seed: int = 0) -> float:
+                 sweeps: int = 1, refine: int = 0, seed: int = 0, starts: np.ndarray | None = None) -> float:
     """Second-stage score: how closely the synth with ``config`` can reproduce the excerpts.
 
     For every excerpt at once: ``n_random`` random grid points of the six indexes, the best one
     refined by ``sweeps`` rounds of coordinate descent (the pitch over :data:`PITCH_CENTS`, then
     each operator in turn over the whole :data:`INDEX_GRID`), levels held constant over the
-    128 ms window. ``refine`` steps of gradient descent on the levels (log scale, Adam) then
+    128 ms window; ``starts`` (E, S, 6) are more starting points per excerpt (indexes, 2 = output
+    level 99: where the configuration's voices put their levels, see
+    :func:`dx7tools.selector.voice_starts`). ``refine`` steps of gradient descent on the levels (log scale, Adam) then
     leave the grid: the true configuration of a steady sound can come arbitrarily close, a wrong
     one cannot. ``octave``: the note pitch is ``f0 * 2**octave`` (see
     :func:`dx7tools.selector.lattice_cost`).
@@ -244,39 +255,60 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
     held = HeldNotes(config, frames)
     target = log_power_db(torch.from_numpy(np.stack([e.audio for e in excerpts])))   # (E, bins)
     f0 = torch.tensor([e.f0_hz * 2.0 ** octave for e in excerpts], dtype=torch.float64)
+    # The pitch coordinate: an offset in cents, on a flat pitch or on the window's tracked
+    # contour (a vibrato or glide smears high partials, which a flat pitch cannot match).
+    contour = torch.ones(n_ex, frames, dtype=torch.float64)
+    for k, e in enumerate(excerpts):
+        if e.pitch_contour is not None and len(e.pitch_contour) == frames:
+            contour[k] = torch.from_numpy(np.asarray(e.pitch_contour, dtype=np.float64))
     grid = INDEX_GRID
     cents_grid = torch.tensor(PITCH_CENTS, dtype=torch.float64)
+    follow_grid = torch.zeros(len(PITCH_CENTS), dtype=torch.bool)
+    if bool((contour != 1.0).any()):
+        cents_grid = torch.cat([cents_grid, cents_grid])
+        follow_grid = torch.cat([follow_grid, torch.ones(len(PITCH_CENTS), dtype=torch.bool)])
 
-    def evaluate(index: torch.Tensor, cents: torch.Tensor) -> torch.Tensor:
-        # (E, K, 6) indexes, (E, K) pitch offsets in cents -> (E, K) distances
-        pred = log_power_db(held.render((f0[:, None] * torch.exp2(cents / 1200.0)).float(), index))
+    def pitch_of(cents: torch.Tensor, follow: torch.Tensor) -> torch.Tensor:
+        # (E, K) cents, (E, K) bool -> (E, K, frames) Hz
+        flat = (f0[:, None] * torch.exp2(cents / 1200.0))[..., None]
+        return (flat * torch.where(follow[..., None], contour[:, None, :], torch.ones(()))).float()
+
+    def evaluate(index: torch.Tensor, cents: torch.Tensor, follow: torch.Tensor | None = None) -> torch.Tensor:
+        # (E, K, 6) indexes, (E, K) pitch offsets in cents (on the contour where ``follow``) -> (E, K) distances
+        follow = torch.zeros(cents.shape, dtype=torch.bool) if follow is None else follow
+        pred = log_power_db(held.render(pitch_of(cents, follow), index))
         return torch.stack([spectral_distance(pred[e], target[e]) for e in range(n_ex)])
 
     rows = torch.arange(n_ex)
     gen = torch.Generator().manual_seed(seed)
     start = grid[torch.randint(len(grid), (n_ex, n_random, 6), generator=gen)]
-    dist = evaluate(start, torch.zeros(n_ex, n_random, dtype=torch.float64))
+    if starts is not None and np.size(starts):
+        start = torch.cat([start, torch.as_tensor(np.asarray(starts), dtype=start.dtype)], 1)
+    dist = evaluate(start, torch.zeros(start.shape[:2], dtype=torch.float64))
     best_d, best_k = dist.min(1)
     current = start[rows, best_k]                                                        # (E, 6)
     cents = torch.zeros(n_ex, dtype=torch.float64)                                       # (E,)
+    follow = torch.zeros(n_ex, dtype=torch.bool)
     for _ in range(sweeps):
         # A pitch tracker's few cents put high partials a bin off, which the comparison would
         # punish like a wrong configuration: the pitch is a coordinate too, within a few cents.
-        d = evaluate(current[:, None, :].expand(-1, len(cents_grid), 6), cents_grid[None, :].expand(n_ex, -1))
+        d = evaluate(current[:, None, :].expand(-1, len(cents_grid), 6), cents_grid[None, :].expand(n_ex, -1),
+                     follow_grid[None, :].expand(n_ex, -1))
         d_min, k = d.min(1)
         better = d_min < best_d
         cents = torch.where(better, cents_grid[k], cents)
+        follow = torch.where(better, follow_grid[k], follow)
         best_d = torch.minimum(best_d, d_min)
         for op in range(6):
             trial = current[:, None, :].repeat(1, len(grid), 1)
             trial[:, :, op] = grid
-            d = evaluate(trial, cents[:, None].expand(-1, len(grid)))
+            d = evaluate(trial, cents[:, None].expand(-1, len(grid)), follow[:, None].expand(-1, len(grid)))
             d_min, k = d.min(1)
             better = d_min < best_d
             current = torch.where(better[:, None], trial[rows, k], current)
             best_d = torch.minimum(best_d, d_min)
     if refine:
-        pitch = (f0 * torch.exp2(cents / 1200.0)).float()[:, None]
+        pitch = pitch_of(cents[:, None], follow[:, None])
         log_index = torch.log(current.clamp(min=1e-3)).float().requires_grad_()
         opt = torch.optim.Adam([log_index], lr=REFINE_LR)
         for _ in range(refine):
@@ -413,10 +445,14 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
     t_first = time.perf_counter() - t1
     order = [int(i) for i in np.argsort(cost, kind="stable")]
 
-    def fit(i: int, excerpts_: list[Excerpt], **kw) -> float:
+    level_cache: dict = {}
+
+    def fit(i: int, excerpts_: list[Excerpt], n_starts: int = FIT_VOICE_STARTS, **kw) -> float:
         best = math.inf
         for o in placements[i]:
-            d = fit_distance(groups[i].config, excerpts_, octave=o, **kw)
+            starts = np.stack([voice_starts(groups[i].voices, e.f0_hz * 2.0 ** o, limit=n_starts, cache=level_cache)
+                               for e in excerpts_])
+            d = fit_distance(groups[i].config, excerpts_, octave=o, starts=starts, **kw)
             if d < best:
                 best, octave[i] = d, o
         placements[i] = [int(octave[i])]    # later stages refine the placement found here
@@ -433,7 +469,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
     stopped = False
     t2 = time.perf_counter()
     if time.perf_counter() - t0 < budget:
-        fit_distance(groups[order[0]].config, chosen[:1], n_random=1, sweeps=0)
+        fit_distance(groups[order[0]].config, chosen[:1], n_random=1, sweeps=1, refine=1)   # every code path
         t2 = time.perf_counter()
         tried = len(placements[order[0]])
         full[order[0]] = fit(order[0], fitted)
@@ -456,7 +492,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
             if time.perf_counter() - t0 + per * len(placements[i]) + left > budget:
                 stopped = len(quick) < len(order) - 1 and len(quick) < candidates
                 break
-            quick[i] = fit(i, quick_set, n_random=8)
+            quick[i] = fit(i, quick_set, n_random=8, n_starts=QUICK_VOICE_STARTS)
             if progress:
                 progress("second stage (quick fit)", len(quick), len(groups))
         t_quick = time.perf_counter() - tq

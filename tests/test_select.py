@@ -11,8 +11,8 @@ import torch
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.library import Library
-from dx7tools.selector import (group_voices, lattice_cost, make_excerpt, partial_lattice,
-                               spectral_peaks)
+from dx7tools.selector import (group_voices, harmonic_f0, lattice_cost, make_excerpt, partial_lattice,
+                               pitch_contour, spectral_peaks, voice_starts)
 from dx7tools.voice import Voice
 from ddx7 import select
 from ddx7.synth import FMSynth
@@ -24,11 +24,13 @@ def _config(algorithm=1, coarse=(1, 1, 1, 1, 1, 1), fine=(0,) * 6, feedback=0, m
     return FixedConfig(algorithm, mode, coarse, fine, (7,) * 6, feedback, name)
 
 
-def _render(config: FixedConfig, f0: float, index, n: int = 2048) -> np.ndarray:
+def _render(config: FixedConfig, f0, index, n: int = 2048) -> np.ndarray:
+    """f0: Hz, or (frames,) Hz per frame."""
     synth = FMSynth(config)
     frames = n // 64
+    pitch = torch.as_tensor(f0, dtype=torch.float32).expand(1, frames)
     with torch.no_grad():
-        audio = synth(torch.full((1, frames), f0), torch.tensor(index, dtype=torch.float32).expand(1, frames, 6))
+        audio = synth(pitch, torch.tensor(index, dtype=torch.float32).expand(1, frames, 6))
     return audio[0].numpy()
 
 
@@ -40,6 +42,55 @@ def test_spectral_peaks_find_sinusoids_to_a_fraction_of_a_bin():
     assert len(hz) == 2
     assert abs(hz[0] - 440.0) < 1.0 and abs(hz[1] - 1234.5) < 1.0
     assert db[0] == pytest.approx(0.0, abs=0.5) and db[1] == pytest.approx(-20.0, abs=1.0)
+
+
+def test_harmonic_f0_pins_a_bright_tone_to_a_fraction_of_a_cent():
+    bright = _config(1, coarse=(1, 1, 1, 1, 1, 1), feedback=6)
+    audio = _render(bright, 110.0, [1.0, 1.6, 1.0, 1.2, 0.8, 0.6])
+    ex = make_excerpt(audio, 110.0 * 2 ** (7 / 1200), SR)      # a tracker 7 cents sharp
+    assert ex.tracked_f0_hz == pytest.approx(110.0 * 2 ** (7 / 1200))
+    assert abs(1200 * np.log2(ex.f0_hz / 110.0)) < 0.5
+    # a near-sine: its one partial sets the pitch
+    sine = np.sin(2 * np.pi * 523.25 * np.arange(2048) / SR)
+    assert make_excerpt(sine, 525.0, SR).f0_hz == pytest.approx(523.25, abs=0.1)
+
+
+def test_harmonic_f0_leaves_inharmonic_windows_to_the_tracker():
+    t = np.arange(2048) / SR
+    bell = sum(a * np.sin(2 * np.pi * f * t) for a, f in ((1.0, 220.0), (0.9, 311.0), (0.8, 587.0), (0.7, 843.0)))
+    hz, db = spectral_peaks(bell, SR)
+    assert harmonic_f0(hz, db, 220.0) is None
+    assert make_excerpt(bell, 220.0, SR).f0_hz == 220.0
+    assert harmonic_f0(np.zeros(0), np.zeros(0), 220.0) is None
+
+
+def test_pitch_contour_follows_a_glide_and_irons_out_jitter():
+    frames = 32
+    glide = 220.0 * 2 ** (np.linspace(-10, 10, frames) / 1200)
+    jitter = np.random.default_rng(0).normal(0, 3, frames)             # cents
+    contour = pitch_contour(glide * 2 ** (jitter / 1200))
+    assert contour.shape == (frames,)
+    assert np.mean(np.log2(contour)) == pytest.approx(0.0, abs=1e-9)
+    cents = 1200 * np.log2(contour)
+    assert np.max(np.abs(cents - np.linspace(-10, 10, frames))) < 3.0
+    assert np.all(np.diff(cents) > 0)
+    with pytest.raises(DX7Error, match="3 or more voiced frames"):
+        pitch_contour(np.array([220.0, 0.0, 220.0]))
+
+
+def test_voice_starts_are_the_voices_own_envelope_levels():
+    base = Voice.init()           # OP1 at output level 99, EG levels 99 99 99 0; the others silent
+    starts = voice_starts([base], 261.63)
+    assert starts.shape == (36, 6)        # 3 velocities x 12 moments
+    held = starts[(starts[:, 0] > 0)]
+    assert held[:, 0].max() == pytest.approx(2.0, abs=0.05)            # output level 99 = index 2
+    assert np.all(starts[:, 1:] == 0.0)
+    quieter = base.replace(op1_output_level=80)
+    assert voice_starts([quieter], 261.63)[:, 0].max() < 0.5 * held[:, 0].max()
+    assert voice_starts([base, quieter], 261.63, limit=10).shape == (10, 6)
+    assert voice_starts([], 261.63).shape == (0, 6)
+    with pytest.raises(DX7Error, match="pitch > 0"):
+        voice_starts([base], 0.0)
 
 
 def test_partial_lattice_of_a_two_operator_stack():
@@ -133,6 +184,9 @@ def test_held_notes_render_exactly_as_the_synth():
     for pitch in (torch.tensor([[110.0] * 3, [523.3] * 3]), torch.tensor([[110.0, 111.0, 112.0], [523.3, 520.0, 530.0]])):
         expected = synth(pitch.reshape(-1, 1).expand(-1, 32), index.reshape(-1, 1, 6).expand(-1, 32, 6))
         assert torch.equal(held.render(pitch, index), expected.reshape(2, 3, -1))
+    glide = 220.0 * torch.linspace(1.0, 1.02, 32).expand(2, 3, 32)      # a pitch per frame
+    expected = synth(glide.reshape(-1, 32), index.reshape(-1, 1, 6).expand(-1, 32, 6))
+    assert torch.equal(held.render(glide, index), expected.reshape(2, 3, -1))
 
 
 def test_fit_distance_absorbs_a_pitch_error_of_a_few_cents_and_refines_off_the_grid():
@@ -143,6 +197,30 @@ def test_fit_distance_absorbs_a_pitch_error_of_a_few_cents_and_refines_off_the_g
     on_grid = select.fit_distance(config, [ex])
     assert select.fit_distance(config, [off]) < on_grid + 0.3
     assert select.fit_distance(config, [ex], refine=40) < 0.5 * on_grid
+
+
+def test_fit_distance_starts_where_it_is_told():
+    # A deeply modulated tone: from its own levels the fit lands on it, random starts alone need not.
+    config = _config(1, coarse=(3, 3, 2, 1, 3, 7), feedback=6)
+    index = [0.9, 1.7, 1.1, 1.9, 0.7, 0.4]
+    ex = make_excerpt(_render(config, 110.0, index), 110.0, SR)
+    told = select.fit_distance(config, [ex], n_random=4, starts=np.array([[index]]))
+    assert told < 0.05
+    assert told < select.fit_distance(config, [ex], n_random=4)
+
+
+def test_fit_distance_follows_a_vibrato_on_the_tracked_contour():
+    config = _config(5, coarse=(1, 1, 1, 2, 1, 3), feedback=5)
+    index = [1.0, 1.5, 1.0, 0.8, 0.6, 0.3]
+    frames = 32
+    track = 220.0 * 2 ** (30 * np.sin(np.linspace(0, 2.2, frames)) / 1200)   # part of a 30-cent vibrato
+    audio = _render(config, torch.tensor(track, dtype=torch.float32), index)
+    mean_f0 = float(np.exp2(np.mean(np.log2(track))))
+    flat = make_excerpt(audio, mean_f0, SR)
+    tracked = make_excerpt(audio, mean_f0, SR, f0_track_hz=track)
+    assert tracked.pitch_contour is not None and flat.pitch_contour is None
+    d_tracked = select.fit_distance(config, [tracked], refine=20)
+    assert d_tracked < 0.5 * select.fit_distance(config, [flat], refine=20), d_tracked
 
 
 def test_pick_excerpts_falls_back_to_the_least_unsteady_windows():
