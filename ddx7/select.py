@@ -383,7 +383,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
          candidates: int = DEFAULT_CANDIDATES, crepe: str = "tiny", crepe_hop: int | None = None,
          excerpts: int = 12, fit_all: bool | None = None,
          groups: list[ConfigGroup] | None = None, progress: ProgressFn | None = None,
-         save: bool = True) -> Ranking:
+         save: bool = True, start_from_voices: bool = True) -> Ranking:
     """Rank the library's fixed configurations for ``corpus``.
 
     Args:
@@ -403,6 +403,8 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         groups: configurations to rank instead of the library's (tests, benchmarks).
         progress: called as ``progress(stage_name, done, total)``.
         save: write ``rankings/CORPUS.json`` in the data home (atomic) when the run completes.
+        start_from_voices: seed the fits with the voices' own envelope levels
+            (:func:`dx7tools.selector.voice_starts`); False: random starts only.
 
     Raises:
         DX7Error: empty library (or no voice of ``algorithm``), unknown corpus, no voiced
@@ -449,6 +451,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
 
     def fit(i: int, excerpts_: list[Excerpt], n_starts: int = FIT_VOICE_STARTS, **kw) -> float:
         best = math.inf
+        n_starts = n_starts if start_from_voices else 0
         for o in placements[i]:
             starts = np.stack([voice_starts(groups[i].voices, e.f0_hz * 2.0 ** o, limit=n_starts, cache=level_cache)
                                for e in excerpts_])
