@@ -10,8 +10,10 @@
    the measured f0 and an octave either way?
 3. **The fits** (:func:`fit_distance`): the differentiable synth itself, with the
    configuration's algorithm, frequencies and feedback, is searched for the output levels (and
-   a pitch within a few cents) that best reproduce excerpts' spectra: no network, random points
-   of a grid of DX7 output levels, then coordinate descent, levels held over the 128 ms window.
+   a pitch within a few cents of the excerpt's, pinned from its harmonics where it has them,
+   flat or following the window's tracked contour) that best reproduce excerpts' spectra: no
+   network, random points of a grid of DX7 output levels and the levels the configuration's
+   own voices reach on a held note, then coordinate descent, levels held over the 128 ms window.
    The score is the reached mean log-spectral distance in dB. When the budget allows (timed on
    the first one), every configuration gets the **full fit** (6 excerpts, stage 3) at each octave
    the lattice finds plausible. On larger libraries a **quick fit** (3 excerpts, a shorter search,
@@ -235,12 +237,13 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
                  sweeps: int = 1, refine: int = 0, seed: int = 0, starts: np.ndarray | None = None) -> float:
     """Second-stage score: how closely the synth with ``config`` can reproduce the excerpts.
 
-    For every excerpt at once: ``n_random`` random grid points of the six indexes, the best one
-    refined by ``sweeps`` rounds of coordinate descent (the pitch over :data:`PITCH_CENTS`, then
+    For every excerpt at once: ``n_random`` random grid points of the six indexes and the
+    ``starts`` (E, S, 6), more starting points per excerpt (indexes, 2 = output level 99: where
+    the configuration's voices put their levels, :func:`dx7tools.selector.voice_starts`); the
+    best one refined by ``sweeps`` rounds of coordinate descent (the pitch over
+    :data:`PITCH_CENTS` from the excerpt's f0, on a flat pitch or on its ``pitch_contour``, then
     each operator in turn over the whole :data:`INDEX_GRID`), levels held constant over the
-    128 ms window; ``starts`` (E, S, 6) are more starting points per excerpt (indexes, 2 = output
-    level 99: where the configuration's voices put their levels, see
-    :func:`dx7tools.selector.voice_starts`). ``refine`` steps of gradient descent on the levels (log scale, Adam) then
+    128 ms window. ``refine`` steps of gradient descent on the levels (log scale, Adam) then
     leave the grid: the true configuration of a steady sound can come arbitrarily close, a wrong
     one cannot. ``octave``: the note pitch is ``f0 * 2**octave`` (see
     :func:`dx7tools.selector.lattice_cost`).

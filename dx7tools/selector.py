@@ -21,6 +21,11 @@ First stage, per corpus excerpt (a steady window with a known f0):
 
 The score is a cost: lower is better. Voices sharing a fixed configuration are grouped
 (:func:`group_voices`) and scored once.
+
+For the fits, :func:`make_excerpt` also pins an excerpt's f0 from its harmonic partials
+(:func:`harmonic_f0`) and keeps the tracked pitch's course over the window
+(:func:`pitch_contour`), and :func:`voice_starts` gives the levels a configuration's own voices
+reach on a held note, as starting points of the level search.
 """
 
 from __future__ import annotations
