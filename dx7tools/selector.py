@@ -116,7 +116,8 @@ def voice_starts(voices: Sequence, pitch_hz: float, *, limit: int = MAX_VOICE_ST
         pitch_hz: the note pitch the configuration plays (Hz); each voice's key is the MIDI note
             nearest it, its TRANSPOSE undone.
         limit: at most this many starts, evenly spread over voices, velocities and moments.
-        cache: a dict reused between calls (keyed by voice, key and velocity).
+        cache: a dict reused between calls while the same voice objects live (keyed by the
+            object's identity, key and velocity).
 
     Returns:
         (K, 6) float64 indexes OP1..OP6 (2.0 = output level 99), K = min(limit, all); (0, 6)
