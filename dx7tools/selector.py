@@ -124,6 +124,7 @@ def voice_starts(voices: Sequence, pitch_hz: float, *, limit: int = MAX_VOICE_ST
         without voices.
     """
     from .envelope import operator_levels
+    from .performance import midi_pitch
 
     if not voices or limit <= 0:
         return np.zeros((0, 6))
@@ -135,10 +136,11 @@ def voice_starts(voices: Sequence, pitch_hz: float, *, limit: int = MAX_VOICE_ST
     pairs = [(voice, velocity) for voice in voices for velocity in START_VELOCITIES]
     total = len(pairs) * moments
     rows = np.linspace(0, total - 1, limit).round().astype(int) if total > limit else np.arange(total)
+    note = int(round(float(midi_pitch(pitch_hz))))
     levels = {}
     for p in np.unique(rows // moments):   # only the (voice, velocity) pairs whose moments are kept
         voice, velocity = pairs[p]
-        key = int(np.clip(round(69 + 12 * np.log2(pitch_hz / 440.0)) - (voice["transpose"] - 24), 0, 127))
+        key = int(np.clip(note - (voice["transpose"] - 24), 0, 127))
         tag = (id(voice), key, velocity)
         found = None if cache is None else cache.get(tag)
         if found is None:
