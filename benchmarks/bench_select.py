@@ -84,7 +84,8 @@ def known_answer(args) -> None:
             # notes of 1.2-2 s, so that slow attacks (strings, pads) still give 0.5 s of sound
             known_answer_corpus(home, "ka", entry.voice, seed=int(k), notes=(45, 60, 72), seconds=(1.2, 2.0))
             result = rank(home, "ka", budget=args.budget, candidates=args.candidates, save=False,
-                          crepe_hop=args.crepe_hop, start_from_voices=args.voice_starts)
+                          crepe_hop=args.crepe_hop, start_from_voices=args.voice_starts,
+                          feedback_cap=args.feedback_cap)
         except Exception as exc:  # a corpus CREPE finds no steady pitch in counts as a miss, reported
             print(f"{entry.id:4d} {entry.voice.name:10s} alg {entry.voice.algorithm:2d}  FAILED: {exc}", flush=True)
             positions.append(10 ** 6)
@@ -197,7 +198,7 @@ def real_world(args) -> None:
             build_corpus(home, instrument)
         result = load_ranking(home, instrument) if args.reuse_ranking else None
         if result is None:
-            result = rank(home, instrument, budget=args.budget)
+            result = rank(home, instrument, budget=args.budget, feedback_cap=args.feedback_cap)
         print(f"{instrument}: {result.message}; {result.stats}", flush=True)
 
         def usable(row):   # DDX7 plays the row at its octave; a move that is not exact cannot be trained
@@ -253,6 +254,8 @@ def main() -> None:
     ka.add_argument("--tx7", action="store_true", help="add hexter's TX7 bank to the library (256 voices)")
     ka.add_argument("--no-voice-starts", dest="voice_starts", action="store_false",
                     help="fit from random starts only, not the voices' own envelope levels (an ablation)")
+    ka.add_argument("--no-feedback-cap", dest="feedback_cap", action="store_false",
+                    help="let the fits drive feedback operators into chaos (rank as for runs without the cap)")
     sp = sub.add_parser("speed")
     sp.add_argument("--voices", type=int, default=1000)
     rw = sub.add_parser("real-world")
@@ -260,7 +263,7 @@ def main() -> None:
     rw.add_argument("--runs", type=int, default=8)
     rw.add_argument("--reuse-ranking", action="store_true", help="train on the ranking saved by an earlier run")
     rw.add_argument("--no-feedback-cap", dest="feedback_cap", action="store_false",
-                    help="train without the feedback cap (see ddx7.feedback.STABLE_LOOP_GAIN)")
+                    help="rank and train without the feedback cap (see ddx7.feedback.STABLE_LOOP_GAIN)")
     rw.add_argument("--budget", type=float, default=60.0)
     rw.add_argument("--threads", type=int, default=2)
     rw.add_argument("--instruments", nargs="+", default=["violin", "flute", "trumpet"])

@@ -462,7 +462,7 @@ def fit(
             with _progress_bar("ranking voices") as bar:
                 task = bar.add_task("rank", total=1)
                 config, selection = auto_config(
-                    home, corpus, progress=lambda stage, done, total: bar.update(
+                    home, corpus, feedback_cap=feedback_cap, progress=lambda stage, done, total: bar.update(
                         task, completed=done, total=total, description=stage))
             extra = {"selection": selection}
             err.print(f"--voice auto: rank {selection['chosen_rank']} of the selector "

@@ -28,6 +28,9 @@ def rank(
                                             "within the budget: the quick fit's best given the full fit.")] = 40,
     crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for f0: tiny or full.")] = "tiny",
     crepe_hop: Annotated[Optional[int], typer.Option("--crepe-hop", help="Run CREPE every N samples (faster).")] = None,
+    feedback_cap: Annotated[bool, typer.Option("--feedback-cap/--no-feedback-cap", help="Score what `dx7tools fit` "
+                                               "can train: the feedback operator held below chaos (as fit does by "
+                                               "default); --no-feedback-cap ranks for runs trained without it.")] = True,
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -49,7 +52,7 @@ def rank(
 
     try:
         result = rank_corpus(home, corpus, algorithm=algorithm, budget=budget, candidates=candidates, crepe=crepe,
-                             crepe_hop=crepe_hop, progress=on_progress)
+                             crepe_hop=crepe_hop, progress=on_progress, feedback_cap=feedback_cap)
     finally:
         if tasks:
             progress.stop()

@@ -32,10 +32,13 @@ def paper_config(instrument: str) -> FixedConfig:
     raise DX7Error(f"voice {wanted!r} missing from dx7tools-starters.syx")
 
 
-def auto_config(home, corpus: str, *, budget: float = 60.0, progress=None) -> tuple[FixedConfig, dict]:
+def auto_config(home, corpus: str, *, budget: float = 60.0, progress=None,
+                feedback_cap: bool = True) -> tuple[FixedConfig, dict]:
     """``--voice auto``: the selector's top configuration for ``corpus``.
 
-    Uses the saved ranking (``dx7tools rank``) when there is one, else ranks now. A row placed
+    Uses the saved ranking (``dx7tools rank``) when there is one made for the same
+    ``feedback_cap`` as the run (rankings from before that option were made without it), else
+    ranks now. A row placed
     an octave away (see :func:`dx7tools.selector.lattice_cost`) is transposed exactly
     (:meth:`FixedConfig.transposed`); rows that cannot be are passed over.
 
@@ -46,9 +49,11 @@ def auto_config(home, corpus: str, *, budget: float = 60.0, progress=None) -> tu
     from .select import load_ranking, rank
 
     ranking = load_ranking(home, corpus)
+    if ranking is not None and bool(ranking.stats.get("feedback_cap", False)) != bool(feedback_cap):
+        ranking = None
     reused = ranking is not None
     if ranking is None:
-        ranking = rank(home, corpus, budget=budget, progress=progress)
+        ranking = rank(home, corpus, budget=budget, progress=progress, feedback_cap=feedback_cap)
     config, row = ranking.best()
     selection = {"corpus": corpus, "chosen_rank": row["rank"], "octave": row.get("octave", 0),
                  "reused_saved_ranking": reused, "complete": ranking.complete, "message": ranking.message,

@@ -50,7 +50,7 @@ from dx7tools.selector import (OCTAVES, ConfigGroup, Excerpt, first_stage_costs,
 from dx7tools.sysex import atomic_write_bytes
 
 from . import core
-from .feedback import feedback_beta
+from .feedback import feedback_beta, index_ceiling
 from .synth import FMSynth
 
 SAMPLE_RATE = 16000
@@ -234,7 +234,8 @@ class HeldNotes:
 
 
 def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 0, n_random: int = 24,
-                 sweeps: int = 1, refine: int = 0, seed: int = 0, starts: np.ndarray | None = None) -> float:
+                 sweeps: int = 1, refine: int = 0, seed: int = 0, starts: np.ndarray | None = None,
+                 feedback_cap: bool = True) -> float:
     """Second-stage score: how closely the synth with ``config`` can reproduce the excerpts.
 
     For every excerpt at once: ``n_random`` random grid points of the six indexes and the
@@ -246,7 +247,10 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
     128 ms window. ``refine`` steps of gradient descent on the levels (log scale, Adam) then
     leave the grid: the true configuration of a steady sound can come arbitrarily close, a wrong
     one cannot. ``octave``: the note pitch is ``f0 * 2**octave`` (see
-    :func:`dx7tools.selector.lattice_cost`).
+    :func:`dx7tools.selector.lattice_cost`). Every index stays within what a DDX7 model of the
+    configuration can play (:func:`ddx7.feedback.index_ceiling`: level 99, and with
+    ``feedback_cap`` the feedback operator below its chaotic regime, as ``dx7tools fit`` trains
+    by default): a score must not count on a sound the trained model cannot make.
 
     Returns:
         the mean over excerpts of the best :func:`spectral_distance` (dB); lower is better.
@@ -265,6 +269,7 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
         if e.pitch_contour is not None and len(e.pitch_contour) == frames:
             contour[k] = torch.from_numpy(np.asarray(e.pitch_contour, dtype=np.float64))
     grid = INDEX_GRID
+    ceiling = index_ceiling(config.algorithm, config.feedback, feedback_cap, float(grid.max())).to(grid.dtype)
     cents_grid = torch.tensor(PITCH_CENTS, dtype=torch.float64)
     follow_grid = torch.zeros(len(PITCH_CENTS), dtype=torch.bool)
     if bool((contour != 1.0).any()):
@@ -287,6 +292,7 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
     start = grid[torch.randint(len(grid), (n_ex, n_random, 6), generator=gen)]
     if starts is not None and np.size(starts):
         start = torch.cat([start, torch.as_tensor(np.asarray(starts), dtype=start.dtype)], 1)
+    start = torch.minimum(start, ceiling)
     dist = evaluate(start, torch.zeros(start.shape[:2], dtype=torch.float64))
     best_d, best_k = dist.min(1)
     current = start[rows, best_k]                                                        # (E, 6)
@@ -304,7 +310,7 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
         best_d = torch.minimum(best_d, d_min)
         for op in range(6):
             trial = current[:, None, :].repeat(1, len(grid), 1)
-            trial[:, :, op] = grid
+            trial[:, :, op] = grid.clamp(max=ceiling[op])
             d = evaluate(trial, cents[:, None].expand(-1, len(grid)), follow[:, None].expand(-1, len(grid)))
             d_min, k = d.min(1)
             better = d_min < best_d
@@ -315,7 +321,8 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
         log_index = torch.log(current.clamp(min=1e-3)).float().requires_grad_()
         opt = torch.optim.Adam([log_index], lr=REFINE_LR)
         for _ in range(refine):
-            pred = log_power_db(held.render(pitch, torch.exp(log_index)[:, None], grad=True))[:, 0]
+            index = torch.minimum(torch.exp(log_index), ceiling.float())
+            pred = log_power_db(held.render(pitch, index[:, None], grad=True))[:, 0]
             d = torch.stack([spectral_distance(pred[e], target[e]) for e in range(n_ex)])
             best_d = torch.minimum(best_d, d.detach())
             opt.zero_grad()
@@ -386,7 +393,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
          candidates: int = DEFAULT_CANDIDATES, crepe: str = "tiny", crepe_hop: int | None = None,
          excerpts: int = 12, fit_all: bool | None = None,
          groups: list[ConfigGroup] | None = None, progress: ProgressFn | None = None,
-         save: bool = True, start_from_voices: bool = True) -> Ranking:
+         save: bool = True, start_from_voices: bool = True, feedback_cap: bool = True) -> Ranking:
     """Rank the library's fixed configurations for ``corpus``.
 
     Args:
@@ -408,6 +415,8 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         save: write ``rankings/CORPUS.json`` in the data home (atomic) when the run completes.
         start_from_voices: seed the fits with the voices' own envelope levels
             (:func:`dx7tools.selector.voice_starts`); False: random starts only.
+        feedback_cap: the fits keep each feedback operator below its chaotic regime, as
+            ``dx7tools fit`` does by default (``--no-feedback-cap``: rank for runs without it).
 
     Raises:
         DX7Error: empty library (or no voice of ``algorithm``), unknown corpus, no voiced
@@ -458,7 +467,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         for o in placements[i]:
             starts = np.stack([voice_starts(groups[i].voices, e.f0_hz * 2.0 ** o, limit=n_starts, cache=level_cache)
                                for e in excerpts_])
-            d = fit_distance(groups[i].config, excerpts_, octave=o, starts=starts, **kw)
+            d = fit_distance(groups[i].config, excerpts_, octave=o, starts=starts, feedback_cap=feedback_cap, **kw)
             if d < best:
                 best, octave[i] = d, o
         placements[i] = [int(octave[i])]    # later stages refine the placement found here
@@ -576,7 +585,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         message += (f"; no corpus window holds its pitch within {STEADY_CENTS[0]:g} cents, the excerpts' pitch moves by "
                     f"up to {spread:.0f} (a trill or wide vibrato), which the fits hold still: scores are less certain")
     stats = {"voices": n_voices, "configurations": len(groups), "excerpts": len(chosen),
-             "excerpt_pitch_spread_cents": round(spread, 1),
+             "excerpt_pitch_spread_cents": round(spread, 1), "feedback_cap": bool(feedback_cap),
              "quick_fits": len(quick), "full_fits": len(full), "full_fit_excerpts": len(fitted),
              "features_s": round(t_features, 2), "first_stage_s": round(t_first, 3),
              "quick_fit_s": round(t_quick, 2), "full_fit_s": round(t_full, 2), "final_fits": len(final),

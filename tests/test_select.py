@@ -209,6 +209,30 @@ def test_fit_distance_starts_where_it_is_told():
     assert told < select.fit_distance(config, [ex], n_random=4)
 
 
+def test_fit_distance_stays_within_what_a_trained_model_can_play(monkeypatch):
+    # FEEDBACK 7: DDX7 holds the feedback operator (OP6 here) at index 1 or below (feedback_cap);
+    # a fit that drives it into chaos would score a sound the trained model cannot make.
+    config = _config(1, coarse=(1, 1, 1, 1, 1, 1), feedback=7)
+    index = [1.2, 1.0, 0.0, 0.0, 0.0, 2.0]      # OP6 at level 99: a chaotic loop into OP5 (silent)
+    ex = make_excerpt(_render(config, 220.0, [1.2, 1.0, 1.0, 1.5, 1.0, 2.0]), 220.0, SR)
+    seen = []
+    render = select.HeldNotes.render
+
+    def spy(self, pitch, idx, grad=False):
+        seen.append(idx.detach().reshape(-1, 6).amax(0))
+        return render(self, pitch, idx, grad)
+
+    monkeypatch.setattr(select.HeldNotes, "render", spy)
+    starts = np.array([[[1.2, 1.0, 1.0, 1.5, 1.0, 2.0], index]])
+    capped = select.fit_distance(config, [ex], n_random=4, starts=starts, refine=10)
+    highest = torch.stack(seen).amax(0)
+    assert float(highest[5]) <= 1.0 + 1e-6 and float(highest.max()) <= 2.0 + 1e-6, highest
+    seen.clear()
+    free = select.fit_distance(config, [ex], n_random=4, starts=starts, refine=10, feedback_cap=False)
+    assert float(torch.stack(seen).amax(0)[5]) > 1.0
+    assert free < 0.05 < capped, (free, capped)
+
+
 def test_fit_distance_follows_a_vibrato_on_the_tracked_contour():
     config = _config(5, coarse=(1, 1, 1, 2, 1, 3), feedback=5)
     index = [1.0, 1.5, 1.0, 0.8, 0.6, 0.3]
