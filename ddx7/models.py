@@ -125,6 +125,21 @@ FEEDBACK 6) 59.5 -> 12.0; configurations that trained did about the same (the pa
 good ones more (9.44, 10.18)."""
 
 
+LIVE_LOGIT = 6.0
+"""Beyond this the output sigmoids are taken as saturated (0.25 % from their bound)."""
+
+
+def saturation_penalty(logits: torch.Tensor) -> torch.Tensor:
+    """Mean squared excess of ``|logits|`` over :data:`LIVE_LOGIT`: (B, 6, T) -> scalar.
+
+    Zero while the sigmoids are responsive. Adam's first full-size steps can throw the output
+    levels far into saturation, where the spectral loss has no gradient left and the model plays
+    constant levels (often silence) for good; this term is the only gradient there, and it
+    pulls them back.
+    """
+    return F.relu(logits.abs() - LIVE_LOGIT).pow(2).mean()
+
+
 class DDX7(nn.Module):
     """TCN -> six output levels (sigmoid x ``imax``) -> FM synth -> reverb."""
 
@@ -156,7 +171,10 @@ class DDX7(nn.Module):
     def controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> torch.Tensor:
         """(B, T) features -> (B, T, 6) modulation indexes in [0, imax] (the feedback operator's
         in [0, its stable limit] with ``feedback_cap``)."""
-        return self.ceiling * torch.sigmoid(self.decoder(scale_inputs(f0_hz, loudness_db))).transpose(1, 2)
+        logits = self.decoder(scale_inputs(f0_hz, loudness_db))
+        if self.training:
+            self.saturation = saturation_penalty(logits)
+        return self.ceiling * torch.sigmoid(logits).transpose(1, 2)
 
     def forward(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> torch.Tensor:
         return self.reverb(self.synth(f0_hz, self.controls(f0_hz, loudness_db)))

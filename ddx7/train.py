@@ -42,6 +42,9 @@ SAMPLE_RATE = 16000
 HOP = 64
 MAX_NONFINITE_STEPS = 20
 """Training stops (DX7Error) after this many steps in a row with a non-finite loss or gradient."""
+SATURATION_WEIGHT = 0.1
+"""Weight of :func:`ddx7.models.saturation_penalty` in the training objective (the logged losses
+are the spectral loss alone)."""
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,59}$")
 
 
@@ -357,6 +360,7 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
             group["lr"] = lr_at(step)
         loss = multiscale_spectral_loss(model(f0, loud), target)
         loss_value = loss.item()
+        loss = loss + SATURATION_WEIGHT * getattr(model, "saturation", 0.0)   # 0 unless the levels saturate
         optimizer.zero_grad(set_to_none=True)
         # A non-finite loss or gradient (one bad batch) would poison every weight through Adam:
         # the step is skipped, and only a run of them stops training.

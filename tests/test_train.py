@@ -291,3 +291,36 @@ def test_a_non_finite_step_is_skipped_and_a_run_of_them_stops_training(tmp_path,
     after, meta = train._load(tmp_path / "r" / "checkpoint.safetensors")
     assert meta["skipped_steps"] >= 2          # skipped steps change no weight
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("model."))
+
+
+def test_a_new_model_starts_near_sines():
+    # Modulators at a quarter of their ceiling, carriers at half (ddx7.models.MODULATOR_START).
+    from ddx7.models import MODULATOR_START
+
+    torch.manual_seed(0)
+    model = DDX7(paper_config("violin"))                  # algorithm 2: carriers OP1, OP3
+    with torch.no_grad():
+        bias = torch.sigmoid(model.decoder.out.bias)
+    carrier = model.synth.carrier_mask.bool()
+    assert torch.allclose(bias[carrier], torch.full((int(carrier.sum()),), 0.5))
+    assert torch.allclose(bias[~carrier], torch.full((int((~carrier).sum()),), MODULATOR_START))
+
+
+def test_saturated_output_levels_get_a_gradient_back():
+    # Pushed far into saturation the spectral loss has no gradient left; the penalty pulls back.
+    from ddx7.models import saturation_penalty
+
+    torch.manual_seed(0)
+    model = DDX7(paper_config("violin"))
+    f0, loud = torch.full((1, 40), 220.0), torch.linspace(-80, 0, 40)[None]
+    model.train()
+    model(f0, loud)
+    assert model.saturation.item() == 0.0                 # a new model's sigmoids are responsive
+    with torch.no_grad():
+        model.decoder.out.bias.sub_(50.0)                 # every level pinned at 0: silence
+    audio = model(f0, loud)
+    assert float(audio.detach().abs().max()) < 1e-6 and model.saturation.item() > 100.0
+    model.saturation.backward()
+    assert bool((model.decoder.out.bias.grad < 0).all())   # gradient descent raises the logits
+    logits = torch.tensor([[[-7.0, 0.0, 7.0]]])
+    assert float(saturation_penalty(logits)) == pytest.approx(2.0 / 3.0)
