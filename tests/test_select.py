@@ -415,3 +415,23 @@ def test_cli_rank_errors(run_cli):
     assert res.returncode == 1
     assert res.stderr.startswith("error:") and "library is empty" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_voice_auto_reuses_a_saved_ranking_only_if_made_for_the_runs_feedback_cap(tmp_path, monkeypatch):
+    from ddx7.presets import auto_config
+    from dx7tools.selector import ConfigGroup
+
+    group = ConfigGroup(_config(2, coarse=(1, 2, 1, 1, 1, 1), feedback=7, name="CAPPED"), [3], ["CAPPED"])
+    saved = select.Ranking("ka", [{**select._row(group, 0.5, 4, 0.1, 0), "rank": 1}], True, "ok",
+                           {"feedback_cap": True})
+    select.save_ranking(tmp_path, saved)
+    calls = []
+    monkeypatch.setattr(select, "rank", lambda home, corpus, **kw: calls.append(kw) or saved)
+    config, selection = auto_config(tmp_path, "ka")
+    assert selection["reused_saved_ranking"] and not calls and config.key == group.config.key
+    _, selection = auto_config(tmp_path, "ka", feedback_cap=False)
+    assert not selection["reused_saved_ranking"] and calls[-1]["feedback_cap"] is False
+    legacy = select.Ranking("ka", saved.rows, True, "ok", {})      # saved before the option: made uncapped
+    select.save_ranking(tmp_path, legacy)
+    _, selection = auto_config(tmp_path, "ka")
+    assert not selection["reused_saved_ranking"] and calls[-1]["feedback_cap"] is True
