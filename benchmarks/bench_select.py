@@ -2,7 +2,8 @@
 
     python benchmarks/bench_select.py known-answer [--sources 32] [--seed 1] [--candidates 40]
     python benchmarks/bench_select.py speed [--voices 1000]
-    python benchmarks/bench_select.py real-world [--steps 200] [--runs 8] [--instruments violin flute trumpet]
+    python benchmarks/bench_select.py real-world [--steps 200] [--runs 8] [--seed 0] [--reuse-ranking]
+                                                 [--instruments violin flute trumpet]
 
 known-answer: a library of hexter's DX7 ROM banks (dx7_roms: 128 voices; --tx7 adds 128); for each of
 ``--sources`` voices drawn at random, a corpus of its notes rendered by Dexed (several pitches,
@@ -214,7 +215,7 @@ def real_world(args) -> None:
         # A fixed number of steps, not minutes: on a shared machine a time budget gives each run a
         # different amount of training, which swamps the differences between configurations.
         cfg = train.FitConfig(corpus=instrument, steps=args.steps, minutes=None, crepe="tiny", threads=args.threads,
-                              feedback_cap=args.feedback_cap)
+                              feedback_cap=args.feedback_cap, seed=args.seed)
         data = train.load_examples(home, instrument, cfg)
         losses = []
         for row in rows:
@@ -265,6 +266,7 @@ def main() -> None:
     rw.add_argument("--no-feedback-cap", dest="feedback_cap", action="store_false",
                     help="rank and train without the feedback cap (see ddx7.feedback.STABLE_LOOP_GAIN)")
     rw.add_argument("--budget", type=float, default=60.0)
+    rw.add_argument("--seed", type=int, default=0, help="training seed (initial weights, batches, dropout)")
     rw.add_argument("--threads", type=int, default=2)
     rw.add_argument("--instruments", nargs="+", default=["violin", "flute", "trumpet"])
     args = parser.parse_args()
