@@ -374,7 +374,7 @@ def test_rank_on_a_corpus_with_wide_vibrato_says_so(known_answer, tmp_path, run_
     phase = 2 * np.pi * np.cumsum(f0) / SR
     write_wav(tmp_path / "vibrato.wav", (0.5 * np.sin(phase) + 0.2 * np.sin(2 * phase)).astype(np.float32), SR)
     add_corpus(home, "vibrato", audio_dir=tmp_path)
-    res = run_cli("rank", "--corpus", "vibrato", "--algorithm", "5", "--budget", "60", "--json",
+    res = run_cli("rank", "--corpus", "vibrato", "--algorithm", "5", "--budget", "600", "--json",
                   "--home", str(home), use_home=False)
     assert res.returncode == 0, res.stderr
     assert "trill or wide vibrato" in res.stderr and len(res.json()) > 1
