@@ -270,6 +270,8 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
             contour[k] = torch.from_numpy(np.asarray(e.pitch_contour, dtype=np.float64))
     grid = INDEX_GRID
     ceiling = index_ceiling(config.algorithm, config.feedback, feedback_cap, float(grid.max())).to(grid.dtype)
+    # each operator's grid below its ceiling, the ceiling itself once (not one render per capped point)
+    op_levels = [torch.unique(grid.clamp(max=c)) for c in ceiling]
     cents_grid = torch.tensor(PITCH_CENTS, dtype=torch.float64)
     follow_grid = torch.zeros(len(PITCH_CENTS), dtype=torch.bool)
     if bool((contour != 1.0).any()):
@@ -309,9 +311,10 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
         follow = torch.where(better, follow_grid[k], follow)
         best_d = torch.minimum(best_d, d_min)
         for op in range(6):
-            trial = current[:, None, :].repeat(1, len(grid), 1)
-            trial[:, :, op] = grid.clamp(max=ceiling[op])
-            d = evaluate(trial, cents[:, None].expand(-1, len(grid)), follow[:, None].expand(-1, len(grid)))
+            levels = op_levels[op]
+            trial = current[:, None, :].repeat(1, len(levels), 1)
+            trial[:, :, op] = levels
+            d = evaluate(trial, cents[:, None].expand(-1, len(levels)), follow[:, None].expand(-1, len(levels)))
             d_min, k = d.min(1)
             better = d_min < best_d
             current = torch.where(better[:, None], trial[rows, k], current)
