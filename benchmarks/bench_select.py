@@ -2,7 +2,8 @@
 
     python benchmarks/bench_select.py known-answer [--sources 32] [--seed 1] [--candidates 40]
     python benchmarks/bench_select.py speed [--voices 1000]
-    python benchmarks/bench_select.py real-world [--steps 200] [--runs 8] [--seed 0] [--reuse-ranking]
+    python benchmarks/bench_select.py probe [--instruments violin flute trumpet]
+    python benchmarks/bench_select.py real-world [--steps 200] [--runs 8] [--seed 0] [--seeds 1] [--reuse-ranking]
                                                  [--instruments violin flute trumpet]
 
 known-answer: a library of hexter's DX7 ROM banks (dx7_roms: 128 voices; --tx7 adds 128); for each of
@@ -17,7 +18,8 @@ time of each stage (features are cached from a first, untimed pass).
 
 real-world: on each default corpus, DDX7 is trained for ``--steps`` steps on ``--runs``
 configurations spread over the selector's ranking (plus the paper's), and the Spearman rank
-correlation between the selector's rank and the reached validation loss is reported.
+correlation between the selector's rank and the reached validation loss is reported (with
+``--seeds N``, the loss is the mean of N runs with different training seeds).
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ def sounding_key(row: dict):
     except Exception:
         return None
     return key[:4] + key[5:]
+
+
+def sounding_config(row: dict) -> FixedConfig | None:
+    """The configuration DDX7 trains for a ranking row (moved to the row's octave), or None when
+    that move is not exact (such a row cannot be trained as ranked)."""
+    try:
+        return FixedConfig.from_dict(row["config"]).transposed(int(row["octave"]))
+    except Exception:
+        return None
 
 
 def known_answer(args) -> None:
@@ -202,42 +213,115 @@ def real_world(args) -> None:
             result = rank(home, instrument, budget=args.budget, feedback_cap=args.feedback_cap)
         print(f"{instrument}: {result.message}; {result.stats}", flush=True)
 
-        def usable(row):   # DDX7 plays the row at its octave; a move that is not exact cannot be trained
-            try:
-                return FixedConfig.from_dict(row["config"]).transposed(row["octave"])
-            except Exception:
-                return None
-
-        ranked = [r for r in result.rows if usable(r) is not None]
+        ranked = [r for r in result.rows if sounding_config(r) is not None]
         n = len(ranked)
         picks = sorted(set(np.unique(np.round(np.geomspace(1, n, args.runs)).astype(int)).tolist()))
         rows = [ranked[p - 1] for p in picks]
         # A fixed number of steps, not minutes: on a shared machine a time budget gives each run a
         # different amount of training, which swamps the differences between configurations.
-        cfg = train.FitConfig(corpus=instrument, steps=args.steps, minutes=None, crepe="tiny", threads=args.threads,
-                              feedback_cap=args.feedback_cap, seed=args.seed)
-        data = train.load_examples(home, instrument, cfg)
-        losses = []
+        seeds = list(range(args.seed, args.seed + args.seeds))
+        cfgs = [train.FitConfig(corpus=instrument, steps=args.steps, minutes=None, crepe="tiny", threads=args.threads,
+                                feedback_cap=args.feedback_cap, seed=seed) for seed in seeds]
+        data = train.load_examples(home, instrument, cfgs[0])
+
+        def trained_loss(config: FixedConfig, name: str) -> tuple[float, list[float]]:
+            # A short run's loss depends on its seed by as much as the configurations differ
+            # (weights, batches): the mean over ``--seeds`` runs is the point the correlation uses.
+            per_seed = []
+            for cfg in cfgs:
+                run_dir = train.runs_dir(home) / f"{instrument}-{name}-seed{cfg.seed}"
+                shutil.rmtree(run_dir, ignore_errors=True)   # a fresh run for this configuration
+                per_seed.append(train.fit(home, run_dir, cfg, config, data=data).best_valid)
+            return float(np.mean(per_seed)), per_seed
+
+        losses, spreads = [], []
         for row in rows:
-            config = usable(row)
-            run_dir = train.runs_dir(home) / f"{instrument}-rank{row['rank']}"
-            shutil.rmtree(run_dir, ignore_errors=True)   # a fresh run for this configuration
-            fitted = train.fit(home, run_dir, cfg, config, data=data)
-            losses.append(fitted.best_valid)
+            config = sounding_config(row)
+            loss, per_seed = trained_loss(config, f"rank{row['rank']}")
+            losses.append(loss)
+            spreads.append(max(per_seed) - min(per_seed))
             print(f"{instrument}: rank {row['rank']:3d} stage {row['stage']} score {row['score']:.3f} "
-                  f"{row['names'][0]:10s} {config.describe():45s} valid loss {fitted.best_valid:.3f}", flush=True)
+                  f"{row['names'][0]:10s} {config.describe():45s} valid loss {loss:.3f}"
+                  + (f" (seeds {', '.join(f'{v:.2f}' for v in per_seed)})" if len(seeds) > 1 else ""), flush=True)
         paper = paper_config(instrument)
-        run_dir = train.runs_dir(home) / f"{instrument}-paper"
-        shutil.rmtree(run_dir, ignore_errors=True)
-        paper_loss = train.fit(home, run_dir, cfg, paper, data=data).best_valid
+        paper_loss, paper_seeds = trained_loss(paper, "paper")
         paper_row = next((r for r in result.rows if FixedConfig.from_dict(r["config"]).key == paper.key), None)
         rho = spearman([r["rank"] for r in rows], losses)
         report[instrument] = {"spearman": round(rho, 3), "picked": rows[0]["names"], "picked_loss": losses[0],
                               "paper": paper.name, "paper_loss": paper_loss,
-                              "paper_rank": paper_row["rank"] if paper_row else None}
+                              "paper_rank": paper_row["rank"] if paper_row else None, "seeds": seeds,
+                              "rows": [{"rank": r["rank"], "names": r["names"][:3], "loss": v}
+                                       for r, v in zip(rows, losses)]}
+        if len(seeds) > 1:
+            report[instrument]["median_seed_spread"] = float(np.median(spreads))
+            print(f"{instrument}: between seeds a configuration's loss moved by {np.median(spreads):.2f} (median), "
+                  f"{max(spreads):.2f} at most; paper's configuration {', '.join(f'{v:.2f}' for v in paper_seeds)}",
+                  flush=True)
         print(f"{instrument}: Spearman(rank, valid loss) = {rho:.2f} over {len(rows)} configurations; selector's pick "
               f"{rows[0]['names'][0]!r} loss {losses[0]:.3f}; paper's {paper.name!r} (rank "
               f"{paper_row['rank'] if paper_row else 'not in library'}) loss {paper_loss:.3f}", flush=True)
+    print(json.dumps(report, indent=1))
+
+
+def probe(args) -> None:
+    """How well :func:`ddx7.select.descent_probe` predicts the losses real-world trained: for
+    each configuration real-world trained (its runs in the benchmark's data home), the probe on
+    the ranking's excerpts against the mean trained loss, next to the selector's rank."""
+    import re
+
+    import torch
+
+    from ddx7 import train
+    from ddx7.presets import paper_config
+    from ddx7.select import descent_probe, load_ranking, pick_excerpts
+
+    torch.set_num_threads(args.threads)
+    home = ROOT / ".cache" / "bench-select-real"
+    report = {}
+    for instrument in args.instruments:
+        result = load_ranking(home, instrument)
+        if result is None:
+            print(f"{instrument}: no saved ranking; run real-world first")
+            continue
+        paper = paper_config(instrument)
+        saved_at = (home / "rankings" / f"{instrument}.json").stat().st_mtime
+        trained: dict[str, list[float]] = {}
+        for run in sorted(train.runs_dir(home).glob(f"{instrument}-*/run.json")):
+            m = re.fullmatch(rf"{instrument}-(rank(\d+)|paper)(-seed\d+)?", run.parent.name)
+            info = json.loads(run.read_text())
+            if not m or info.get("status") != "trained" or (m.group(3) is None) != args.single_seed_runs:
+                continue
+            # runs of an earlier ranking (another configuration at that rank, or older code) are left out
+            if run.stat().st_mtime < saved_at:
+                continue
+            config = FixedConfig.from_dict(info["fixed_config"]).key
+            row = result.rows[int(m.group(2)) - 1] if m.group(2) else None
+            expected = paper if row is None else sounding_config(row)
+            if expected is not None and config == expected.key:
+                trained.setdefault(m.group(1), []).append(float(info["best_valid_loss"]))
+        data = train.load_examples(home, instrument, train.FitConfig(corpus=instrument, crepe="tiny"))
+        chosen = pick_excerpts(data["train"] + data["valid"], n=12)[::2]
+        names, ranks, losses, probes = [], [], [], []
+        for key, values in sorted(trained.items()):
+            if key == "paper":
+                config, octave, rank_ = paper, 0, None
+            else:
+                row = result.rows[int(key[4:]) - 1]
+                config, octave, rank_ = FixedConfig.from_dict(row["config"]), int(row["octave"]), row["rank"]
+            value = descent_probe(config, chosen, octave=octave, feedback_cap=args.feedback_cap)
+            names.append(config.name or key)
+            ranks.append(rank_)
+            losses.append(float(np.mean(values)))
+            probes.append(value)
+            print(f"{instrument}: {key:8s} {(config.name or '')[:10]:10s} probe {value:6.2f}  trained "
+                  f"{np.mean(values):6.2f} over {len(values)} run(s)", flush=True)
+        ranked = [k for k, r in enumerate(ranks) if r is not None]
+        rho_probe = spearman(probes, losses)
+        rho_rank = spearman([ranks[k] for k in ranked], [losses[k] for k in ranked])
+        report[instrument] = {"probe_spearman": round(rho_probe, 3), "rank_spearman": round(rho_rank, 3),
+                              "configurations": len(losses)}
+        print(f"{instrument}: Spearman(probe, trained loss) = {rho_probe:.2f} over {len(losses)} configurations "
+              f"(the paper's included); Spearman(selector rank, trained loss) = {rho_rank:.2f}", flush=True)
     print(json.dumps(report, indent=1))
 
 
@@ -267,10 +351,18 @@ def main() -> None:
                     help="rank and train without the feedback cap (see ddx7.feedback.STABLE_LOOP_GAIN)")
     rw.add_argument("--budget", type=float, default=60.0)
     rw.add_argument("--seed", type=int, default=0, help="training seed (initial weights, batches, dropout)")
+    rw.add_argument("--seeds", type=int, default=1,
+                    help="train each configuration with this many seeds (--seed, --seed + 1, ...); the mean loss counts")
     rw.add_argument("--threads", type=int, default=2)
     rw.add_argument("--instruments", nargs="+", default=["violin", "flute", "trumpet"])
+    pr = sub.add_parser("probe", help="does descent_probe predict the losses real-world trained?")
+    pr.add_argument("--instruments", nargs="+", default=["violin", "flute", "trumpet"])
+    pr.add_argument("--threads", type=int, default=2)
+    pr.add_argument("--no-feedback-cap", dest="feedback_cap", action="store_false")
+    pr.add_argument("--single-seed-runs", action="store_true",
+                    help="use the runs of real-world before --seeds existed (named without -seedN)")
     args = parser.parse_args()
-    {"known-answer": known_answer, "speed": speed, "real-world": real_world}[args.what](args)
+    {"known-answer": known_answer, "speed": speed, "real-world": real_world, "probe": probe}[args.what](args)
 
 
 if __name__ == "__main__":

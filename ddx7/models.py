@@ -125,6 +125,13 @@ FEEDBACK 6) 59.5 -> 12.0; configurations that trained did about the same (the pa
 good ones more (9.44, 10.18)."""
 
 
+def start_logits(carrier_mask: torch.Tensor) -> torch.Tensor:
+    """(6,) carrier mask -> (6,) output logits a new DDX7 model starts from (its output layer's
+    bias): 0 for carriers (half their ceiling), :data:`MODULATOR_START` of it for modulators."""
+    modulator = torch.full((6,), math.log(MODULATOR_START / (1.0 - MODULATOR_START)))
+    return torch.where(carrier_mask.bool(), torch.zeros(6), modulator)
+
+
 LIVE_LOGIT = 6.0
 """Beyond this the output sigmoids are taken as saturated (0.25 % from their bound)."""
 
@@ -161,8 +168,7 @@ class DDX7(nn.Module):
         self.reverb = Reverb(sample_rate)
         self.hop_length = hop_length
         with torch.no_grad():   # start near plain sines (see MODULATOR_START)
-            start = torch.full((6,), math.log(MODULATOR_START / (1.0 - MODULATOR_START)))
-            self.decoder.out.bias.copy_(torch.where(self.synth.carrier_mask.bool(), torch.zeros(6), start))
+            self.decoder.out.bias.copy_(start_logits(self.synth.carrier_mask))
 
     @property
     def context_frames(self) -> int:

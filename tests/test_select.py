@@ -176,6 +176,15 @@ def test_fit_distance_recovers_a_known_configuration():
     assert d_right < 1.5 and d_right < 0.5 * d_wrong, (d_right, d_wrong)
 
 
+def test_descent_probe_descends_from_where_a_new_model_starts():
+    sines = _config(1)   # carriers OP1 and OP3 at ratio 1: with the modulators down, a sine
+    excerpts = [make_excerpt(_render(sines, f0, [0.3, 0, 0, 0, 0, 0]), f0, SR) for f0 in (196.0, 330.0)]
+    start = select.descent_probe(sines, excerpts, steps=0)   # the loss of a new model's levels
+    reached = select.descent_probe(sines, excerpts)
+    off = select.descent_probe(_config(1, fine=(50, 0, 50, 0, 0, 0)), excerpts)   # carriers at 1.5 x f0
+    assert reached < 0.5 * start and reached < 0.7 * off, (start, reached, off)
+
+
 def test_held_notes_render_exactly_as_the_synth():
     config = _config(4, coarse=(1, 2, 3, 1, 0, 7), fine=(0, 10, 0, 0, 50, 0), feedback=6)
     held = select.HeldNotes(config, 32)
