@@ -255,16 +255,6 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
     Returns:
         the mean over excerpts of the best :func:`spectral_distance` (dB); lower is better.
     """
-    distances, _ = fit_levels(config, excerpts, octave=octave, n_random=n_random, sweeps=sweeps, refine=refine,
-                              seed=seed, starts=starts, feedback_cap=feedback_cap)
-    return float(distances.mean())
-
-
-def fit_levels(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 0, n_random: int = 24,
-               sweeps: int = 1, refine: int = 0, seed: int = 0, starts: np.ndarray | None = None,
-               feedback_cap: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`fit_distance`'s search, per excerpt: (E,) best distances (dB) and (E, 6) the indexes
-    that reached them (the carriers' overall gain is free: the distance matches gains)."""
     if not excerpts:
         raise DX7Error("no excerpts to fit")
     n_ex = len(excerpts)
@@ -337,13 +327,11 @@ def fit_levels(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 0,
             index = torch.minimum(torch.exp(log_index), ceiling.float())
             pred = log_power_db(held.render(pitch, index[:, None], grad=True))[:, 0]
             d = torch.stack([spectral_distance(pred[e], target[e]) for e in range(n_ex)])
-            closer = d.detach() < best_d
-            current = torch.where(closer[:, None], index.detach().to(current.dtype), current)
             best_d = torch.minimum(best_d, d.detach())
             opt.zero_grad()
             d.sum().backward()
             opt.step()
-    return best_d.numpy(), current.numpy()
+    return float(best_d.mean())
 
 
 PROBE_STEPS = 30
@@ -351,7 +339,7 @@ PROBE_LR = 0.3
 
 
 def descent_probe(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 0, steps: int = PROBE_STEPS,
-                  lr: float = PROBE_LR, feedback_cap: bool = True) -> float:
+                  lr: float = PROBE_LR, feedback_cap: bool = True, imax: float = 2.0) -> float:
     """A diagnostic of trainability, not part of the ranking: how far plain gradient descent
     gets from where a new DDX7 model starts.
 
@@ -363,6 +351,8 @@ def descent_probe(config: FixedConfig, excerpts: list[Excerpt], *, octave: int =
     fits of :func:`fit_distance` search widely instead and say what the configuration *can*
     reproduce; this says what a descent from the model's start *does* reach.
 
+    ``imax``: the model's largest index (``dx7tools fit``'s default, 2).
+
     Returns:
         the mean over excerpts of the lowest training loss reached.
     """
@@ -372,16 +362,18 @@ def descent_probe(config: FixedConfig, excerpts: list[Excerpt], *, octave: int =
     if not excerpts:
         raise DX7Error("no excerpts to probe")
     held = HeldNotes(config, len(excerpts[0].audio) // HOP)
-    ceiling = index_ceiling(config.algorithm, config.feedback, feedback_cap, 2.0).float()
+    ceiling = index_ceiling(config.algorithm, config.feedback, feedback_cap, imax).float()
     target = torch.from_numpy(np.stack([e.audio for e in excerpts])).float()           # (E, N)
     pitch = torch.tensor([[e.f0_hz * 2.0 ** octave] for e in excerpts])                 # (E, 1) Hz
     logits = start_logits(held.synth.carrier_mask).expand(len(excerpts), 6).clone().requires_grad_()
     opt = torch.optim.Adam([logits], lr=lr)
     best = torch.full((len(excerpts),), math.inf)
-    for _ in range(steps + 1):
+    for step in range(steps + 1):
         pred = held.render(pitch, (ceiling * torch.sigmoid(logits))[:, None], grad=True)[:, 0]
         loss = torch.stack([multiscale_spectral_loss(pred[k:k + 1], target[k:k + 1]) for k in range(len(excerpts))])
         best = torch.minimum(best, loss.detach())
+        if step == steps:
+            break
         opt.zero_grad()
         loss.sum().backward()
         opt.step()
