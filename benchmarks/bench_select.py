@@ -309,7 +309,7 @@ def probe(args) -> None:
                 trained.setdefault(m.group(1), []).append(float(info["best_valid_loss"]))
         data = train.load_examples(home, instrument, train.FitConfig(corpus=instrument, crepe="tiny"))
         chosen = pick_excerpts(data["train"] + data["valid"], n=12)[::2]
-        names, ranks, losses, probes = [], [], [], []
+        ranks, losses, probes = [], [], []
         for key, values in sorted(trained.items()):
             if key == "paper":
                 config, octave, rank_ = paper, 0, None
@@ -317,7 +317,6 @@ def probe(args) -> None:
                 row = result.rows[int(key[4:]) - 1]
                 config, octave, rank_ = FixedConfig.from_dict(row["config"]), int(row["octave"]), row["rank"]
             value = descent_probe(config, chosen, octave=octave, feedback_cap=args.feedback_cap)
-            names.append(config.name or key)
             ranks.append(rank_)
             losses.append(float(np.mean(values)))
             probes.append(value)
@@ -370,6 +369,8 @@ def main() -> None:
     pr.add_argument("--single-seed-runs", action="store_true",
                     help="use the runs of real-world before --seeds existed (named without -seedN)")
     args = parser.parse_args()
+    if getattr(args, "seeds", 1) < 1:
+        parser.error("--seeds must be at least 1")
     {"known-answer": known_answer, "speed": speed, "real-world": real_world, "probe": probe}[args.what](args)
 
 
