@@ -49,17 +49,6 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def sounding_key(row: dict):
-    """The row's configuration as DDX7 plays it (moved to the row's octave) without its detune,
-    or None when the octave move is not exact: rows with equal keys differ only by detune,
-    a few cents per operator that a 128 ms window cannot resolve."""
-    try:
-        key = FixedConfig.from_dict(row["config"]).transposed(int(row["octave"])).key
-    except Exception:
-        return None
-    return key[:4] + key[5:]
-
-
 def sounding_config(row: dict) -> FixedConfig | None:
     """The configuration DDX7 trains for a ranking row (moved to the row's octave), or None when
     that move is not exact (such a row cannot be trained as ranked)."""
@@ -67,6 +56,13 @@ def sounding_config(row: dict) -> FixedConfig | None:
         return FixedConfig.from_dict(row["config"]).transposed(int(row["octave"]))
     except Exception:
         return None
+
+
+def sounding_key(row: dict):
+    """:func:`sounding_config`'s key without its detune, or None: rows with equal keys differ
+    only by detune, a few cents per operator that a 128 ms window cannot resolve."""
+    config = sounding_config(row)
+    return None if config is None else config.key[:4] + config.key[5:]
 
 
 def known_answer(args) -> None:
