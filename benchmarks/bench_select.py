@@ -191,8 +191,11 @@ def real_world(args) -> None:
     from ddx7 import train
     from ddx7.corpus import Corpus, build_corpus
     from ddx7.presets import paper_config
+    from ddx7.embeddings import get_embedding
+    from ddx7.evaluate import evaluate_run
     from ddx7.select import load_ranking, rank
 
+    embedder = get_embedding() if args.fad else None
     home = ROOT / ".cache" / "bench-select-real"
     lib = Library(home)
     if not len(lib):
@@ -220,32 +223,42 @@ def real_world(args) -> None:
                                 feedback_cap=args.feedback_cap, seed=seed) for seed in seeds]
         data = train.load_examples(home, instrument, cfgs[0])
 
-        def trained_loss(config: FixedConfig, name: str) -> tuple[float, list[float], float]:
+        # What the loss means on this corpus: a silent model, and quiet white noise.
+        scale = loss_scale(data["valid"])
+        print(f"{instrument}: validation loss of " + ", ".join(f"{k} {v:.2f}" for k, v in scale.items()), flush=True)
+
+        def trained_loss(config: FixedConfig, name: str) -> tuple[float, list[float], float, float]:
             # A short run's loss depends on its seed by as much as the configurations differ
             # (weights, batches): the mean over ``--seeds`` runs is the point the correlation uses.
             # The validation split is 10 % of the corpus (7 segments, about 30 s): each best model is
-            # also scored on validation + test, twice the audio, neither trained on.
-            per_seed, held_out = [], []
+            # also scored on validation + test, twice the audio, neither trained on; with --fad, by
+            # the FAD of its resynthesised test split (the paper's metric).
+            per_seed, held_out, fads = [], [], []
             for cfg in cfgs:
                 run_dir = train.runs_dir(home) / f"{instrument}-{name}-seed{cfg.seed}"
                 shutil.rmtree(run_dir, ignore_errors=True)   # a fresh run for this configuration
                 per_seed.append(train.fit(home, run_dir, cfg, config, data=data).best_valid)
                 held_out.append(train.evaluate(train.load_model(run_dir)[0], data["valid"] + data["test"]))
-            return float(np.mean(per_seed)), per_seed, float(np.mean(held_out))
+                if embedder is not None:
+                    fads.append(evaluate_run(home, run_dir, embedder=embedder, reference=False)["fad"])
+            fad = float(np.mean(fads)) if fads else float("nan")
+            return float(np.mean(per_seed)), per_seed, float(np.mean(held_out)), fad
 
-        losses, held, spreads = [], [], []
+        losses, held, fads, spreads = [], [], [], []
         for row in rows:
             config = sounding_config(row)
-            loss, per_seed, held_loss = trained_loss(config, f"rank{row['rank']}")
+            loss, per_seed, held_loss, fad = trained_loss(config, f"rank{row['rank']}")
             losses.append(loss)
             held.append(held_loss)
+            fads.append(fad)
             spreads.append(max(per_seed) - min(per_seed))
             print(f"{instrument}: rank {row['rank']:3d} stage {row['stage']} score {row['score']:.3f} "
                   f"{row['names'][0]:10s} {config.describe():45s} valid loss {loss:.3f}"
                   + (f" (seeds {', '.join(f'{v:.2f}' for v in per_seed)})" if len(seeds) > 1 else "")
-                  + f"; valid + test {held_loss:.3f}", flush=True)
+                  + f"; valid + test {held_loss:.3f}" + (f"; FAD {fad:.3f}" if embedder is not None else ""),
+                  flush=True)
         paper = paper_config(instrument)
-        paper_loss, paper_seeds, paper_held = trained_loss(paper, "paper")
+        paper_loss, paper_seeds, paper_held, paper_fad = trained_loss(paper, "paper")
         paper_row = next((r for r in result.rows if FixedConfig.from_dict(r["config"]).key == paper.key), None)
         rho = spearman([r["rank"] for r in rows], losses)
         rho_held = spearman([r["rank"] for r in rows], held)
@@ -253,8 +266,17 @@ def real_world(args) -> None:
                               "picked": rows[0]["names"], "picked_loss": losses[0],
                               "paper": paper.name, "paper_loss": paper_loss, "paper_valid_test": paper_held,
                               "paper_rank": paper_row["rank"] if paper_row else None, "seeds": seeds,
+                              "loss_scale": scale,
                               "rows": [{"rank": r["rank"], "names": r["names"][:3], "loss": v, "valid_test": h}
                                        for r, v, h in zip(rows, losses, held)]}
+        if embedder is not None:
+            rho_fad = spearman([r["rank"] for r in rows], fads)
+            report[instrument].update({"spearman_fad": round(rho_fad, 3), "paper_fad": paper_fad,
+                                       "embedding": embedder.name})
+            for entry, fad in zip(report[instrument]["rows"], fads):
+                entry["fad"] = fad
+            print(f"{instrument}: Spearman(rank, test FAD, {embedder.name}) = {rho_fad:.2f}; paper's configuration "
+                  f"FAD {paper_fad:.3f}", flush=True)
         if len(seeds) > 1:
             report[instrument]["median_seed_spread"] = float(np.median(spreads))
             print(f"{instrument}: between seeds a configuration's loss moved by {np.median(spreads):.2f} (median), "
@@ -265,6 +287,24 @@ def real_world(args) -> None:
               f"{rows[0]['names'][0]!r} loss {losses[0]:.3f}; paper's {paper.name!r} (rank "
               f"{paper_row['rank'] if paper_row else 'not in library'}) loss {paper_loss:.3f}", flush=True)
     print(json.dumps(report, indent=1))
+
+
+def loss_scale(examples) -> dict[str, float]:
+    """The validation loss (as :func:`ddx7.train.evaluate` computes it) of a silent model and of
+    white noise at -40 and -20 dB RMS: what a number on this corpus is worth."""
+    import torch
+
+    from ddx7.loss import multiscale_spectral_loss
+
+    out = {}
+    for name, rms in (("silence", 0.0), ("white noise -40 dB", 0.01), ("white noise -20 dB", 0.1)):
+        gen = torch.Generator().manual_seed(0)
+        values = []
+        for e in examples:
+            target = torch.from_numpy(e.audio[: min(e.frames, 2500) * 64])[None]
+            values.append(float(multiscale_spectral_loss(rms * torch.randn(target.shape, generator=gen), target)))
+        out[name] = round(float(np.mean(values)), 3)
+    return out
 
 
 def probe(args) -> None:
@@ -357,6 +397,8 @@ def main() -> None:
     rw.add_argument("--seeds", type=int, default=1,
                     help="train each configuration with this many seeds (--seed, --seed + 1, ...); the mean loss counts")
     rw.add_argument("--threads", type=int, default=2)
+    rw.add_argument("--fad", action="store_true",
+                    help="also score each trained model by the FAD (crepe-tiny) of its resynthesised test split")
     rw.add_argument("--instruments", nargs="+", default=["violin", "flute", "trumpet"])
     pr = sub.add_parser("probe", help="does descent_probe predict the losses real-world trained?")
     pr.add_argument("--instruments", nargs="+", default=["violin", "flute", "trumpet"])
