@@ -388,7 +388,8 @@ def main() -> None:
     sp.add_argument("--voices", type=int, default=1000)
     rw = sub.add_parser("real-world")
     rw.add_argument("--steps", type=int, default=200)
-    rw.add_argument("--runs", type=int, default=8)
+    rw.add_argument("--runs", type=int, default=16,
+                    help="configurations trained, at ranks spread geometrically (a Spearman over 8 is too noisy to decide: see README)")
     rw.add_argument("--reuse-ranking", action="store_true", help="train on the ranking saved by an earlier run")
     rw.add_argument("--no-feedback-cap", dest="feedback_cap", action="store_false",
                     help="rank and train without the feedback cap (see ddx7.feedback.STABLE_LOOP_GAIN)")
