@@ -190,9 +190,9 @@ def real_world(args) -> None:
 
     from ddx7 import train
     from ddx7.corpus import Corpus, build_corpus
-    from ddx7.presets import paper_config
     from ddx7.embeddings import get_embedding
     from ddx7.evaluate import evaluate_run
+    from ddx7.presets import paper_config
     from ddx7.select import load_ranking, rank
 
     embedder = get_embedding() if args.fad else None
@@ -295,13 +295,14 @@ def loss_scale(examples) -> dict[str, float]:
     import torch
 
     from ddx7.loss import multiscale_spectral_loss
+    from ddx7.train import HOP
 
     out = {}
     for name, rms in (("silence", 0.0), ("white noise -40 dB", 0.01), ("white noise -20 dB", 0.1)):
         gen = torch.Generator().manual_seed(0)
         values = []
         for e in examples:
-            target = torch.from_numpy(e.audio[: min(e.frames, 2500) * 64])[None]
+            target = torch.from_numpy(e.audio[: min(e.frames, 2500) * HOP])[None]   # as evaluate cuts them
             values.append(float(multiscale_spectral_loss(rms * torch.randn(target.shape, generator=gen), target)))
         out[name] = round(float(np.mean(values)), 3)
     return out
