@@ -290,22 +290,22 @@ def real_world(args) -> None:
 
 
 def loss_scale(examples) -> dict[str, float]:
-    """The validation loss (as :func:`ddx7.train.evaluate` computes it) of a silent model and of
-    white noise at -40 and -20 dB RMS: what a number on this corpus is worth."""
+    """The validation loss (:func:`ddx7.train.evaluate`) of a silent model and of white noise at
+    -40 and -20 dB RMS: what a number on this corpus is worth."""
     import torch
 
-    from ddx7.loss import multiscale_spectral_loss
-    from ddx7.train import HOP
+    from ddx7 import train
 
-    out = {}
-    for name, rms in (("silence", 0.0), ("white noise -40 dB", 0.01), ("white noise -20 dB", 0.1)):
-        gen = torch.Generator().manual_seed(0)
-        values = []
-        for e in examples:
-            target = torch.from_numpy(e.audio[: min(e.frames, 2500) * HOP])[None]   # as evaluate cuts them
-            values.append(float(multiscale_spectral_loss(rms * torch.randn(target.shape, generator=gen), target)))
-        out[name] = round(float(np.mean(values)), 3)
-    return out
+    class Noise(torch.nn.Module):
+        def __init__(self, rms: float):
+            super().__init__()
+            self.rms = rms
+
+        def forward(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> torch.Tensor:
+            return self.rms * torch.randn(f0_hz.shape[0], f0_hz.shape[1] * train.HOP)   # evaluate seeds it
+
+    levels = {"silence": 0.0, "white noise -40 dB": 0.01, "white noise -20 dB": 0.1}
+    return {name: round(train.evaluate(Noise(rms), examples), 3) for name, rms in levels.items()}
 
 
 def probe(args) -> None:
