@@ -3,6 +3,7 @@
     python benchmarks/bench_select.py known-answer [--sources 32] [--seed 1] [--candidates 40]
     python benchmarks/bench_select.py speed [--voices 1000]
     python benchmarks/bench_select.py probe [--instruments violin flute trumpet]
+    python benchmarks/bench_select.py ceiling [--instruments violin flute trumpet] [--trial-seed 5] [--trial-steps 50]
     python benchmarks/bench_select.py real-world [--steps 200] [--runs 8] [--seed 0] [--seeds 1] [--reuse-ranking]
                                                  [--instruments violin flute trumpet]
 
@@ -308,12 +309,38 @@ def loss_scale(examples) -> dict[str, float]:
     return {name: round(train.evaluate(Noise(rms), examples), 3) for name, rms in levels.items()}
 
 
+def trained_runs(home: Path, instrument: str, result, single_seed: bool = False) -> dict[str, list[Path]]:
+    """The run folders real-world trained on ``result`` (the saved ranking), by ``rankN`` or
+    ``paper``, seeds ascending: finished runs of the configuration the ranking puts there, made
+    after the ranking was saved (runs of an earlier ranking, another configuration at that rank
+    or older code, are left out). ``single_seed``: the runs named without ``-seedN`` (made before
+    ``--seeds`` existed) instead."""
+    import re
+
+    from ddx7 import train
+    from ddx7.presets import paper_config
+
+    paper = paper_config(instrument)
+    saved_at = (home / "rankings" / f"{instrument}.json").stat().st_mtime
+    found: dict[str, list[tuple[int, Path]]] = {}
+    for run in sorted(train.runs_dir(home).glob(f"{instrument}-*/run.json")):
+        m = re.fullmatch(rf"{instrument}-(rank(\d+)|paper)(-seed(\d+))?", run.parent.name)
+        info = json.loads(run.read_text())
+        if not m or info.get("status") != "trained" or (m.group(3) is None) != single_seed:
+            continue
+        if run.stat().st_mtime < saved_at:
+            continue
+        row = result.rows[int(m.group(2)) - 1] if m.group(2) else None
+        expected = paper if row is None else sounding_config(row)
+        if expected is not None and FixedConfig.from_dict(info["fixed_config"]).key == expected.key:
+            found.setdefault(m.group(1), []).append((int(m.group(4) or 0), run.parent))
+    return {key: [run for _, run in sorted(runs)] for key, runs in found.items()}
+
+
 def probe(args) -> None:
     """How well :func:`ddx7.select.descent_probe` predicts the losses real-world trained: for
     each configuration real-world trained (its runs in the benchmark's data home), the probe on
     the ranking's excerpts against the mean trained loss, next to the selector's rank."""
-    import re
-
     import torch
 
     from ddx7 import train
@@ -328,22 +355,9 @@ def probe(args) -> None:
         if result is None:
             print(f"{instrument}: no saved ranking; run real-world first")
             continue
+        trained = {key: [float(json.loads((run / "run.json").read_text())["best_valid_loss"]) for run in runs]
+                   for key, runs in trained_runs(home, instrument, result, args.single_seed_runs).items()}
         paper = paper_config(instrument)
-        saved_at = (home / "rankings" / f"{instrument}.json").stat().st_mtime
-        trained: dict[str, list[float]] = {}
-        for run in sorted(train.runs_dir(home).glob(f"{instrument}-*/run.json")):
-            m = re.fullmatch(rf"{instrument}-(rank(\d+)|paper)(-seed\d+)?", run.parent.name)
-            info = json.loads(run.read_text())
-            if not m or info.get("status") != "trained" or (m.group(3) is None) != args.single_seed_runs:
-                continue
-            # runs of an earlier ranking (another configuration at that rank, or older code) are left out
-            if run.stat().st_mtime < saved_at:
-                continue
-            config = FixedConfig.from_dict(info["fixed_config"]).key
-            row = result.rows[int(m.group(2)) - 1] if m.group(2) else None
-            expected = paper if row is None else sounding_config(row)
-            if expected is not None and config == expected.key:
-                trained.setdefault(m.group(1), []).append(float(info["best_valid_loss"]))
         data = train.load_examples(home, instrument, train.FitConfig(corpus=instrument, crepe="tiny"))
         chosen = pick_excerpts(data["train"] + data["valid"], n=12)[::2]
         ranks, losses, probes = [], [], []
@@ -366,6 +380,87 @@ def probe(args) -> None:
                               "configurations": len(losses)}
         print(f"{instrument}: Spearman(probe, trained loss) = {rho_probe:.2f} over {len(losses)} configurations "
               f"(the paper's included); Spearman(selector rank, trained loss) = {rho_rank:.2f}", flush=True)
+    print(json.dumps(report, indent=1))
+
+
+def ceiling(args) -> None:
+    """What the real-world check's validation loss is made of, from the runs real-world left
+    (no training): how far a ranking could correlate with it at all.
+
+    Per corpus, over the ranked configurations trained with two or more seeds:
+
+    - ``seed_agreement``: Spearman between the first two seeds' best validation losses (is the
+      loss a property of the configuration, or of the run?);
+    - ``rank_valid``: Spearman(rank, mean best validation loss), the real-world figure;
+    - ``rank_train`` and ``train_valid``: the same with each run's training loss (mean of its last
+      25 steps, ``metrics.csv``): does the ranking predict what the model learns on the data it
+      trains on, and is the validation loss that same thing?
+    - the median f0 of each split (Hz): is the validation split like the training split?
+
+    ``--trial-seed S`` also trains every one of those configurations for ``--trial-steps`` steps
+    with seed S (a new run, about 5 s each) and reports ``trial``: Spearman(its best validation
+    loss, the mean best validation loss), what a ranking that trial-trained every configuration
+    would reach, and ``trial_top``: the ranking with its rows within the top K re-ordered by the
+    trial (a trial-training stage over the K best), K = 10, 20, 40.
+    """
+    import csv
+
+    from ddx7 import train
+    from ddx7.select import load_ranking
+
+    home = ROOT / ".cache" / "bench-select-real"
+    report = {}
+    for instrument in args.instruments:
+        result = load_ranking(home, instrument)
+        if result is None:
+            print(f"{instrument}: no saved ranking; run real-world first")
+            continue
+        ranks, best, first, second, trained = [], [], [], [], []
+        for key, runs in sorted(trained_runs(home, instrument, result).items()):
+            if key == "paper" or len(runs) < 2:
+                continue
+            per_run = []
+            for run in runs:
+                log = list(csv.DictReader((run / "metrics.csv").open()))
+                valid = [float(r["valid_loss"]) for r in log if r["valid_loss"]]
+                per_run.append((min(valid), float(np.mean([float(r["train_loss"]) for r in log[-25:]]))))
+            values = np.array(per_run)
+            ranks.append(int(key[4:]))
+            best.append(values[:, 0].mean())
+            first.append(values[0, 0])
+            second.append(values[1, 0])
+            trained.append(values[:, 1].mean())
+        if len(ranks) < 3:
+            print(f"{instrument}: {len(ranks)} configurations trained with 2+ seeds; run real-world --seeds 2 first")
+            continue
+        entry = {"configurations": len(ranks), "seed_agreement": spearman(first, second),
+                 "rank_valid": spearman(ranks, best), "rank_train": spearman(ranks, trained),
+                 "train_valid": spearman(trained, best)}
+        cfg = train.FitConfig(corpus=instrument, crepe="tiny", steps=args.trial_steps, minutes=None,
+                              valid_every=args.trial_steps, seed=args.trial_seed or 0, threads=args.threads)
+        examples = train.load_examples(home, instrument, cfg)
+        if args.trial_seed is not None:
+            trial = []
+            for r in ranks:
+                run_dir = train.runs_dir(home) / f"{instrument}-trial-rank{r}-seed{args.trial_seed}"
+                shutil.rmtree(run_dir, ignore_errors=True)
+                trial.append(train.fit(home, run_dir, cfg, sounding_config(result.rows[r - 1]), data=examples).best_valid)
+            entry["trial"] = spearman(trial, best)
+            entry["trial_top"] = {}
+            for top in (10, 20, 40):
+                inside = sorted((k for k, r in enumerate(ranks) if r <= top), key=lambda k: trial[k])
+                order = np.array(ranks, dtype=float)
+                order[inside] = np.arange(len(inside)) + 0.5   # ahead of every row outside, in trial order
+                entry["trial_top"][str(top)] = spearman(order, best)
+        entry["median_f0_hz"] = {split: float(np.median(np.concatenate([e.f0_hz[e.f0_hz > 0] for e in exs])))
+                                 for split, exs in examples.items() if exs}
+        report[instrument] = json.loads(json.dumps(entry), parse_float=lambda v: round(float(v), 3))
+        print(f"{instrument}: {len(ranks)} configurations; seeds agree {entry['seed_agreement']:.2f}; "
+              f"Spearman(rank, valid) {entry['rank_valid']:.2f}, (rank, train) {entry['rank_train']:.2f}, "
+              f"(train, valid) {entry['train_valid']:.2f}"
+              + (f"; {args.trial_steps}-step trial of all {entry['trial']:.2f}, of the top 10/20/40 "
+                 + "/".join(f"{v:.2f}" for v in entry["trial_top"].values()) if "trial" in entry else "")
+              + "; median f0 " + ", ".join(f"{k} {v:.0f} Hz" for k, v in entry["median_f0_hz"].items()), flush=True)
     print(json.dumps(report, indent=1))
 
 
@@ -408,10 +503,17 @@ def main() -> None:
     pr.add_argument("--no-feedback-cap", dest="feedback_cap", action="store_false")
     pr.add_argument("--single-seed-runs", action="store_true",
                     help="use the runs of real-world before --seeds existed (named without -seedN)")
+    ce = sub.add_parser("ceiling", help="what the real-world loss is made of (from its runs; no training)")
+    ce.add_argument("--instruments", nargs="+", default=["violin", "flute", "trumpet"])
+    ce.add_argument("--trial-seed", type=int, default=None,
+                    help="also trial-train every configuration with this seed (not one real-world used)")
+    ce.add_argument("--trial-steps", type=int, default=50, help="steps of a trial training")
+    ce.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if getattr(args, "seeds", 1) < 1:
         parser.error("--seeds must be at least 1")
-    {"known-answer": known_answer, "speed": speed, "real-world": real_world, "probe": probe}[args.what](args)
+    {"known-answer": known_answer, "speed": speed, "real-world": real_world, "probe": probe,
+     "ceiling": ceiling}[args.what](args)
 
 
 if __name__ == "__main__":
