@@ -71,6 +71,8 @@ def rank(
         names = ", ".join(f"{i} {n.strip()}" for i, n in zip(r["voices"][:3], r["names"][:3]))
         if len(r["voices"]) > 3:
             names += f" (+{len(r['voices']) - 3})"
+        if r.get("ratio_factor", 1.0) != 1.0:
+            names += f" (ratios x{r['ratio_factor']:.4g})"
         table.add_row(str(r["rank"]), names, str(r["algorithm"]), _ratio_text(r["ratios"]), str(r["feedback"]),
                       f"{r['octave']:+d}" if r["octave"] else "0", f"{r['score']:.3f}", str(r["stage"]))
     out.print(table)

@@ -391,7 +391,11 @@ class Ranking:
             ``names``, ``algorithm``, ``ratios`` (OP1..OP6; a fixed operator's entry is
             ``"<Hz>Hz"``), ``feedback``, ``octave``, ``score`` (lower is better; comparable
             within a stage), ``stage`` (4, 3, 2 or 1),
-            ``first_stage`` (the stage-1 cost), ``config`` (:meth:`FixedConfig.to_dict`).
+            ``first_stage`` (the stage-1 cost), ``config`` (:meth:`FixedConfig.to_dict`),
+            ``ratio_factor`` (1, or for a copy of the voices' configuration placed on its lowest
+            carrier, :func:`dx7tools.selector.placed_on_carrier`, the factor its ratios were
+            multiplied by: ``ratios`` and ``config`` are the placed ones, what DDX7 trains).
+            A voice can therefore appear in two rows.
         complete: False when the budget stopped a fitting stage before its planned candidates.
         message: what happened, for the user (e.g. the budget ran out).
         stats: counts and timings (voices, configurations, excerpts, seconds per stage,
@@ -435,7 +439,8 @@ def _row(group: ConfigGroup, score: float, stage: int, first: float, octave: int
     c = group.config
     return {"voices": list(group.voice_ids), "names": list(group.names), "algorithm": c.algorithm,
             "ratios": _ratio_cells(c), "feedback": c.feedback, "octave": int(octave), "score": round(float(score), 4),
-            "stage": stage, "first_stage": round(float(first), 4), "config": c.to_dict()}
+            "stage": stage, "first_stage": round(float(first), 4), "config": c.to_dict(),
+            "ratio_factor": round(float(group.ratio_factor), 6)}
 
 
 def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEFAULT_BUDGET,
@@ -487,7 +492,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
             raise DX7Error(f"no library voice uses algorithm {algorithm}")
     if not groups:
         raise DX7Error("no configurations to rank")
-    n_voices = sum(len(g.voice_ids) for g in groups)
+    n_voices = len({v for g in groups for v in g.voice_ids})   # a placed copy's voices are counted once
     cfg = FitConfig(corpus=corpus, crepe=crepe, crepe_hop=crepe_hop)
     cfg.check()
     data = load_examples(home, corpus, cfg, progress=(lambda d, t: progress("features", d, t)) if progress else None)
@@ -514,7 +519,9 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         best = math.inf
         n_starts = n_starts if start_from_voices else 0
         for o in placements[i]:
-            starts = np.stack([voice_starts(groups[i].voices, e.f0_hz * 2.0 ** o, limit=n_starts, cache=level_cache)
+            # the voices play their keys at the note pitch times the copy's ratio factor
+            key_ratio = 2.0 ** o * groups[i].ratio_factor
+            starts = np.stack([voice_starts(groups[i].voices, e.f0_hz * key_ratio, limit=n_starts, cache=level_cache)
                                for e in excerpts_])
             d = fit_distance(groups[i].config, excerpts_, octave=o, starts=starts, feedback_cap=feedback_cap, **kw)
             if d < best:

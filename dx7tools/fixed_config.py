@@ -36,6 +36,12 @@ def _six(name: str, values, low: int, high: int) -> tuple[int, ...]:
     return out
 
 
+def _ratio_table() -> np.ndarray:
+    """(3200,) every ratio-mode setting's ratio, index ``coarse * 100 + fine``."""
+    coarse, fine = np.divmod(np.arange(32 * 100), 100)
+    return frequency_ratio(coarse, fine)
+
+
 @dataclass(frozen=True)
 class FixedConfig:
     """Algorithm, operator frequencies and feedback of a DX7 voice (all tuples are OP1..OP6).
@@ -153,6 +159,34 @@ class FixedConfig:
                                    "exactly")
                 coarse[i] = new
         return FixedConfig(self.algorithm, self.mode, tuple(coarse), self.fine, self.detune, self.feedback, self.name)
+
+    def scaled(self, factor: float) -> "FixedConfig":
+        """This configuration with every ratio-mode operator's ratio multiplied by ``factor``
+        (exactly: each new ratio must be a DX7 coarse/fine setting; the one with the lowest fine
+        value is taken). Fixed-frequency operators and detune stay.
+
+        It plays, at a note pitch ``f``, what this configuration plays at ``f * factor``: e.g.
+        ROM1A's CHIMES (carriers at 2.5, 3 and 4 times its key) scaled by 0.4 has its carriers at
+        1, 1.2 and 1.6 times the pitch a tracker hears (its 2.5 partial).
+
+        Raises:
+            DX7Error: ``factor`` is not > 0, or a ratio has no exact DX7 setting.
+        """
+        if not (np.isfinite(factor) and factor > 0):
+            raise DX7Error(f"a ratio factor must be > 0, got {factor!r}")
+        coarse, fine = list(self.coarse), list(self.fine)
+        table = _ratio_table()
+        for i in range(6):
+            if self.mode[i]:
+                continue
+            target = self.ratios[i] * factor
+            hit = np.flatnonzero(np.abs(table - target) <= 1e-9 * target)
+            if not len(hit):
+                raise DX7Error(f"{self.describe()}: OP{i + 1}'s ratio {self.ratios[i]:g} times {factor:g} "
+                               "has no exact DX7 setting")
+            coarse[i], fine[i] = divmod(int(min(hit, key=lambda k: (k % 100, k))), 100)
+        return FixedConfig(self.algorithm, self.mode, tuple(coarse), tuple(fine), self.detune, self.feedback,
+                           self.name)
 
     # -- derived -----------------------------------------------------------------------------
     @property

@@ -60,23 +60,65 @@ class ConfigGroup:
         names: the voices' names, same order.
         voices: the :class:`dx7tools.voice.Voice` objects, same order (their envelopes seed the
             fits, :func:`voice_starts`); may be empty.
+        ratio_factor: ``config`` is the voices' configuration with its ratios multiplied by this
+            (:meth:`FixedConfig.scaled`; see :func:`placed_on_carrier`); 1 for the voices' own.
     """
 
     config: FixedConfig
     voice_ids: list[int] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     voices: list = field(default_factory=list)
+    ratio_factor: float = 1.0
 
 
-def group_voices(entries: Iterable, algorithm: int | None = None) -> list[ConfigGroup]:
+CARRIER_PLACEMENT_CENTS = 50.0
+"""A configuration whose lowest carrier sits further than this from every octave of its key also
+gets a copy placed on that carrier (:func:`placed_on_carrier`)."""
+
+
+def placed_on_carrier(config: FixedConfig) -> tuple[FixedConfig, float] | None:
+    """The configuration scaled so that its lowest ratio-mode carrier sits on the note pitch.
+
+    A pitch tracker hears a sound's lowest strong partial as its pitch, and DDX7 plays a
+    configuration at the tracked pitch. The first stage tries each configuration an octave up and
+    down (:data:`OCTAVES`), which covers carriers at octaves of the key; a voice whose carriers
+    all sit elsewhere (ROM1A's CHIMES: 2.5, 3 and 4 times its key; a tracker follows the 2.5)
+    could not be placed on its own sound. Its copy scaled by ``1 / ratio`` of that carrier
+    (:meth:`FixedConfig.scaled`, exact DX7 ratios: CHIMES' become 1, 1.2, 1.6 and modulators
+    3.2, 2.4, 2) is ranked beside it.
+
+    Returns:
+        ``(scaled configuration, factor)``, or None: the lowest carrier is within
+        :data:`CARRIER_PLACEMENT_CENTS` of an octave of the key, every carrier is fixed-frequency,
+        or a scaled ratio has no exact DX7 setting.
+    """
+    alg = config.algorithm_spec
+    carriers = [config.ratios[op - 1] for op in alg.carriers if not config.is_fixed[op - 1]]
+    if not carriers:
+        return None
+    lowest = min(carriers)
+    octaves = np.log2(lowest)
+    if abs(octaves - round(octaves)) * 1200.0 <= CARRIER_PLACEMENT_CENTS:
+        return None
+    try:
+        return config.scaled(1.0 / lowest), 1.0 / lowest
+    except DX7Error:
+        return None
+
+
+def group_voices(entries: Iterable, algorithm: int | None = None, place_carriers: bool = True) -> list[ConfigGroup]:
     """Group library voices (objects with ``.id`` and ``.voice``) by fixed configuration.
 
     Args:
         entries: e.g. ``Library(home).voices()``.
         algorithm: keep only this DX7 algorithm (1-32), or all.
+        place_carriers: add, after each group whose carriers sit off the octaves of its key, a
+            group of the same voices with the configuration placed on its lowest carrier
+            (:func:`placed_on_carrier`; skipped where the placed configuration is another
+            group's own).
 
     Returns:
-        groups in order of their lowest voice id.
+        groups in order of their lowest voice id (a placed copy right after its group).
     """
     groups: dict[tuple, ConfigGroup] = {}
     for entry in sorted(entries, key=lambda e: e.id):
@@ -87,7 +129,15 @@ def group_voices(entries: Iterable, algorithm: int | None = None) -> list[Config
         group.voice_ids.append(int(entry.id))
         group.names.append(entry.voice.name)
         group.voices.append(entry.voice)
-    return list(groups.values())
+    out, seen = [], set(groups)
+    for group in groups.values():
+        out.append(group)
+        placed = placed_on_carrier(group.config) if place_carriers else None
+        if placed is not None and placed[0].key not in seen:
+            seen.add(placed[0].key)
+            out.append(ConfigGroup(placed[0], list(group.voice_ids), list(group.names), list(group.voices),
+                                   placed[1]))
+    return out
 
 
 # -- where the voices themselves put the levels -------------------------------------------------

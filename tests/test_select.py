@@ -140,6 +140,48 @@ def test_transposed_is_exact_or_refuses():
         _config(2, coarse=(16,) * 6).transposed(1)
 
 
+def test_scaled_is_exact_or_refuses():
+    chimes = _config(6, coarse=(4, 8, 3, 6, 2, 5), fine=(0, 0, 0, 0, 25, 0), feedback=7)   # ROM1A's CHIMES
+    placed = chimes.scaled(0.4)
+    assert placed.ratios == pytest.approx((1.6, 3.2, 1.2, 2.4, 1.0, 2.0), abs=1e-12)
+    assert placed.coarse == (1, 2, 1, 2, 1, 2) and placed.fine == (60, 60, 20, 20, 0, 0)   # lowest fine
+    assert placed.scaled(2.5).key == chimes.key and placed.feedback == 7
+    fixed = _config(1, coarse=(2, 3, 1, 1, 1, 1), mode=(0, 1, 0, 0, 0, 0))
+    assert fixed.scaled(0.5).coarse == (1, 3, 0, 0, 0, 0)            # a fixed-frequency operator stays
+    with pytest.raises(DX7Error, match="OP1's ratio 4 times 0.1 has no exact DX7 setting"):
+        chimes.scaled(0.1)                                            # 0.4 is below the lowest ratio, 0.5
+    with pytest.raises(DX7Error, match="> 0"):
+        chimes.scaled(0.0)
+
+
+def test_a_configuration_whose_carriers_sit_off_the_key_is_also_placed_on_its_lowest_carrier():
+    from dx7tools.selector import OCTAVES, placed_on_carrier
+
+    chimes = _config(6, coarse=(4, 8, 3, 6, 2, 5), fine=(0, 0, 0, 0, 25, 0), feedback=7)
+    placed, factor = placed_on_carrier(chimes)
+    assert factor == pytest.approx(0.4) and placed.key == chimes.scaled(0.4).key
+    assert placed_on_carrier(_config(6, coarse=(4, 8, 1, 6, 2, 5))) is None   # a carrier on the key
+    assert placed_on_carrier(_config(6, coarse=(0, 8, 2, 6, 4, 5))) is None   # carriers at octaves of it
+    assert placed_on_carrier(_config(6, coarse=(3, 1, 3, 1, 3, 1))) is None   # 1/3 is not a DX7 ratio
+    # Played at key 200 Hz, a tracker hears its 2.5 carrier, 500 Hz: no octave of the voice's own
+    # configuration explains the window, the placed copy does.
+    audio = _render(chimes, 200.0, [1.0, 0.3, 0.8, 0.3, 1.2, 0.3])
+    ex = make_excerpt(audio, 500.0, SR)
+    own = min(lattice_cost(chimes, ex, octave=o) for o in OCTAVES)
+    assert lattice_cost(placed, ex) < 0.5 < own
+
+    class E:
+        def __init__(self, i, v):
+            self.id, self.voice = i, v
+
+    voices = [E(4, chimes.apply_to(Voice.init().with_name("CHIMES"))), E(2, Voice.init().with_name("PLAIN"))]
+    groups = group_voices(voices)
+    assert [(g.voice_ids, g.names, g.ratio_factor) for g in groups] == [([2], ["PLAIN"], 1.0), ([4], ["CHIMES"], 1.0),
+                                                                       ([4], ["CHIMES"], pytest.approx(0.4))]
+    assert groups[2].config.key == placed.key and groups[2].voices == groups[1].voices
+    assert len(group_voices(voices, place_carriers=False)) == 2
+
+
 def test_group_voices_scores_identical_configurations_once():
     base = Voice.init()
     a = base.with_name("A").replace(op1_output_level=99)
@@ -302,9 +344,14 @@ def test_rank_finds_the_voice_a_known_answer_corpus_was_played_with(known_answer
     assert all(a["score"] <= b["score"] for a, b in zip(result.rows[:final - 1], result.rows[1:final]))
     assert result.stats["tie_break_fits"] <= select.TIE_SEEDS * final
     assert all(a["score"] <= b["score"] for a, b in zip(result.rows[final:], result.rows[final + 1:]))
-    # every library voice appears once, grouped by configuration
-    ids = [i for r in result.rows for i in r["voices"]]
+    # every library voice appears once, grouped by configuration; a copy placed on its lowest
+    # carrier (ROM1A's CHIMES) repeats its voices
+    ids = [i for r in result.rows if r["ratio_factor"] == 1.0 for i in r["voices"]]
     assert sorted(ids) == sorted(v.id for v in Library(home).voices())
+    placed = [r for r in result.rows if r["ratio_factor"] != 1.0]
+    assert [r["names"] for r in placed] == [["CHIMES"]] and placed[0]["ratio_factor"] == pytest.approx(0.4)
+    assert placed[0]["ratios"] == [1.6, 3.2, 1.2, 2.4, 1.0, 2.0]
+    assert result.stats["voices"] == len(ids) and n == len(result.rows)
     saved = select.load_ranking(home, "ka")
     assert saved.rows[0]["voices"] == result.rows[0]["voices"]
     # what DDX7 trains with (paper-table, fit --voice auto): the top row at its octave
