@@ -117,7 +117,9 @@ def known_answer(args) -> None:
         if pos > 1:
             kinds.append("not in final fit" if own["stage"] < top["stage"] else "beaten in final fit")
         print(f"{entry.id:4d} {entry.voice.name:10s} alg {entry.voice.algorithm:2d}  rank {pos:3d}  "
-              f"first stage {pos1:3d}  own: stage {own['stage']} octave {own['octave']:+d} score {own['score']:.3f}  "
+              f"first stage {pos1:3d}  own: stage {own['stage']} octave {own['octave']:+d}"
+              + (f" ratios x{own['ratio_factor']:g}" if own.get("ratio_factor", 1.0) != 1.0 else "")
+              + f" score {own['score']:.3f}  "
               f"top: {top['names'][0]:10s} stage {top['stage']} octave {top['octave']:+d} score {top['score']:.3f}  "
               f"{time.perf_counter() - t0:5.1f} s", flush=True)
     p = np.array(positions)

@@ -55,11 +55,13 @@ def auto_config(home, corpus: str, *, budget: float = 60.0, progress=None,
     if ranking is None:
         ranking = rank(home, corpus, budget=budget, progress=progress, feedback_cap=feedback_cap)
     config, row = ranking.best()
+    # rankings saved before placed copies existed have no ratio_factor: their rows are the voices' own
     selection = {"corpus": corpus, "chosen_rank": row["rank"], "octave": row.get("octave", 0),
-                 "ratio_factor": row.get("ratio_factor", 1.0), "reused_saved_ranking": reused, "complete": ranking.complete, "message": ranking.message,
-                 "top": [{k: r[k] for k in ("rank", "voices", "names", "algorithm", "ratios", "feedback",
-                                            "octave", "score", "stage")} | {"ratio_factor": r.get("ratio_factor", 1.0)}
-                         for r in ranking.rows[:10]]}
+                 "ratio_factor": row.get("ratio_factor", 1.0), "reused_saved_ranking": reused,
+                 "complete": ranking.complete, "message": ranking.message,
+                 "top": [{**{k: r[k] for k in ("rank", "voices", "names", "algorithm", "ratios", "feedback",
+                                               "octave", "score", "stage")},
+                          "ratio_factor": r.get("ratio_factor", 1.0)} for r in ranking.rows[:10]]}
     return config, selection
 
 

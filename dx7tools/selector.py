@@ -82,8 +82,8 @@ def placed_on_carrier(config: FixedConfig) -> tuple[FixedConfig, float] | None:
     A pitch tracker hears a sound's lowest strong partial as its pitch, and DDX7 plays a
     configuration at the tracked pitch. The first stage tries each configuration an octave up and
     down (:data:`OCTAVES`), which covers carriers at octaves of the key; a voice whose carriers
-    all sit elsewhere (ROM1A's CHIMES: 2.5, 3 and 4 times its key; a tracker follows the 2.5)
-    could not be placed on its own sound. Its copy scaled by ``1 / ratio`` of that carrier
+    all sit elsewhere (ROM1A's CHIMES: 2.5, 3 and 4 times its key; CREPE follows the 2.5 in some
+    of its notes) could not be placed on its own sound. Its copy scaled by ``1 / ratio`` of that carrier
     (:meth:`FixedConfig.scaled`, exact DX7 ratios: CHIMES' become 1, 1.2, 1.6 and modulators
     3.2, 2.4, 2) is ranked beside it.
 
