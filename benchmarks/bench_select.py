@@ -311,6 +311,19 @@ def loss_scale(examples) -> dict[str, float]:
     return {name: round(train.evaluate(Noise(rms), examples), 3) for name, rms in levels.items()}
 
 
+def saved_rankings(home: Path, instruments):
+    """``(instrument, ranking)`` for each instrument whose ranking real-world saved (the others are
+    named and skipped)."""
+    from ddx7.select import load_ranking
+
+    for instrument in instruments:
+        result = load_ranking(home, instrument)
+        if result is None:
+            print(f"{instrument}: no saved ranking; run real-world first")
+            continue
+        yield instrument, result
+
+
 def trained_runs(home: Path, instrument: str, result, single_seed: bool = False) -> dict[str, list[Path]]:
     """The run folders real-world trained on ``result`` (the saved ranking), by ``rankN`` or
     ``paper``, seeds ascending: finished runs of the configuration the ranking puts there, made
@@ -347,16 +360,12 @@ def probe(args) -> None:
 
     from ddx7 import train
     from ddx7.presets import paper_config
-    from ddx7.select import descent_probe, load_ranking, pick_excerpts
+    from ddx7.select import descent_probe, pick_excerpts
 
     torch.set_num_threads(args.threads)
     home = ROOT / ".cache" / "bench-select-real"
     report = {}
-    for instrument in args.instruments:
-        result = load_ranking(home, instrument)
-        if result is None:
-            print(f"{instrument}: no saved ranking; run real-world first")
-            continue
+    for instrument, result in saved_rankings(home, args.instruments):
         trained = {key: [float(json.loads((run / "run.json").read_text())["best_valid_loss"]) for run in runs]
                    for key, runs in trained_runs(home, instrument, result, args.single_seed_runs).items()}
         paper = paper_config(instrument)
@@ -408,15 +417,10 @@ def ceiling(args) -> None:
     import csv
 
     from ddx7 import train
-    from ddx7.select import load_ranking
 
     home = ROOT / ".cache" / "bench-select-real"
     report = {}
-    for instrument in args.instruments:
-        result = load_ranking(home, instrument)
-        if result is None:
-            print(f"{instrument}: no saved ranking; run real-world first")
-            continue
+    for instrument, result in saved_rankings(home, args.instruments):
         ranks, best, first, second, trained = [], [], [], [], []
         for key, runs in sorted(trained_runs(home, instrument, result).items()):
             if key == "paper" or len(runs) < 2:
