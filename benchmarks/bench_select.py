@@ -66,6 +66,38 @@ def sounding_key(row: dict):
     return None if config is None else config.key[:4] + config.key[5:]
 
 
+KA_NOTES = (45, 60, 72)
+KA_VELOCITIES = (110, 70)
+TRACKING_CENTS = 50.0
+
+
+def tracked_multiples(home: Path, crepe_hop: int | None) -> list[float]:
+    """Per segment of the known-answer corpus ``ka``'s held notes (its takes 0..5: KA_NOTES x
+    KA_VELOCITIES, :func:`ddx7.known_answer.render_known_answer`'s order; a note the corpus split
+    at a silence gives several), the pitch CREPE tracked (median over voiced frames) as a multiple
+    of the key played. A source whose notes are tracked at different multiples (more than
+    TRACKING_CENTS apart) gives no corpus that one placement of any configuration can play: DDX7
+    would be fed its partials by turns."""
+    from ddx7 import train
+    from ddx7.corpus import Corpus
+    from ddx7.preview import midi_to_hz
+
+    source = {seg["file"]: seg["source"] for seg in Corpus.open(home, "ka").segments()}
+    examples = train.load_examples(home, "ka", train.FitConfig(corpus="ka", crepe="tiny", crepe_hop=crepe_hop))
+    out = []
+    for ex in sorted((e for split in examples.values() for e in split), key=lambda e: e.name):
+        take = source.get(ex.name, "")
+        voiced = ex.f0_hz[ex.f0_hz > 0]
+        if take.startswith("take") and int(take[4:6]) < len(KA_NOTES) * len(KA_VELOCITIES) and len(voiced):
+            out.append(float(np.median(voiced)) / midi_to_hz(KA_NOTES[int(take[4:6]) // len(KA_VELOCITIES)]))
+    return out
+
+
+def tracked_consistently(multiples: list[float]) -> bool:
+    cents = 1200.0 * np.log2(np.array([m for m in multiples if np.isfinite(m)]))
+    return len(cents) > 0 and float(cents.max() - cents.min()) <= TRACKING_CENTS
+
+
 def known_answer(args) -> None:
     from ddx7.known_answer import known_answer_corpus
     from ddx7.select import rank
@@ -82,7 +114,7 @@ def known_answer(args) -> None:
     picks = rng.choice(len(voices), size=args.sources, replace=False)
     if args.only:   # rerun some of the drawn sources (library ids), e.g. last run's misses
         picks = [k for k in picks if voices[k].id in set(args.only)]
-    positions, first_stage_positions, detune_positions = [], [], []
+    positions, first_stage_positions, detune_positions, consistent = [], [], [], []
     kinds: list[str] = []   # why each ranked miss missed
     algorithms = set()
     for k in picks:
@@ -91,16 +123,20 @@ def known_answer(args) -> None:
         t0 = time.perf_counter()
         try:
             # notes of 1.2-2 s, so that slow attacks (strings, pads) still give 0.5 s of sound
-            known_answer_corpus(home, "ka", entry.voice, seed=int(k), notes=(45, 60, 72), seconds=(1.2, 2.0))
+            known_answer_corpus(home, "ka", entry.voice, seed=int(k), notes=KA_NOTES, velocities=KA_VELOCITIES,
+                                seconds=(1.2, 2.0))
             result = rank(home, "ka", budget=args.budget, candidates=args.candidates, save=False,
                           crepe_hop=args.crepe_hop, start_from_voices=args.voice_starts,
                           feedback_cap=args.feedback_cap)
         except Exception as exc:  # a corpus CREPE finds no steady pitch in counts as a miss, reported
             print(f"{entry.id:4d} {entry.voice.name:10s} alg {entry.voice.algorithm:2d}  FAILED: {exc}", flush=True)
+            consistent.append(False)
             positions.append(10 ** 6)
             first_stage_positions.append(10 ** 6)
             detune_positions.append(10 ** 6)
             continue
+        multiples = tracked_multiples(home, args.crepe_hop)
+        consistent.append(tracked_consistently(multiples))
         own = next(r for r in result.rows if entry.id in r["voices"])
         pos = own["rank"]
         by_first = sorted(result.rows, key=lambda r: r["first_stage"])
@@ -121,7 +157,9 @@ def known_answer(args) -> None:
               + (f" ratios x{own['ratio_factor']:g}" if own.get("ratio_factor", 1.0) != 1.0 else "")
               + f" score {own['score']:.3f}  "
               f"top: {top['names'][0]:10s} stage {top['stage']} octave {top['octave']:+d} score {top['score']:.3f}  "
-              f"{time.perf_counter() - t0:5.1f} s", flush=True)
+              f"{time.perf_counter() - t0:5.1f} s  tracked at "
+              + "/".join(f"{m:.3g}" for m in multiples) + " x key" + ("" if consistent[-1] else " (INCONSISTENT)"),
+              flush=True)
     p = np.array(positions)
     p1 = np.array(first_stage_positions)
     print(f"\nknown answers: {len(p)} source voices, {len(algorithms)} algorithms, library of {len(voices)} voices "
@@ -139,6 +177,16 @@ def known_answer(args) -> None:
         # synth plays at the measured f0); rank refuses it with a clear error, counted above.
         print(f"over the {len(usable)} usable corpora: top-1 {np.mean(usable == 1) * 100:.1f} %   "
               f"top-5 {np.mean(usable <= 5) * 100:.1f} %")
+    one = np.array(consistent, dtype=bool)
+    several = p[~one & (p != 10 ** 6)]
+    if one.any() and len(several):
+        # The selector places a configuration once per corpus and DDX7 plays it at the tracked
+        # pitch; CREPE often tracks a voice's notes at different multiples of their keys (an
+        # octave apart, or at another carrier): how much does that cost the ranking?
+        print(f"held notes tracked at one multiple of the key (within {TRACKING_CENTS:g} cents): {one.sum()} sources, "
+              f"top-1 {np.mean(p[one] == 1) * 100:.1f} %   top-5 {np.mean(p[one] <= 5) * 100:.1f} %; at several: "
+              f"{len(several)} sources, top-1 {np.mean(several == 1) * 100:.1f} %   "
+              f"top-5 {np.mean(several <= 5) * 100:.1f} %")
     print(f"misses: {failed} corpora the pipeline could not use; of the ranked misses, "
           + ", ".join(f"{kinds.count(k)} {k}" for k in ("beaten in final fit", "not in final fit")))
 
