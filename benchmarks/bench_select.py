@@ -75,9 +75,10 @@ def tracked_multiples(home: Path, crepe_hop: int | None) -> list[float]:
     """Per segment of the known-answer corpus ``ka``'s held notes (its takes 0..5: KA_NOTES x
     KA_VELOCITIES, :func:`ddx7.known_answer.render_known_answer`'s order; a note the corpus split
     at a silence gives several), the pitch CREPE tracked (median over voiced frames) as a multiple
-    of the key played. A source whose notes are tracked at different multiples (more than
-    TRACKING_CENTS apart) gives no corpus that one placement of any configuration can play: DDX7
-    would be fed its partials by turns."""
+    of the key played. The selector places a configuration once per corpus and DDX7 plays it at
+    the tracked pitch, so a source tracked at different multiples (more than TRACKING_CENTS apart)
+    is heard at different partials by turns: an octave apart the fits mostly absorb it, at another
+    carrier (CHIMES: 2.5 and 4) not (README, known answers)."""
     from ddx7 import train
     from ddx7.corpus import Corpus
     from ddx7.preview import midi_to_hz
@@ -158,7 +159,7 @@ def known_answer(args) -> None:
               + f" score {own['score']:.3f}  "
               f"top: {top['names'][0]:10s} stage {top['stage']} octave {top['octave']:+d} score {top['score']:.3f}  "
               f"{time.perf_counter() - t0:5.1f} s  tracked at "
-              + "/".join(f"{m:.3g}" for m in multiples) + " x key" + ("" if consistent[-1] else " (INCONSISTENT)"),
+              + "/".join(f"{m:.3g}" for m in multiples) + " x key" + ("" if consistent[-1] else " (several multiples)"),
               flush=True)
     p = np.array(positions)
     p1 = np.array(first_stage_positions)
