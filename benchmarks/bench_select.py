@@ -95,7 +95,7 @@ def tracked_multiples(home: Path, crepe_hop: int | None) -> list[float]:
 
 
 def tracked_consistently(multiples: list[float]) -> bool:
-    cents = 1200.0 * np.log2(np.array([m for m in multiples if np.isfinite(m)]))
+    cents = 1200.0 * np.log2(np.array(multiples))   # tracked_multiples keeps voiced segments only
     return len(cents) > 0 and float(cents.max() - cents.min()) <= TRACKING_CENTS
 
 
