@@ -8,7 +8,7 @@ with the corpus embeddings cold (a fresh cache) and warm:
 
     python benchmarks/bench_eval.py --home HOME --run RUN [--minutes 1] [--threads 1]
 
-Peer: ``ddx7.features.compute_features`` with CREPE tiny at 250 frames/s (what `fit --crepe
+Peer: ``ddx7.data.features.compute_features`` with CREPE tiny at 250 frames/s (what `fit --crepe
 tiny` computes for every corpus) on the same audio.
 """
 
@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ddx7.corpus import Corpus  # noqa: E402
-from ddx7.embeddings import get_embedding  # noqa: E402
+from ddx7.data.corpus import Corpus  # noqa: E402
+from ddx7.evaluate.embeddings import get_embedding  # noqa: E402
 from ddx7.evaluate import evaluate_run, read_run, resolve_run  # noqa: E402
-from ddx7.fad import fad  # noqa: E402
-from ddx7.features import compute_features  # noqa: E402
+from ddx7.evaluate.fad import fad  # noqa: E402
+from ddx7.data.features import compute_features  # noqa: E402
 
 
 def main() -> None:

@@ -35,7 +35,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ddx7 import export, train  # noqa: E402
+from ddx7 import export
+from ddx7 import run as runs  # noqa: E402
+from ddx7.fit import train  # noqa: E402
 from ddx7.resynth import resynthesize_file  # noqa: E402
 from dx7tools import midi  # noqa: E402
 from dx7tools.audio import write_wav  # noqa: E402
@@ -45,11 +47,11 @@ from timing import best_of  # noqa: E402
 
 
 def ensure_run(home: Path, run: str, minutes: float) -> Path:
-    run_dir = train.runs_dir(home) / run
+    run_dir = runs.runs_dir(home) / run
     if (run_dir / "model.safetensors").exists():
         return run_dir
-    from ddx7.corpus import build_corpus
-    from ddx7.presets import paper_config
+    from ddx7.data.corpus import build_corpus
+    from ddx7.rank.choose import paper_config
     from dx7tools.library import Library
 
     Library(home).import_files([ROOT / "patches" / "dx7tools-starters.syx"])
@@ -61,7 +63,7 @@ def ensure_run(home: Path, run: str, minutes: float) -> Path:
 
 
 def test_input(home: Path, run_dir: Path, folder: Path) -> Path:
-    from ddx7.corpus import Corpus
+    from ddx7.data.corpus import Corpus
 
     info = export.run_info(run_dir)
     corpus = Corpus.open(home, info["config"]["corpus"])

@@ -73,15 +73,15 @@ TRACKING_CENTS = 50.0
 
 def tracked_multiples(home: Path, crepe_hop: int | None) -> list[float]:
     """Per segment of the known-answer corpus ``ka``'s held notes (its takes 0..5: KA_NOTES x
-    KA_VELOCITIES, :func:`ddx7.known_answer.render_known_answer`'s order; a note the corpus split
+    KA_VELOCITIES, :func:`ddx7.rank.known_answer.render_known_answer`'s order; a note the corpus split
     at a silence gives several), the pitch CREPE tracked (median over voiced frames) as a multiple
     of the key played. The selector places a configuration once per corpus and DDX7 plays it at
     the tracked pitch, so a source tracked at different multiples (more than TRACKING_CENTS apart)
     is heard at different partials by turns: an octave apart the fits mostly absorb it, at another
     carrier (CHIMES: 2.5 and 4) not (README, known answers)."""
-    from ddx7 import train
-    from ddx7.corpus import Corpus
-    from ddx7.preview import midi_to_hz
+    from ddx7.fit import train
+    from ddx7.data.corpus import Corpus
+    from ddx7.synth.preview import midi_to_hz
 
     source = {seg["file"]: seg["source"] for seg in Corpus.open(home, "ka").segments()}
     examples = train.load_examples(home, "ka", train.FitConfig(corpus="ka", crepe="tiny", crepe_hop=crepe_hop))
@@ -100,8 +100,8 @@ def tracked_consistently(multiples: list[float]) -> bool:
 
 
 def known_answer(args) -> None:
-    from ddx7.known_answer import known_answer_corpus
-    from ddx7.select import rank
+    from ddx7.rank.known_answer import known_answer_corpus
+    from ddx7.rank.ranking import rank
 
     import torch
 
@@ -210,8 +210,8 @@ def shuffled_voices(rng: np.random.Generator, pool: list[Voice], n: int) -> list
 
 
 def speed(args) -> None:
-    from ddx7.corpus import Corpus, build_corpus
-    from ddx7.select import rank
+    from ddx7.data.corpus import Corpus, build_corpus
+    from ddx7.rank.ranking import rank
 
     home = ROOT / ".cache" / "bench-select-speed"
     lib = Library(home)
@@ -240,12 +240,13 @@ def speed(args) -> None:
 def real_world(args) -> None:
     import torch
 
-    from ddx7 import train
-    from ddx7.corpus import Corpus, build_corpus
-    from ddx7.embeddings import get_embedding
+    from ddx7.run import load_model, runs_dir
+    from ddx7.fit import train
+    from ddx7.data.corpus import Corpus, build_corpus
+    from ddx7.evaluate.embeddings import get_embedding
     from ddx7.evaluate import evaluate_run
-    from ddx7.presets import paper_config
-    from ddx7.select import load_ranking, rank
+    from ddx7.rank.choose import paper_config
+    from ddx7.rank.ranking import load_ranking, rank
 
     embedder = get_embedding() if args.fad else None
     home = ROOT / ".cache" / "bench-select-real"
@@ -287,10 +288,10 @@ def real_world(args) -> None:
             # the FAD of its resynthesised test split (the paper's metric).
             per_seed, held_out, fads = [], [], []
             for cfg in cfgs:
-                run_dir = train.runs_dir(home) / f"{instrument}-{name}-seed{cfg.seed}"
+                run_dir = runs_dir(home) / f"{instrument}-{name}-seed{cfg.seed}"
                 shutil.rmtree(run_dir, ignore_errors=True)   # a fresh run for this configuration
                 per_seed.append(train.fit(home, run_dir, cfg, config, data=data).best_valid)
-                held_out.append(train.evaluate(train.load_model(run_dir)[0], data["valid"] + data["test"]))
+                held_out.append(train.evaluate(load_model(run_dir)[0], data["valid"] + data["test"]))
                 if embedder is not None:
                     fads.append(evaluate_run(home, run_dir, embedder=embedder, reference=False)["fad"])
             fad = float(np.mean(fads)) if fads else float("nan")
@@ -342,11 +343,11 @@ def real_world(args) -> None:
 
 
 def loss_scale(examples) -> dict[str, float]:
-    """The validation loss (:func:`ddx7.train.evaluate`) of a silent model and of white noise at
+    """The validation loss (:func:`ddx7.fit.train.evaluate`) of a silent model and of white noise at
     -40 and -20 dB RMS: what a number on this corpus is worth."""
     import torch
 
-    from ddx7 import train
+    from ddx7.fit import train
 
     class Noise(torch.nn.Module):
         def __init__(self, rms: float):
@@ -363,7 +364,7 @@ def loss_scale(examples) -> dict[str, float]:
 def saved_rankings(home: Path, instruments):
     """``(instrument, ranking)`` for each instrument whose ranking real-world saved (the others are
     named and skipped)."""
-    from ddx7.select import load_ranking
+    from ddx7.rank.ranking import load_ranking
 
     for instrument in instruments:
         result = load_ranking(home, instrument)
@@ -381,13 +382,13 @@ def trained_runs(home: Path, instrument: str, result, single_seed: bool = False)
     ``--seeds`` existed) instead."""
     import re
 
-    from ddx7 import train
-    from ddx7.presets import paper_config
+    from ddx7.run import runs_dir
+    from ddx7.rank.choose import paper_config
 
     paper = paper_config(instrument)
     saved_at = (home / "rankings" / f"{instrument}.json").stat().st_mtime
     found: dict[str, list[tuple[int, Path]]] = {}
-    for run in sorted(train.runs_dir(home).glob(f"{instrument}-*/run.json")):
+    for run in sorted(runs_dir(home).glob(f"{instrument}-*/run.json")):
         m = re.fullmatch(rf"{instrument}-(rank(\d+)|paper)(-seed(\d+))?", run.parent.name)
         info = json.loads(run.read_text())
         if not m or info.get("status") != "trained" or (m.group(3) is None) != single_seed:
@@ -402,14 +403,14 @@ def trained_runs(home: Path, instrument: str, result, single_seed: bool = False)
 
 
 def probe(args) -> None:
-    """How well :func:`ddx7.select.descent_probe` predicts the losses real-world trained: for
+    """How well :func:`ddx7.rank.ranking.descent_probe` predicts the losses real-world trained: for
     each configuration real-world trained (its runs in the benchmark's data home), the probe on
     the ranking's excerpts against the mean trained loss, next to the selector's rank."""
     import torch
 
-    from ddx7 import train
-    from ddx7.presets import paper_config
-    from ddx7.select import descent_probe, pick_excerpts
+    from ddx7.fit import train
+    from ddx7.rank.choose import paper_config
+    from ddx7.rank.ranking import descent_probe, pick_excerpts
 
     torch.set_num_threads(args.threads)
     home = ROOT / ".cache" / "bench-select-real"
@@ -465,7 +466,8 @@ def ceiling(args) -> None:
     """
     import csv
 
-    from ddx7 import train
+    from ddx7.run import runs_dir
+    from ddx7.fit import train
 
     home = ROOT / ".cache" / "bench-select-real"
     report = {}
@@ -497,7 +499,7 @@ def ceiling(args) -> None:
         if args.trial_seed is not None:
             trial = []
             for r in ranks:
-                run_dir = train.runs_dir(home) / f"{instrument}-trial-rank{r}-seed{args.trial_seed}"
+                run_dir = runs_dir(home) / f"{instrument}-trial-rank{r}-seed{args.trial_seed}"
                 shutil.rmtree(run_dir, ignore_errors=True)
                 trial.append(train.fit(home, run_dir, cfg, sounding_config(result.rows[r - 1]), data=examples).best_valid)
             entry["trial"] = spearman(trial, best)
@@ -543,7 +545,7 @@ def main() -> None:
                     help="configurations trained, at ranks spread geometrically (a Spearman over 8 is too noisy to decide: see README)")
     rw.add_argument("--reuse-ranking", action="store_true", help="train on the ranking saved by an earlier run")
     rw.add_argument("--no-feedback-cap", dest="feedback_cap", action="store_false",
-                    help="rank and train without the feedback cap (see ddx7.feedback.STABLE_LOOP_GAIN)")
+                    help="rank and train without the feedback cap (see ddx7.synth.feedback.STABLE_LOOP_GAIN)")
     rw.add_argument("--budget", type=float, default=60.0)
     rw.add_argument("--seed", type=int, default=0, help="training seed (initial weights, batches, dropout)")
     rw.add_argument("--seeds", type=int, default=1,

@@ -1,10 +1,10 @@
 """The FM synth: fidelity to Dexed per algorithm, render speed against dexed-py, training cost.
 
 1. Fidelity: for every algorithm 1-32 and every feedback value 0-7 a probe voice
-   (:func:`ddx7.fidelity.probe_voice`: random ratios, ~15 % fixed-frequency operators, levels,
+   (:func:`ddx7.synth.fidelity.probe_voice`: random ratios, ~15 % fixed-frequency operators, levels,
    envelopes; no LFO, pitch EG, velocity or key scaling) is rendered by ``preview``'s ddx7 engine
    and by Dexed (0.6 s held, MIDI 48-60, 16 kHz); log-magnitude spectra are compared frame by frame
-   (:func:`ddx7.fidelity.compare_with_dexed`). Prints mean and worst distance (dB) per algorithm
+   (:func:`ddx7.synth.fidelity.compare_with_dexed`). Prints mean and worst distance (dB) per algorithm
    for the attack (first 0.15 s) and the sustain, the share of chaotic frames (strong feedback,
    where even our float32 and float64 renders part) and the long-term spectrum distance.
 2. Render speed, one thread: our synth alone (controls ready, 10 s of audio) and dexed-py's
@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from timing import best_of  # noqa: E402
 
-from ddx7.feedback import feedback_beta  # noqa: E402
-from ddx7.fidelity import compare_with_dexed, probe_voice  # noqa: E402
+from ddx7.synth.feedback import feedback_beta  # noqa: E402
+from ddx7.synth.fidelity import compare_with_dexed, probe_voice  # noqa: E402
 from ddx7.synth import FMSynth  # noqa: E402
 from dx7tools import Voice  # noqa: E402
 from dx7tools.envelope import operator_levels  # noqa: E402

@@ -23,9 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ddx7 import train  # noqa: E402
-from ddx7.corpus import build_corpus  # noqa: E402
-from ddx7.presets import paper_config  # noqa: E402
+from ddx7 import run as runs  # noqa: E402
+
+from ddx7.fit import train  # noqa: E402
+from ddx7.data.corpus import build_corpus  # noqa: E402
+from ddx7.rank.choose import paper_config  # noqa: E402
 from ddx7.resynth import resynthesize_file  # noqa: E402
 from dx7tools.audio import write_wav  # noqa: E402
 
@@ -72,7 +74,7 @@ def main() -> int:
             config = paper_config(inst) if kind == "ddx7" else None
             run_dir = home / "runs" / f"bench-{inst}-{kind}-{int(time.time())}"
             res = train.fit(home, run_dir, cfg, config, data=data)
-            model, _ = train.load_model(run_dir)
+            model, _ = runs.load_model(run_dir)
             torch.set_num_threads(1)
             rtf = decoder_rtf(model, max(data["test"] or data["valid"], key=lambda e: e.frames))
             torch.set_num_threads(2)

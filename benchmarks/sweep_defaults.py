@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ddx7 import train  # noqa: E402
-from ddx7.corpus import build_corpus  # noqa: E402
-from ddx7.presets import paper_config  # noqa: E402
+from ddx7.fit import train  # noqa: E402
+from ddx7.data.corpus import build_corpus  # noqa: E402
+from ddx7.rank.choose import paper_config  # noqa: E402
 
 GRID = [  # batch, crop seconds, learning rate
     (8, 1.0, 2e-3), (16, 1.0, 2e-3), (4, 2.0, 2e-3), (8, 1.0, 5e-4), (8, 1.0, 5e-3), (4, 0.5, 2e-3),

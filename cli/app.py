@@ -20,7 +20,6 @@ from rich.table import Table
 from dx7tools import DX7Error, params
 from dx7tools.algorithms import get_algorithm
 from dx7tools.envelope import operator_levels
-from dx7tools.fixed_config import FixedConfig
 from dx7tools.library import HOME_ENV, Library, LibraryVoice
 from dx7tools.sysex import write_cartridge, write_single
 
@@ -264,13 +263,13 @@ def preview(
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
-    """Render a held note of a library voice to WAV (Python: ddx7.preview.preview)."""
+    """Render a held note of a library voice to WAV (Python: ddx7.synth.preview.preview)."""
     from dx7tools.audio import write_wav
 
     if engine not in ("ddx7", "dexed"):
         raise DX7Error(f"unknown engine {engine!r}; choose ddx7 or dexed")
     entry = Library(home).get(voice)
-    from ddx7.preview import preview as render, unmodelled_features
+    from ddx7.synth.preview import preview as render, unmodelled_features
 
     missing = unmodelled_features(entry.voice) if engine == "ddx7" else []
     if missing:
@@ -340,8 +339,8 @@ def corpus_build(
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
-    """Render a default corpus offline with the General MIDI soundfont (Python: ddx7.corpus.build_corpus)."""
-    from ddx7.corpus import build_corpus
+    """Render a default corpus offline with the General MIDI soundfont (Python: ddx7.data.corpus.build_corpus)."""
+    from ddx7.data.corpus import build_corpus
 
     with _progress_bar(f"rendering {instrument}") as bar:
         task = bar.add_task("render", total=1)
@@ -363,8 +362,8 @@ def corpus_add(
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
-    """Make a corpus from your recordings or URMP stems (Python: ddx7.corpus.add_corpus)."""
-    from ddx7.corpus import add_corpus
+    """Make a corpus from your recordings or URMP stems (Python: ddx7.data.corpus.add_corpus)."""
+    from ddx7.data.corpus import add_corpus
 
     if (audio is None) == (urmp is None):
         raise DX7Error("give exactly one of --audio DIR or --urmp DIR")
@@ -380,8 +379,8 @@ def corpus_add(
 
 @corpus_app.command("list")
 def corpus_list(json_: JsonOption = False, home: HomeOption = None) -> None:
-    """Corpora in the data home with their durations (Python: ddx7.corpus.list_corpora)."""
-    from ddx7.corpus import list_corpora
+    """Corpora in the data home with their durations (Python: ddx7.data.corpus.list_corpora)."""
+    from ddx7.data.corpus import list_corpora
 
     def cells(r: dict) -> list[str]:
         d, segs = r.get("durations") or {}, r.get("segments")
@@ -428,30 +427,24 @@ def fit(
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
-    """Train DDX7 (or HpN) on a corpus (Python: ddx7.train.fit)."""
-    import json as _json
-
-    from ddx7 import train
-    from ddx7.corpus import Corpus
-    from ddx7.presets import auto_config, resolve_config
+    """Train DDX7 (or HpN) on a corpus (Python: ddx7.fit.train.fit)."""
+    from ddx7 import run as runs
+    from ddx7.fit import train
+    from ddx7.data.corpus import Corpus
+    from ddx7.rank.choose import auto_config, resolve_config
 
     if steps is None and minutes is None:
-        minutes = train.FitConfig.minutes
+        minutes = runs.FitConfig.minutes
     extra: dict = {}
     if resume and run is None:
         raise DX7Error("--resume needs --run NAME")
-    name = train.check_name(run) if run else train.default_run_name(home, corpus, model)
-    run_dir = train.runs_dir(home) / name
-    if resume and not (run_dir / "run.json").exists():
-        raise DX7Error(f"nothing to resume: no run named {name!r} (see `dx7tools runs`)")
+    name = runs.check_name(run) if run else runs.default_run_name(home, corpus, model)
+    run_dir = runs.runs_dir(home) / name
     if resume:
-        saved = _json.loads((run_dir / "run.json").read_text())
-        cfg = train.FitConfig.from_saved(saved["config"])
-        if steps is not None or minutes is not None:
-            cfg.steps, cfg.minutes = steps, (minutes if steps is None else None)
-        config = FixedConfig.from_dict(saved["fixed_config"]) if saved.get("fixed_config") else None
+        runs.start(run_dir, resume=True)
+        cfg, config = runs.resume_settings(runs.Run.at(run_dir), steps=steps, minutes=minutes)
     else:
-        cfg = train.FitConfig(corpus=corpus, model=model, voice=voice, steps=steps,
+        cfg = runs.FitConfig(corpus=corpus, model=model, voice=voice, steps=steps,
                               minutes=None if steps is not None else minutes, segment_seconds=segment_seconds,
                               batch_size=batch_size, learning_rate=learning_rate, crepe=crepe, crepe_hop=crepe_hop,
                               seed=seed, threads=threads, valid_every=valid_every,
@@ -528,12 +521,10 @@ def resynth(
     home: HomeOption = None,
 ) -> None:
     """Resynthesise any recording with a trained run, in blocks (Python: ddx7.resynth.resynthesize_file)."""
-    from ddx7 import train
+    from ddx7.run import run_path
     from ddx7.resynth import resynthesize_file
 
-    run_dir = Path(run) if Path(run).is_dir() else train.runs_dir(home) / train.check_name(run)
-    if not run_dir.exists():
-        raise DX7Error(f"no run named {run!r} (see `dx7tools runs`)")
+    run_dir = run_path(home, run)
     with _progress_bar("resynthesis") as bar:
         task = bar.add_task("resynth", total=1)
         info = resynthesize_file(run_dir, input_, output, block_seconds=block_seconds,
@@ -546,8 +537,8 @@ def resynth(
 
 @app.command("runs")
 def runs(json_: JsonOption = False, home: HomeOption = None) -> None:
-    """Training runs in the data home (Python: ddx7.train.list_runs)."""
-    from ddx7.train import list_runs
+    """Training runs in the data home (Python: ddx7.run.list_runs)."""
+    from ddx7.run import list_runs
 
     def cells(r: dict) -> list[str]:
         return [str(r["name"]), str(r["corpus"]), str(r["model"]), str(r["status"]), str(r.get("steps") or ""),

@@ -92,8 +92,8 @@ def paper_table_cmd(
     home: HomeOption = None,
 ) -> None:
     """Train (or reuse) HpN, DDX7 6-op, DDX7 2-op and DDX7 on the selector's top voice per corpus, evaluate all
-    with one embedding and write the table beside the paper's figures (Python: ddx7.paper_table.paper_table)."""
-    from ddx7.paper_table import paper_table
+    with one embedding and write the table beside the paper's figures (Python: ddx7.evaluate.paper_table.paper_table)."""
+    from ddx7.evaluate.paper_table import paper_table
 
     corpora = list(dict.fromkeys([*(corpus or []), *(more or [])])) or ["violin", "flute", "trumpet"]
     with _stages() as progress:
@@ -116,8 +116,8 @@ def report(
     home: HomeOption = None,
 ) -> None:
     """One self-contained HTML page: loss curves, spectrograms, operator envelopes, f0 and loudness, the
-    algorithm, FAD rows and audio players (Python: ddx7.report.write_report)."""
-    from ddx7.report import write_report
+    algorithm, FAD rows and audio players (Python: ddx7.evaluate.report.write_report)."""
+    from ddx7.evaluate.report import write_report
 
     with _stages() as progress:
         path = write_report(home, run, output, excerpts=excerpts, progress=progress)

@@ -150,7 +150,7 @@ def send(
     """Send a voice, a cartridge, parameter changes or a .mid to a MIDI port, paced for a real DX7
     (Python: dx7tools.midi.send_plan, send_events)."""
     from dx7tools import midi
-    from dx7tools.sysex import atomic_write_bytes
+    from dx7tools.files import atomic_write_bytes
 
     if port is None and dry_run is None:
         raise DX7Error("send needs --port NAME (see `dx7tools ports`) or --dry-run OUT.syx")

@@ -1,4 +1,4 @@
-"""``dx7tools rank``: the patch selector (Python: ddx7.select.rank)."""
+"""``dx7tools rank``: the patch selector (Python: ddx7.rank.ranking.rank)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def rank(
     home: HomeOption = None,
 ) -> None:
     """Rank library voices by how well their fixed configuration can play a corpus
-    (Python: ddx7.select.rank)."""
-    from ddx7.select import STEADY_CENTS, rank as rank_corpus
+    (Python: ddx7.rank.ranking.rank)."""
+    from ddx7.rank.ranking import STEADY_CENTS, rank as rank_corpus
 
     progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
                         TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn(),

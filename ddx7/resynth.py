@@ -20,7 +20,10 @@ import torch
 
 from dx7tools.errors import DX7Error
 
-from .train import HOP, SAMPLE_RATE, confidence_threshold, load_model, voiced_f0
+from dx7tools.audio import FRAME_RATE, HOP, SAMPLE_RATE
+
+from ddx7.fit.train import confidence_threshold, voiced_f0
+from ddx7.run import load_model
 
 MARGIN = 1024  # samples of context on each side of a block (loudness n_fft / 2; CREPE needs 512)
 
@@ -73,7 +76,7 @@ def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0,
     """
     import soundfile
 
-    from .features import compute_features
+    from ddx7.data.features import compute_features
 
     model, run = load_model(run_dir)
     cfg = run["config"]
@@ -104,7 +107,7 @@ def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0,
                     audio, state = model_block(model, torch.from_numpy(f0)[None], torch.from_numpy(loud)[None], state)
                     fout.write(audio[0].numpy()[: max(0, min((k1 - k0) * HOP, total - k0 * HOP))])
                     if progress:
-                        progress(k1 / 250.0, frames / 250.0)
+                        progress(k1 / FRAME_RATE, frames / FRAME_RATE)
             os.replace(part, dst)
         except BaseException:
             Path(part).unlink(missing_ok=True)

@@ -1,4 +1,9 @@
-"""Audio files: float WAV writing (atomic) and reading, via soundfile (libsndfile)."""
+"""Audio: the project's rates, float WAV writing (atomic) and reading, a log spectrogram.
+
+The rates below are defined here once and nowhere else: corpora, features, DDX7 models, the
+selector, the exporter and the envelope curves all work at ``SAMPLE_RATE`` with frames of ``HOP``
+samples (the DDX7 paper's 16 kHz and 4 ms).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,14 @@ import os
 import numpy as np
 
 from .errors import DX7Error
-from .sysex import atomic_write_bytes
+from .files import atomic_write_bytes
+
+SAMPLE_RATE = 16000
+"""Hz: the rate of corpora, features and DDX7 models (the paper's)."""
+HOP = 64
+"""Samples per frame: 4 ms at :data:`SAMPLE_RATE`."""
+FRAME_RATE = SAMPLE_RATE / HOP
+"""Frames per second (250.0): f0, loudness, operator levels and envelopes are sampled at this rate."""
 
 
 def write_wav(path: str | os.PathLike, audio, sample_rate: int) -> None:
@@ -48,3 +60,21 @@ def read_audio(path: str | os.PathLike, *, mono: bool = True) -> tuple[np.ndarra
     except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
         raise DX7Error(f"cannot read audio: {exc}", str(path)) from None
     return (x.mean(axis=1) if mono else x), int(sr)
+
+
+def log_spectrogram(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
+    """Magnitude in dB of a Hann-windowed STFT, frames starting at sample 0 (no centring).
+
+    Args:
+        audio: (samples,) float; shorter than ``n_fft`` is zero-padded to one frame.
+
+    Returns:
+        float64 (frames, n_fft // 2 + 1), frames = 1 + (samples - n_fft) // hop; dB of the
+        magnitude plus 1e-9 (about -180 dB for silence).
+    """
+    x = np.asarray(audio, dtype=np.float64)
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    n = 1 + (len(x) - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop][:n] * np.hanning(n_fft)
+    return 20.0 * np.log10(np.abs(np.fft.rfft(frames, axis=1)) + 1e-9)

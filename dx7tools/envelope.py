@@ -60,6 +60,7 @@ import math
 
 import numpy as np
 
+from .audio import FRAME_RATE, SAMPLE_RATE
 from .errors import DX7Error
 from .levels import (
     ENGINE_OFFSET,
@@ -76,7 +77,7 @@ from .levels import (
 
 BLOCK = 64
 """Samples per EG update in the engine (MSFA ``N``)."""
-DEFAULT_SAMPLE_RATE = 16000.0
+DEFAULT_SAMPLE_RATE = float(SAMPLE_RATE)
 """Engine sample rate modelled by default: 16 kHz, where a 64-sample block is one 250 Hz frame."""
 
 _MICRO = 1 << 16  # Q24 units per microstep
@@ -280,7 +281,7 @@ def _frame_times(total_seconds, frame_rate, end_seconds) -> np.ndarray:
     return np.arange(n) / float(frame_rate)
 
 
-def eg_microsteps(rates, levels, note_seconds, *, total_seconds=None, frame_rate=250.0,
+def eg_microsteps(rates, levels, note_seconds, *, total_seconds=None, frame_rate=FRAME_RATE,
                   outlevel=4064, rate_delta=0, sample_rate=DEFAULT_SAMPLE_RATE):
     """Per-frame engine level (microsteps, log domain) of one operator's EG.
 
@@ -296,7 +297,7 @@ def eg_microsteps(rates, levels, note_seconds, *, total_seconds=None, frame_rate
     return np.interp(frames, times, values)
 
 
-def eg_levels(rates, levels, note_seconds, *, total_seconds=None, frame_rate=250.0,
+def eg_levels(rates, levels, note_seconds, *, total_seconds=None, frame_rate=FRAME_RATE,
               rate_scaling=0, note=60, output_level=99, velocity=100, velocity_sensitivity=0,
               level_scaling=0, sample_rate=DEFAULT_SAMPLE_RATE):
     """Per-frame linear amplitude of one operator for a key held ``note_seconds``, then released.
@@ -327,7 +328,7 @@ def eg_levels(rates, levels, note_seconds, *, total_seconds=None, frame_rate=250
 
 
 def operator_levels(voice, note=60, velocity=100, note_seconds=1.0, *, total_seconds=None,
-                    frame_rate=250.0, sample_rate=DEFAULT_SAMPLE_RATE):
+                    frame_rate=FRAME_RATE, sample_rate=DEFAULT_SAMPLE_RATE):
     """Per-frame linear amplitude of all six operators of a voice for one note.
 
     Includes each operator's output level, EG, keyboard rate scaling, keyboard level scaling and

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .audio import FRAME_RATE
 from .envelope import eg_levels
 from .errors import DX7Error
 from .levels import keyboard_level_scaling, round_output_level
 
-FRAME_RATE = 250.0
 EG_KEYS = ("eg_rate_1", "eg_rate_2", "eg_rate_3", "eg_rate_4", "eg_level_1", "eg_level_2", "eg_level_3", "eg_level_4")
 
 

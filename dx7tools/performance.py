@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import DX7Error
 from .midi import Event
-from .sysex import atomic_write_bytes
+from .files import atomic_write_bytes
 
 TICKS_PER_BEAT = 1000
 TEMPO_US = 500_000  # 120 bpm: 1 tick = 0.5 ms

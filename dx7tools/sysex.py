@@ -18,7 +18,6 @@ message names the file, the problem and the byte offset.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from . import params
 from .errors import DX7Error
+from .files import atomic_write_bytes
 from .voice import Voice
 
 YAMAHA = 0x43
@@ -308,32 +308,6 @@ def vced_message(voice: Voice, channel: int = 1) -> bytes:
     payload = voice.to_vced()
     header = bytes([SYSEX_START, YAMAHA, _channel_nibble(channel), 0, 0x01, 0x1B])
     return header + payload + bytes([checksum(payload), SYSEX_END])
-
-
-def current_umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    target_dir = path.parent if str(path.parent) else Path(".")
-    if not target_dir.is_dir():
-        raise DX7Error("cannot write: the folder does not exist", str(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=target_dir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_cartridge(path: str | os.PathLike, voices: Iterable[Voice], channel: int = 1) -> None:

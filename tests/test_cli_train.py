@@ -15,7 +15,7 @@ import pytest
 import soundfile
 import torch
 
-from ddx7.presets import paper_config
+from ddx7.rank.choose import paper_config
 from ddx7.synth import FMSynth
 
 PATCHES = Path(__file__).parent.parent / "patches" / "dx7tools-starters.syx"

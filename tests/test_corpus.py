@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
-import ddx7.corpus as corpus_mod
-from ddx7.corpus import (INSTRUMENTS, SAMPLE_RATE, Corpus, add_corpus, assign_splits, build_corpus, check_name,
+import ddx7.data.corpus as corpus_mod
+from ddx7.data.corpus import (INSTRUMENTS, SAMPLE_RATE, Corpus, add_corpus, assign_splits, build_corpus, check_name,
                          list_corpora, phrase_events, segment_audio)
 from dx7tools.errors import DX7Error
 

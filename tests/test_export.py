@@ -12,9 +12,11 @@ import pytest
 import soundfile
 import torch
 
-from ddx7 import export, train
-from ddx7.corpus import add_corpus
-from ddx7.presets import resolve_config
+from ddx7 import export
+from ddx7 import run as runs
+from ddx7.fit import train
+from ddx7.data.corpus import add_corpus
+from ddx7.rank.choose import resolve_config
 from ddx7.synth import FMSynth
 from dx7tools import midi, performance as perf
 from dx7tools.errors import DX7Error
@@ -50,7 +52,7 @@ def trained(tmp_path_factory):
     cfg = train.FitConfig(corpus="mini", voice="DDX7 VIOLN", steps=3, minutes=None, crepe="tiny", batch_size=1,
                           learning_rate=1e-3,  # 3 steps at the default 5e-3 can saturate a carrier to silence
                           segment_seconds=0.5, valid_every=3, checkpoint_seconds=0)
-    run_dir = train.runs_dir(home) / "mini-violin"
+    run_dir = runs.runs_dir(home) / "mini-violin"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: one thread is faster, and immune to a busy machine
     try:
@@ -144,7 +146,7 @@ def test_breath_lane(trained, exported, tmp_path, monkeypatch):
     home, run_dir, rec = trained
     # A 3-step model's modulators barely leave the levels the exported voice's envelopes give
     # them; fade them out over the take (down to -20 dB) so that the brightness lane has to move.
-    from ddx7.models import DDX7
+    from ddx7.fit.models import DDX7
 
     controls = DDX7.controls
 
@@ -188,7 +190,7 @@ def test_bad_input(trained, tmp_path):
     with pytest.raises(DX7Error, match="representative notes come from its corpus 'mini'"):
         export.export_voice(run_dir, tmp_path / "elsewhere")
     # an HpN run has no DX7 parameters to export
-    from ddx7.models import HpN
+    from ddx7.fit.models import HpN
 
     hpn_run = tmp_path / "hpn-run"
     hpn_run.mkdir()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddx7 import features as fx
+from ddx7.data import features as fx
 from dx7tools.errors import DX7Error
 
 SR = 16000

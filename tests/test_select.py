@@ -11,10 +11,10 @@ import torch
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.library import Library
-from dx7tools.selector import (group_voices, harmonic_f0, lattice_cost, make_excerpt, partial_lattice,
+from dx7tools.lattice import (group_voices, harmonic_f0, lattice_cost, make_excerpt, partial_lattice,
                                pitch_contour, spectral_peaks, voice_starts)
 from dx7tools.voice import Voice
-from ddx7 import select
+from ddx7.rank import ranking as select
 from ddx7.synth import FMSynth
 
 SR = 16000
@@ -155,7 +155,7 @@ def test_scaled_is_exact_or_refuses():
 
 
 def test_a_configuration_whose_carriers_sit_off_the_key_is_also_placed_on_its_lowest_carrier():
-    from dx7tools.selector import OCTAVES, placed_on_carrier
+    from dx7tools.lattice import OCTAVES, placed_on_carrier
 
     chimes = _config(6, coarse=(4, 8, 3, 6, 2, 5), fine=(0, 0, 0, 0, 25, 0), feedback=7)
     placed, factor = placed_on_carrier(chimes)
@@ -299,7 +299,7 @@ def test_fit_distance_follows_a_vibrato_on_the_tracked_contour():
 
 
 def test_pick_excerpts_falls_back_to_the_least_unsteady_windows():
-    from ddx7.train import Example
+    from ddx7.fit.train import Example
 
     frames = 200
     t = np.arange(frames * 64) / SR
@@ -321,7 +321,7 @@ def test_pick_excerpts_falls_back_to_the_least_unsteady_windows():
 @pytest.fixture(scope="module")
 def known_answer(tmp_path_factory, dexed, hexter_dir):
     """A library of hexter's 128 ROM voices and a corpus played by one of them."""
-    from ddx7.known_answer import known_answer_corpus
+    from ddx7.rank.known_answer import known_answer_corpus
 
     home = tmp_path_factory.mktemp("rank-home")
     lib = Library(home)
@@ -360,7 +360,7 @@ def test_rank_finds_the_voice_a_known_answer_corpus_was_played_with(known_answer
 
 
 def test_rank_breaks_ties_with_more_random_starts(known_answer):
-    from dx7tools.selector import ConfigGroup
+    from dx7tools.lattice import ConfigGroup
 
     home, source = known_answer
     config = FixedConfig.from_voice(source.voice)
@@ -408,7 +408,7 @@ def test_rank_bad_input(tmp_path, known_answer):
 
 
 def test_rank_refuses_a_corpus_without_voiced_frames(known_answer, tmp_path):
-    from ddx7.corpus import add_corpus
+    from ddx7.data.corpus import add_corpus
     from dx7tools.audio import write_wav
 
     home, _ = known_answer
@@ -421,7 +421,7 @@ def test_rank_refuses_a_corpus_without_voiced_frames(known_answer, tmp_path):
 
 
 def test_rank_on_a_corpus_with_wide_vibrato_says_so(known_answer, tmp_path, run_cli):
-    from ddx7.corpus import add_corpus
+    from ddx7.data.corpus import add_corpus
     from dx7tools.audio import write_wav
 
     home, _ = known_answer
@@ -474,8 +474,8 @@ def test_cli_rank_errors(run_cli):
 
 
 def test_voice_auto_reuses_a_saved_ranking_only_if_made_for_the_runs_feedback_cap(tmp_path, monkeypatch):
-    from ddx7.presets import auto_config
-    from dx7tools.selector import ConfigGroup
+    from ddx7.rank.choose import auto_config
+    from dx7tools.lattice import ConfigGroup
 
     group = ConfigGroup(_config(2, coarse=(1, 2, 1, 1, 1, 1), feedback=7, name="CAPPED"), [3], ["CAPPED"])
     saved = select.Ranking("ka", [{**select._row(group, 0.5, 4, 0.1, 0), "rank": 1}], True, "ok",

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddx7 import core
-from ddx7.feedback import FEEDBACK_SCALE, feedback_beta, feedback_chain
+from ddx7.synth import core
+from ddx7.synth.feedback import FEEDBACK_SCALE, feedback_beta, feedback_chain
 from ddx7.synth import FMSynth
 from dx7tools import Voice
 from dx7tools.algorithms import get_algorithm
@@ -152,7 +152,7 @@ def test_feedback_scale():
 
 
 def reference_render(cfg: FixedConfig, f0: np.ndarray, index: np.ndarray, hop: int = HOP) -> np.ndarray:
-    """Per-sample float64 DX7 from the algorithm table, written independently of ddx7.core."""
+    """Per-sample float64 DX7 from the algorithm table, written independently of ddx7.synth.core."""
     alg = get_algorithm(cfg.algorithm)
     src, dst = alg.feedback
     beta = feedback_beta(cfg.feedback, cfg.algorithm)

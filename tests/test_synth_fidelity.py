@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ddx7.fidelity import compare_with_dexed, dexed_snaps, probe_voice, spectral_distance_db
+from ddx7.synth.fidelity import compare_with_dexed, dexed_snaps, probe_voice, spectral_distance_db
 
 pytestmark = pytest.mark.oracle
 
@@ -60,7 +60,7 @@ def test_distance_detects_a_wrong_level(dexed):
 def test_dexed_frequency_step_is_real(dexed):
     # The artefact that probe voices avoid: fixed 251.19 Hz plays at 250 Hz in Dexed at 16 kHz.
     from dx7tools import Voice
-    from ddx7.preview import render_dexed
+    from ddx7.synth.preview import render_dexed
 
     assert dexed_snaps(251.19) and not dexed_snaps(257.04)
     voice = Voice.init().replace(op1_mode=1, op1_coarse=2, op1_fine=40)

@@ -1,6 +1,6 @@
 """Hear a library voice: render a held note through our synth (``ddx7``) or through Dexed.
 
-With ``engine="ddx7"`` the voice's fixed configuration goes into :class:`ddx7.synth.FMSynth`
+With ``engine="ddx7"`` the voice's fixed configuration goes into :class:`ddx7.synth.fm.FMSynth`
 and its output levels and envelopes -- :func:`dx7tools.envelope.operator_levels`, which includes
 velocity, keyboard level and rate scaling -- become the per-frame indexes. What the ddx7 engine
 does not model: the LFO, the pitch EG, and Dexed's output quantisation. With ``engine="dexed"``
@@ -16,7 +16,7 @@ from dx7tools.envelope import operator_levels
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 
-from .synth import DEFAULT_SAMPLE_RATE, FMSynth
+from ddx7.synth.fm import DEFAULT_SAMPLE_RATE, FMSynth
 
 ENGINES = ("ddx7", "dexed")
 
@@ -60,14 +60,14 @@ def _check(note, velocity, seconds, tail, sample_rate):
 def render_ddx7(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0, *, tail: float = 0.5,
                 sample_rate: float = DEFAULT_SAMPLE_RATE, antialias: bool = True,
                 dtype: torch.dtype = torch.float32) -> np.ndarray:
-    """A held note of ``voice`` through :class:`ddx7.synth.FMSynth`.
+    """A held note of ``voice`` through :class:`ddx7.synth.fm.FMSynth`.
 
     Args:
         voice: a :class:`dx7tools.voice.Voice`.
         note: MIDI note; velocity: 1-127.
         seconds: how long the key is held; tail: seconds rendered after key-up.
         sample_rate: Hz; frames are 64 samples at 16 kHz, else ``sample_rate / 250`` rounded.
-        antialias: see :class:`ddx7.synth.FMSynth`.
+        antialias: see :class:`ddx7.synth.fm.FMSynth`.
         dtype: torch.float32 (default) or torch.float64 for the per-sample arithmetic.
 
     Returns:

@@ -30,10 +30,9 @@ import numpy as np
 import torch
 
 from dx7tools.errors import DX7Error
-from dx7tools.sysex import atomic_write_bytes
+from dx7tools.audio import FRAME_RATE, SAMPLE_RATE, log_spectrogram
+from dx7tools.files import atomic_write_bytes
 
-SAMPLE_RATE = 16000
-FRAME_RATE = 250.0
 OP_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 
@@ -104,13 +103,8 @@ def loss_figure(run_dir: Path) -> str | None:
     return _png(fig)
 
 
-def log_spectrogram(audio: np.ndarray, n_fft: int = 1024, hop: int = 128) -> np.ndarray:
-    """(N,) audio -> (n_fft // 2 + 1, frames) magnitude in dB (Hann window, floor -100 dB)."""
-    x = torch.from_numpy(np.asarray(audio, dtype=np.float32))
-    if x.numel() < n_fft:
-        x = torch.nn.functional.pad(x, (0, n_fft - x.numel()))
-    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
-    return (20 * torch.log10(spec.clamp_min(1e-5))).numpy()
+SPECTROGRAM_HOP = 128
+"""Samples between the report's spectrogram frames (8 ms): finer than the fidelity figures' 256."""
 
 
 def excerpt_figure(original: np.ndarray, resynth: np.ndarray, f0_hz: np.ndarray, loudness_db: np.ndarray,
@@ -119,9 +113,9 @@ def excerpt_figure(original: np.ndarray, resynth: np.ndarray, f0_hz: np.ndarray,
     rows = 4 if levels is not None else 3
     fig, axes = _figure(9, 2.1 * rows, rows, 1, sharex=True)
     seconds = len(original) / SAMPLE_RATE
-    ref = max(float(log_spectrogram(original).max()), float(log_spectrogram(resynth).max()))
+    ref = max(float(log_spectrogram(a, hop=SPECTROGRAM_HOP).max()) for a in (original, resynth))
     for ax, audio, name in ((axes[0, 0], original, "original"), (axes[1, 0], resynth, "resynthesis")):
-        spec = log_spectrogram(audio)
+        spec = log_spectrogram(audio, hop=SPECTROGRAM_HOP).T  # (bins, frames) for imshow
         ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=ref - 80, vmax=ref,
                   extent=(0, len(audio) / SAMPLE_RATE, 0, SAMPLE_RATE / 2000))
         ax.set_ylabel("kHz")
@@ -221,13 +215,12 @@ def build_report(home, run, *, excerpts: int = 3, max_seconds: float = 8.0, prog
     Raises:
         DX7Error: unknown or unfinished run, missing corpus.
     """
-    from .evaluate import fit_config, read_run, resolve_run
-    from .train import load_examples, load_model
+    from ddx7.fit.train import load_examples
+    from ddx7.run import Run
 
-    run_dir = resolve_run(home, run)
-    info = read_run(run_dir)
-    cfg = fit_config(info)
-    model, _ = load_model(run_dir)
+    run = Run.open(home, run).require_finished()
+    run_dir, info, cfg = run.path, run.record, run.fit_config
+    model = run.model()
     data = load_examples(home, cfg.corpus, cfg, progress=(lambda d, t: progress("features", d, t))
                          if progress else None)
     chosen = data["test"][:excerpts] or data["valid"][:excerpts]

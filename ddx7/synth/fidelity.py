@@ -13,10 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dx7tools.audio import log_spectrogram
 from dx7tools.frequency import operator_frequency
 from dx7tools.voice import Voice
 
-from .preview import render_ddx7, render_dexed
+from ddx7.synth.preview import render_ddx7, render_dexed
 
 ATTACK_SECONDS = 0.15
 
@@ -69,14 +70,6 @@ def probe_voice(algorithm: int, rng: np.random.Generator, feedback: int | None =
             f"op{n}_eg_level_3": int(rng.integers(70, 100)), f"op{n}_eg_level_4": 0,
         })
     return Voice.init().replace(**changes).with_name(f"PROBE A{algorithm:02d}")
-
-
-def log_spectrogram(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
-    """(frames, n_fft // 2 + 1) magnitude in dB of a Hann-windowed STFT (no padding)."""
-    x = np.asarray(audio, dtype=np.float64)
-    n = 1 + max(0, (len(x) - n_fft) // hop)
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop][:n] * np.hanning(n_fft)
-    return 20.0 * np.log10(np.abs(np.fft.rfft(frames, axis=1)) + 1e-9)
 
 
 def spectral_distance_db(ours: np.ndarray, reference: np.ndarray, *, n_fft: int = 1024, hop: int = 256,

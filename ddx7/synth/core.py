@@ -14,7 +14,7 @@ import torch
 from dx7tools.algorithms import Algorithm
 from dx7tools.frequency import DETUNE_DECAY, DETUNE_SCALE, FIXED_DETUNE_OCTAVES
 
-from .feedback import FOUR_PI, feedback_chain
+from ddx7.synth.feedback import FOUR_PI, feedback_chain
 
 PHASE_BITS = 40
 """Frame-start phases are 40-bit fixed point (int64 modulo 2^40): exact sums, so no drift; the
@@ -121,7 +121,7 @@ def fm_operators(phase: torch.Tensor, amp: torch.Tensor, algorithm: Algorithm,
 
     Operator ``k`` outputs ``amp_k * sin(2 pi phase_k + 4 pi * sum(y_j for j modulating k))``,
     computed in the algorithm's render order (modulators first); the feedback loop, if any, runs
-    in :func:`ddx7.feedback.feedback_chain`.
+    in :func:`ddx7.synth.feedback.feedback_chain`.
 
     Args:
         phase: (B, 6, N) accumulated phase in cycles.

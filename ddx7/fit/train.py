@@ -1,17 +1,10 @@
-"""Training runs: data, the loop, checkpoints that survive kill -9, and the run directory.
+"""Training: the data a run reads, the loop, and checkpoints that survive kill -9.
 
-A run lives in ``<home>/runs/<name>/``::
-
-    run.json                 what was asked and what it is (model kind, fixed configuration, corpus,
-                             features, hyper-parameters, parameter count, status)
-    metrics.csv              step, train_loss, valid_loss, lr, elapsed_s (one row per step)
-    checkpoint.safetensors   latest weights + optimizer state + progress (metadata), for --resume
-    model.safetensors        the best weights so far (by validation loss), for resynthesis/export
-    test/                    the test split resynthesised at the end (and the originals)
-
-Every file is written atomically (temporary file, fsync, rename). Randomness is a pure function
-of ``(seed, step)`` (batch choice and dropout), so a resumed run repeats exactly the steps it
-lost and its loss curve is the one an uninterrupted run would have drawn.
+The run's folder, record (``run.json``) and model loading belong to :mod:`ddx7.run`; this module
+writes the checkpoints, metrics and test resynthesis into it. Every file is written atomically
+(temporary file, fsync, rename). Randomness is a pure function of ``(seed, step)`` (batch choice
+and dropout), so a resumed run repeats exactly the steps it lost and its loss curve is the one an
+uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -20,83 +13,33 @@ import csv
 import io
 import json
 import math
-import re
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save as st_save
 
+from dx7tools.audio import HOP, SAMPLE_RATE
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
-from dx7tools.sysex import atomic_write_bytes
 
-from .loss import multiscale_spectral_loss
-from .models import build_model, count_parameters
+from dx7tools.files import atomic_write_bytes
 
-SAMPLE_RATE = 16000
-HOP = 64
+from ddx7 import run as runs
+from ddx7.run import FitConfig, read_weights
+
+from ddx7.fit.loss import multiscale_spectral_loss
+from ddx7.fit.models import build_model, count_parameters
+
 MAX_NONFINITE_STEPS = 20
 """Training stops (DX7Error) after this many steps in a row with a non-finite loss or gradient."""
 SATURATION_WEIGHT = 0.1
-"""Weight of :func:`ddx7.models.saturation_penalty` in the training objective (the logged losses
+"""Weight of :func:`ddx7.fit.models.saturation_penalty` in the training objective (the logged losses
 are the spectral loss alone)."""
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,59}$")
 
-
-@dataclass
-class FitConfig:
-    """Everything a run needs; saved in ``run.json``. Defaults: see the README (measured on 2 cores)."""
-
-    corpus: str
-    model: str = "ddx7"
-    voice: str | None = None
-    steps: int | None = None
-    minutes: float | None = 4.0
-    segment_seconds: float = 1.0
-    batch_size: int = 8
-    learning_rate: float = 5e-3
-    lr_decay: float = 0.5             # multiplied in over lr_decay_steps
-    lr_decay_steps: int = 2000
-    grad_clip: float = 3.0
-    imax: float = 2.0
-    feedback_cap: bool = True         # hold the feedback loop below chaos (ddx7.feedback.STABLE_LOOP_GAIN)
-    crepe: str = "full"
-    crepe_hop: int | None = None
-    confidence: float | None = None   # voicing threshold; None: 0.85 for CREPE full, 0.5 for tiny
-    valid_every: int = 50
-    checkpoint_seconds: float = 20.0
-    seed: int = 0
-    threads: int | None = None
-
-    @classmethod
-    def from_saved(cls, saved: dict) -> "FitConfig":
-        """The config of a saved run (``run.json``'s ``config``): keys of other versions ignored,
-        and runs from before ``feedback_cap`` existed keep training and playing without it."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{"feedback_cap": False, **{k: v for k, v in saved.items() if k in known}})
-
-    def check(self) -> None:
-        if self.model not in ("ddx7", "hpn"):
-            raise DX7Error(f"unknown model {self.model!r}; choose ddx7 or hpn")
-        if self.steps is not None and self.steps < 1:
-            raise DX7Error("--steps must be >= 1")
-        if self.minutes is not None and not self.minutes > 0:
-            raise DX7Error("--minutes must be > 0")
-        if self.crepe not in ("full", "tiny"):
-            raise DX7Error(f"unknown CREPE model {self.crepe!r}; choose full or tiny")
-        if not 0.1 <= self.segment_seconds <= 30:
-            raise DX7Error("segment length must be 0.1-30 s")
-
-
-def check_name(name: str, what: str = "run") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise DX7Error(f"bad {what} name {name!r}: use 1-60 lowercase letters, digits, '.', '_' or '-'")
-    return name
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -135,8 +78,8 @@ def load_examples(home, corpus_name: str, cfg: FitConfig, progress: Callable | N
     Returns:
         ``{"train": [Example], "valid": [...], "test": [...]}``.
     """
-    from .corpus import Corpus
-    from .features import FeatureCache, compute_features
+    from ddx7.data.corpus import Corpus
+    from ddx7.data.features import FeatureCache, compute_features
 
     corpus = Corpus.open(home, corpus_name)
     cache = FeatureCache(Path(corpus.path) / "features")
@@ -192,16 +135,6 @@ def _save(path: Path, tensors: dict, meta: dict) -> None:
     atomic_write_bytes(path, data)
 
 
-def _load(path: Path) -> tuple[dict, dict]:
-    try:
-        with safe_open(str(path), framework="pt") as fh:  # tensors and metadata in one read
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-            meta = json.loads((fh.metadata() or {}).get("meta", "{}"))
-    except Exception as exc:  # safetensors raises its own SafetensorError for a bad header
-        raise DX7Error(f"not a readable checkpoint: {exc}", str(path)) from None
-    return tensors, meta
-
-
 def save_checkpoint(path: Path, model, optimizer, meta: dict) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     state = optimizer.state_dict()
@@ -212,7 +145,7 @@ def save_checkpoint(path: Path, model, optimizer, meta: dict) -> None:
 
 
 def load_checkpoint(path: Path, model, optimizer) -> dict:
-    tensors, meta = _load(path)
+    tensors, meta = read_weights(path)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict = {}
     for k, v in tensors.items():
@@ -221,33 +154,6 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
             state.setdefault(int(idx), {})[key] = v
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return meta
-
-
-def model_kwargs(run: dict) -> dict:
-    if run["model"] != "ddx7":
-        return {"sample_rate": SAMPLE_RATE, "hop_length": HOP}
-    return {"sample_rate": SAMPLE_RATE, "hop_length": HOP, "imax": run["config"]["imax"],
-            "feedback_cap": bool(run["config"].get("feedback_cap", False))}
-
-
-def load_model(run_dir: Path):
-    """The best model of a run (``model.safetensors``) and its ``run.json``."""
-    run_dir = Path(run_dir)
-    info_path = run_dir / "run.json"
-    if not info_path.exists():
-        raise DX7Error("not a run folder (no run.json)", str(run_dir))
-    run = json.loads(info_path.read_text())
-    weights = run_dir / "model.safetensors"
-    if not weights.exists():
-        raise DX7Error("this run has no trained model yet (it stopped before its first validation)", str(run_dir))
-    config = FixedConfig.from_dict(run["fixed_config"]) if run.get("fixed_config") else None
-    model = build_model(run["model"], config, **model_kwargs(run))
-    tensors, _ = _load(weights)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    model.eval()
-    if run["model"] == "ddx7":
-        model.decoder.fuse_weight_norm()  # inference: no per-call weight recomputation
-    return model, run
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -301,21 +207,15 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run_dir = Path(run_dir)
-    ckpt_path, best_path = run_dir / "checkpoint.safetensors", run_dir / "model.safetensors"
-    if run_dir.exists() and not resume:
-        raise DX7Error(f"run {run_dir.name!r} exists; pass --resume to continue it or choose another --run",
-                       str(run_dir))
-    if resume and not (run_dir / "run.json").exists():
-        raise DX7Error("nothing to resume: no run.json", str(run_dir))
+    ckpt_path, best_path = run_dir / runs.CHECKPOINT_FILE, run_dir / runs.MODEL_FILE
+    saved = runs.start(run_dir, resume=resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    saved = json.loads((run_dir / "run.json").read_text()) if resume else None
     if saved is not None:
         # The weights were trained with (or without) the feedback cap: keep it as it was.
-        cfg = replace(cfg, feedback_cap=bool(saved.get("config", {}).get("feedback_cap", False)))
+        cfg = replace(cfg, feedback_cap=bool(saved["config"].get("feedback_cap", False)))
     data = data if data is not None else load_examples(home, cfg.corpus, cfg)
     torch.manual_seed(cfg.seed)  # the initial weights, too, are a function of the seed
-    model = build_model(cfg.model, config, **model_kwargs({"model": cfg.model, "config": asdict(cfg)}))
+    model = build_model(cfg.model, config, **runs.model_kwargs(cfg.model, cfg))
     params = count_parameters(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     run_info = {"name": run_dir.name, "model": cfg.model, "config": asdict(cfg),
@@ -331,8 +231,8 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
         meta = load_checkpoint(ckpt_path, model, optimizer)
         step, best, elapsed = meta["step"], meta["best_valid"], meta["elapsed_s"]
         skipped = int(meta.get("skipped_steps", 0))
-        rows = _read_metrics(run_dir / "metrics.csv", step)
-    atomic_write_bytes(run_dir / "run.json", json.dumps(run_info, indent=2).encode())
+        rows = _read_metrics(run_dir / runs.METRICS_FILE, step)
+    runs.write_record(run_dir, run_info)
 
     frames = int(round(cfg.segment_seconds * SAMPLE_RATE / HOP))
     budget = cfg.minutes * 60.0 if cfg.minutes is not None and cfg.steps is None else math.inf
@@ -346,7 +246,7 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
     def checkpoint() -> None:
         meta = {"step": step, "best_valid": best, "elapsed_s": time.perf_counter() - started,
                 "skipped_steps": skipped}
-        atomic_write_bytes(run_dir / "metrics.csv", _metrics_csv(rows))
+        atomic_write_bytes(run_dir / runs.METRICS_FILE, _metrics_csv(rows))
         save_checkpoint(ckpt_path, model, optimizer, meta)
 
     while True:
@@ -401,7 +301,7 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
     run_info["skipped_steps"] = skipped
     run_info["best_valid_loss"] = best
     run_info["elapsed_s"] = round(elapsed, 2)
-    atomic_write_bytes(run_dir / "run.json", json.dumps(run_info, indent=2).encode())
+    runs.write_record(run_dir, run_info)
     return FitResult(run_dir, step, best, params, elapsed)
 
 
@@ -409,8 +309,8 @@ def write_test_resynthesis(run_dir: Path, data: dict, limit: int | None = None) 
     """Resynthesise the test split with the run's best model into ``run_dir/test``."""
     from dx7tools.audio import write_wav
 
-    model, _ = load_model(run_dir)
-    out_dir = Path(run_dir) / "test"
+    model = runs.Run.at(run_dir).model()
+    out_dir = Path(run_dir) / runs.TEST_DIR
     out_dir.mkdir(exist_ok=True)
     written = []
     with torch.no_grad():
@@ -421,35 +321,3 @@ def write_test_resynthesis(run_dir: Path, data: dict, limit: int | None = None) 
                 write_wav(path, audio, SAMPLE_RATE)
                 written.append(path)
     return written
-
-
-def runs_dir(home) -> Path:
-    from dx7tools.library import resolve_home
-
-    return Path(resolve_home(home)) / "runs"
-
-
-def list_runs(home) -> list[dict]:
-    root = runs_dir(home)
-    out = []
-    for d in sorted(root.iterdir()) if root.exists() else []:
-        try:
-            info = json.loads((d / "run.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        out.append({k: info.get(k) for k in ("name", "model", "status", "steps", "best_valid_loss", "parameters")}
-                   | {"corpus": info.get("config", {}).get("corpus")})
-    return out
-
-
-def default_run_name(home, corpus: str, model: str) -> str:
-    root = runs_dir(home)
-    base = f"{corpus}-{model}"
-    if not (root / base).exists():
-        return base
-    k = 2
-    while (root / f"{base}-{k}").exists():
-        k += 1
-    return f"{base}-{k}"
-
-

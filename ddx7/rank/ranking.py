@@ -5,7 +5,7 @@
 1. **Excerpts.** :func:`pick_excerpts` takes steady, voiced 128 ms windows of the corpus's
    training and validation segments (f0 from CREPE, as for training), spread over its pitch range
    and dynamics.
-2. **First stage, every configuration** (:func:`dx7tools.selector.first_stage_costs`, numpy):
+2. **First stage, every configuration** (:func:`dx7tools.lattice.first_stage_costs`, numpy):
    can the configuration put partials where the excerpts have them (its partial lattice), at
    the measured f0 and an octave either way?
 3. **The fits** (:func:`fit_distance`): the differentiable synth itself, with the
@@ -45,16 +45,15 @@ import torch
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.library import Library, resolve_home
-from dx7tools.selector import (OCTAVES, ConfigGroup, Excerpt, first_stage_costs, group_voices, make_excerpt,
+from dx7tools.lattice import (OCTAVES, ConfigGroup, Excerpt, first_stage_costs, group_voices, make_excerpt,
                                voice_starts)
-from dx7tools.sysex import atomic_write_bytes
+from dx7tools.audio import HOP, SAMPLE_RATE
+from dx7tools.files import atomic_write_bytes
 
-from . import core
-from .feedback import feedback_beta, index_ceiling
-from .synth import FMSynth
+from ddx7.synth import core
+from ddx7.synth.feedback import feedback_beta, index_ceiling
+from ddx7.synth.fm import FMSynth
 
-SAMPLE_RATE = 16000
-HOP = 64
 WINDOW = 2048
 """Excerpt length in samples (128 ms at 16 kHz, 32 frames)."""
 DEFAULT_BUDGET = 60.0
@@ -87,7 +86,7 @@ QUICK_SPEEDUP = 2.0
 """A quick fit costs about this fraction of a full one (measured 0.14 s against 0.27 s)."""
 FIT_VOICE_STARTS = 24
 """Starting points of a fit taken from the configuration's voices' envelopes
-(:func:`dx7tools.selector.voice_starts`), besides the random ones ..."""
+(:func:`dx7tools.lattice.voice_starts`), besides the random ones ..."""
 QUICK_VOICE_STARTS = 8
 """... and of a quick fit."""
 DEFAULT_CANDIDATES = 40
@@ -95,7 +94,9 @@ DEFAULT_CANDIDATES = 40
 STEADY_CENTS = (40.0, 100.0, 300.0)
 """How far an excerpt's pitch may move within its window: the first limit any window meets is
 used (a voice with a trill or a wide vibrato still gets ranked, on its least unsteady windows)."""
-FLOOR_DB = 60.0
+DISTANCE_FLOOR_DB = 60.0
+"""The level fits' spectral distance ignores bins more than this far below the excerpt's loudest
+(the lattice's partial floor, :data:`dx7tools.lattice.PEAK_FLOOR_DB`, is another threshold)."""
 
 # Index grid of the second stage: silence, then DX7 output levels 39..99 in steps of 4
 # (about 3 dB apart), as DDX7 indexes (2 = output level 99).
@@ -115,14 +116,14 @@ def pick_excerpts(examples: list, n: int = 12, window: int = WINDOW, pitch_bins:
     """Steady voiced windows spread over pitch and loudness.
 
     Args:
-        examples: :class:`ddx7.train.Example` (audio, f0 per frame with 0 = unvoiced, loudness).
+        examples: :class:`ddx7.fit.train.Example` (audio, f0 per frame with 0 = unvoiced, loudness).
         n: how many excerpts at most.
         window: excerpt length in samples (a multiple of the 64-sample hop).
         pitch_bins: the pitch range is cut into this many quantile bins; each gives its loudest
             windows and one of middling loudness.
 
     Returns:
-        excerpts (:class:`dx7tools.selector.Excerpt`), at most ``n``: windows whose pitch stays
+        excerpts (:class:`dx7tools.lattice.Excerpt`), at most ``n``: windows whose pitch stays
         within the first of :data:`STEADY_CENTS` that any window meets (each excerpt's
         ``pitch_spread_cents`` says how steady it is).
 
@@ -181,7 +182,7 @@ def log_power_db(audio: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(torch.fft.rfft(audio.double() * window).abs() ** 2 + 1e-20)
 
 
-def spectral_distance(pred_db: torch.Tensor, target_db: torch.Tensor, floor_db: float = FLOOR_DB) -> torch.Tensor:
+def spectral_distance(pred_db: torch.Tensor, target_db: torch.Tensor, floor_db: float = DISTANCE_FLOOR_DB) -> torch.Tensor:
     """Mean |dB difference| over bins, both spectra floored at ``floor_db`` below the target's
     peak and the prediction's gain matched peak to peak: (..., bins), (bins,) -> (...)."""
     top = target_db.max()
@@ -194,8 +195,8 @@ class HeldNotes:
     """Renders held notes of one configuration, constant pitch and levels over the window, for
     many level settings at once (the fits' inner loop).
 
-    Same controls and core as :class:`ddx7.synth.FMSynth` (its :meth:`~FMSynth.get_controls`
-    and :func:`ddx7.core.fm_operators`), but the phases depend on the pitch alone, so a batch
+    Same controls and core as :class:`ddx7.synth.fm.FMSynth` (its :meth:`~FMSynth.get_controls`
+    and :func:`ddx7.synth.core.fm_operators`), but the phases depend on the pitch alone, so a batch
     of level settings at one pitch shares them instead of accumulating them per setting.
     """
 
@@ -240,15 +241,15 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
 
     For every excerpt at once: ``n_random`` random grid points of the six indexes and the
     ``starts`` (E, S, 6), more starting points per excerpt (indexes, 2 = output level 99: where
-    the configuration's voices put their levels, :func:`dx7tools.selector.voice_starts`); the
+    the configuration's voices put their levels, :func:`dx7tools.lattice.voice_starts`); the
     best one refined by ``sweeps`` rounds of coordinate descent (the pitch over
     :data:`PITCH_CENTS` from the excerpt's f0, on a flat pitch or on its ``pitch_contour``, then
     each operator in turn over the whole :data:`INDEX_GRID`), levels held constant over the
     128 ms window. ``refine`` steps of gradient descent on the levels (log scale, Adam) then
     leave the grid: the true configuration of a steady sound can come arbitrarily close, a wrong
     one cannot. ``octave``: the note pitch is ``f0 * 2**octave`` (see
-    :func:`dx7tools.selector.lattice_cost`). Every index stays within what a DDX7 model of the
-    configuration can play (:func:`ddx7.feedback.index_ceiling`: level 99, and with
+    :func:`dx7tools.lattice.lattice_cost`). Every index stays within what a DDX7 model of the
+    configuration can play (:func:`ddx7.synth.feedback.index_ceiling`: level 99, and with
     ``feedback_cap`` the feedback operator below its chaotic regime, as ``dx7tools fit`` trains
     by default): a score must not count on a sound the trained model cannot make.
 
@@ -344,9 +345,9 @@ def descent_probe(config: FixedConfig, excerpts: list[Excerpt], *, octave: int =
     gets from where a new DDX7 model starts.
 
     Per excerpt, six levels held constant over the window start where a new model starts them
-    (:func:`ddx7.models.start_logits`: carriers at half their ceiling, modulators at
-    :data:`~ddx7.models.MODULATOR_START`) and follow ``steps`` Adam steps (``lr`` on the
-    logits) on the training loss (:func:`ddx7.loss.multiscale_spectral_loss`, absolute level:
+    (:func:`ddx7.fit.models.start_logits`: carriers at half their ceiling, modulators at
+    :data:`~ddx7.fit.models.MODULATOR_START`) and follow ``steps`` Adam steps (``lr`` on the
+    logits) on the training loss (:func:`ddx7.fit.loss.multiscale_spectral_loss`, absolute level:
     a configuration that starts far too loud can silence its carriers, as training can). The
     fits of :func:`fit_distance` search widely instead and say what the configuration *can*
     reproduce; this says what a descent from the model's start *does* reach.
@@ -356,8 +357,8 @@ def descent_probe(config: FixedConfig, excerpts: list[Excerpt], *, octave: int =
     Returns:
         the mean over excerpts of the lowest training loss reached.
     """
-    from .loss import multiscale_spectral_loss
-    from .models import start_logits
+    from ddx7.fit.loss import multiscale_spectral_loss
+    from ddx7.fit.models import start_logits
 
     if not excerpts:
         raise DX7Error("no excerpts to probe")
@@ -393,7 +394,7 @@ class Ranking:
             within a stage), ``stage`` (4, 3, 2 or 1),
             ``first_stage`` (the stage-1 cost), ``config`` (:meth:`FixedConfig.to_dict`),
             ``ratio_factor`` (1, or for a copy of the voices' configuration placed on its lowest
-            carrier, :func:`dx7tools.selector.placed_on_carrier`, the factor its ratios were
+            carrier, :func:`dx7tools.lattice.placed_on_carrier`, the factor its ratios were
             multiplied by: ``ratios`` and ``config`` are the placed ones, what DDX7 trains).
             A voice can therefore appear in two rows.
         complete: False when the budget stopped a fitting stage before its planned candidates.
@@ -468,7 +469,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         progress: called as ``progress(stage_name, done, total)``.
         save: write ``rankings/CORPUS.json`` in the data home (atomic) when the run completes.
         start_from_voices: seed the fits with the voices' own envelope levels
-            (:func:`dx7tools.selector.voice_starts`); False: random starts only.
+            (:func:`dx7tools.lattice.voice_starts`); False: random starts only.
         feedback_cap: the fits keep each feedback operator below its chaotic regime, as
             ``dx7tools fit`` does by default (``--no-feedback-cap``: rank for runs without it).
 
@@ -476,7 +477,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         DX7Error: empty library (or no voice of ``algorithm``), unknown corpus, no voiced
             frames, bad arguments.
     """
-    from .train import FitConfig, load_examples
+    from ddx7.fit.train import FitConfig, load_examples
 
     t0 = time.perf_counter()
     if not (isinstance(budget, (int, float)) and budget > 0):
@@ -662,7 +663,7 @@ def _rankings_dir(home) -> Path:
 
 def save_ranking(home, ranking: Ranking) -> Path:
     """Write ``rankings/CORPUS.json`` atomically (the corpus name is validated, never a raw path)."""
-    from .corpus import check_name
+    from ddx7.data.corpus import check_name
 
     path = _rankings_dir(home) / f"{check_name(ranking.corpus)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -672,7 +673,7 @@ def save_ranking(home, ranking: Ranking) -> Path:
 
 def load_ranking(home, corpus: str) -> Ranking | None:
     """The saved ranking of ``corpus``, or None."""
-    from .corpus import check_name
+    from ddx7.data.corpus import check_name
 
     path = _rankings_dir(home) / f"{check_name(corpus)}.json"
     if not path.exists():

@@ -1,7 +1,7 @@
 """The two decoders of the paper, their synths and the shared reverb, small enough to read at once.
 
 * :class:`DDX7` — a causal TCN maps (f0, loudness) per frame to six output levels (modulation
-  indexes, sigmoid x Imax) that drive :class:`ddx7.synth.FMSynth` for a fixed configuration.
+  indexes, sigmoid x Imax) that drive :class:`ddx7.synth.fm.FMSynth` for a fixed configuration.
 * :class:`HpN` — the DDSP harmonic-plus-noise decoder (MLPs, GRU, 100 harmonics, 65 noise bands).
 * :class:`Reverb` — a learnable 1-second exponentially decaying noise impulse response, after
   either synth.
@@ -21,9 +21,9 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from dx7tools.fixed_config import FixedConfig
 
-from . import core
-from .feedback import index_ceiling
-from .synth import FMSynth
+from ddx7.synth import core
+from ddx7.synth.feedback import index_ceiling
+from ddx7.synth.fm import FMSynth
 
 
 def scale_inputs(f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> torch.Tensor:
@@ -158,7 +158,7 @@ class DDX7(nn.Module):
         super().__init__()
         self.imax = float(imax)
         # Per-operator ceiling of the index. ``feedback_cap``: the feedback operator's ceiling keeps
-        # its loop out of the chaotic regime (see ddx7.feedback.STABLE_LOOP_GAIN), where training
+        # its loop out of the chaotic regime (see ddx7.synth.feedback.STABLE_LOOP_GAIN), where training
         # gets stuck; the sigmoid is scaled, not clipped, so its gradient never vanishes.
         self.register_buffer("ceiling", index_ceiling(config.algorithm, config.feedback, feedback_cap, self.imax),
                              persistent=False)

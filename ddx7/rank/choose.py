@@ -39,14 +39,14 @@ def auto_config(home, corpus: str, *, budget: float = 60.0, progress=None,
     Uses the saved ranking (``dx7tools rank``) when there is one made for the same
     ``feedback_cap`` as the run (rankings from before that option were made without it), else
     ranks now. A row placed
-    an octave away (see :func:`dx7tools.selector.lattice_cost`) is transposed exactly
+    an octave away (see :func:`dx7tools.lattice.lattice_cost`) is transposed exactly
     (:meth:`FixedConfig.transposed`); rows that cannot be are passed over.
 
     Returns:
         ``(config, selection)``: the configuration and what to record in the run (the ranking's
         message, whether it was complete, the chosen rank and the top rows).
     """
-    from .select import load_ranking, rank
+    from ddx7.rank.ranking import load_ranking, rank
 
     ranking = load_ranking(home, corpus)
     if ranking is not None and bool(ranking.stats.get("feedback_cap", False)) != bool(feedback_cap):
@@ -73,7 +73,7 @@ def resolve_config(home, voice: str | None, instrument: str | None) -> FixedConf
             raise DX7Error(f"corpus instrument {instrument!r} has no default configuration; pass --voice VOICE")
         return paper_config(instrument)
     if voice == "auto":
-        raise DX7Error("--voice auto needs the corpus: use ddx7.presets.auto_config(home, corpus)")
+        raise DX7Error("--voice auto needs the corpus: use ddx7.rank.choose.auto_config(home, corpus)")
     from dx7tools.library import Library
 
     return FixedConfig.from_voice(Library(home).get(voice).voice)

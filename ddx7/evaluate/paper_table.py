@@ -4,7 +4,7 @@
     print(result["markdown"])               # also written to <out>/paper-table.md and .csv
 
 Per corpus it trains (or reuses) four models with the same trainer, budget and CREPE model, and
-evaluates them with one embedding against the complete corpus (see :mod:`ddx7.evaluate`):
+evaluates them with one embedding against the complete corpus (see :mod:`ddx7.evaluate.score`):
 
 ========  ==========================================================================
 row       model
@@ -40,9 +40,10 @@ from typing import Callable
 
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
-from dx7tools.sysex import atomic_write_bytes
+from dx7tools.files import atomic_write_bytes
 
-from .embeddings import DEFAULT_EMBEDDING, Embedder, get_embedding
+from ddx7 import run as runs
+from ddx7.evaluate.embeddings import DEFAULT_EMBEDDING, Embedder, get_embedding
 
 ProgressFn = Callable[[str, float, float], None]
 
@@ -74,7 +75,7 @@ def two_operator_stack() -> FixedConfig:
 def top_voice_config(home, corpus_name: str) -> tuple[FixedConfig | None, str]:
     """The selector's top configuration for the corpus and a caveat (or ''), or ``(None, why not)``."""
     try:
-        from .select import cached_top_config
+        from ddx7.rank.ranking import cached_top_config
     except (ImportError, AttributeError):
         return None, "the patch selector is not available"
     try:
@@ -89,7 +90,7 @@ def top_voice_config(home, corpus_name: str) -> tuple[FixedConfig | None, str]:
 def _ranking_caveat(home, corpus_name: str) -> str:
     """The saved ranking's own message when it is incomplete (e.g. first stage only), else ''."""
     try:
-        from .select import load_ranking
+        from ddx7.rank.ranking import load_ranking
 
         ranking = load_ranking(home, corpus_name)
     except (ImportError, AttributeError, DX7Error):
@@ -114,7 +115,7 @@ def budget_tag(minutes: float | None, steps: int | None) -> str:
 def plan_runs(home, corpus_name: str, instrument: str | None, minutes: float | None, steps: int | None
               ) -> tuple[list[PlannedRun], list[str]]:
     """The runs the table needs for one corpus, and notes on rows that are skipped."""
-    from .presets import paper_config
+    from ddx7.rank.choose import paper_config
 
     tag = budget_tag(minutes, steps)
     notes: list[str] = []
@@ -138,22 +139,23 @@ def plan_runs(home, corpus_name: str, instrument: str | None, minutes: float | N
 def _train(home, plan: PlannedRun, corpus_name: str, minutes, steps, crepe: str, data: dict,
            progress: ProgressFn | None, overrides: dict) -> dict:
     """Train the planned run (or reuse / resume it); its ``run.json``."""
-    from . import train
+    from ddx7.fit import train
 
-    run_dir = train.runs_dir(home) / plan.name
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
-    if info is not None and info.get("status") == "trained" and (run_dir / "model.safetensors").exists():
-        same = (info.get("model") == plan.model and info["config"].get("crepe") == crepe
-                and (plan.config is None or FixedConfig.from_dict(info["fixed_config"]).key == plan.config.key))
+    run_dir = runs.runs_dir(home) / plan.name
+    existing = runs.Run.at(run_dir) if (run_dir / runs.RECORD_FILE).exists() else None
+    info = existing.record if existing is not None else None
+    if existing is not None and existing.finished:
+        same = (existing.kind == plan.model and info["config"].get("crepe") == crepe
+                and (plan.config is None or existing.fixed_config.key == plan.config.key))
         if not same:
             raise DX7Error(f"run {plan.name!r} exists with other settings; remove it or use another --home",
                            str(run_dir))
         info["reused"] = True
         return info
-    cfg = train.FitConfig(corpus=corpus_name, model=plan.model, steps=steps,
+    cfg = runs.FitConfig(corpus=corpus_name, model=plan.model, steps=steps,
                           minutes=None if steps is not None else minutes, crepe=crepe,
                           valid_every=min(50, steps) if steps else 50, **overrides)
-    resume = info is not None and (run_dir / "checkpoint.safetensors").exists()
+    resume = info is not None and (run_dir / runs.CHECKPOINT_FILE).exists()
     if info is not None and not resume:
         shutil.rmtree(run_dir)  # a run folder without a checkpoint holds nothing to keep
     label = f"training {plan.name}"
@@ -164,7 +166,7 @@ def _train(home, plan: PlannedRun, corpus_name: str, minutes, steps, crepe: str,
             progress(label, min(ev["step"] if steps is not None else ev["elapsed_s"], total), total)
 
     train.fit(home, run_dir, cfg, plan.config, resume=resume, progress=on_step, data=data)
-    info = json.loads((run_dir / "run.json").read_text())
+    info = runs.read_record(run_dir)
     info["reused"] = False
     return info
 
@@ -182,16 +184,16 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
         crepe: CREPE model for the training features ("tiny", as the demo).
         embedding, weights, diagonal: the FAD embedding (one for the whole table).
         out_dir: where ``paper-table.md`` / ``.csv`` / ``.json`` go (default ``<home>/paper-table``).
-        fit_overrides: other :class:`ddx7.train.FitConfig` fields for new runs (e.g. a smaller batch).
+        fit_overrides: other :class:`ddx7.fit.train.FitConfig` fields for new runs (e.g. a smaller batch).
 
     Returns:
         ``{"embedding", "embedding_description", "rows": [...], "notes": [...], "markdown", "csv",
         "files": [...]}``.
     """
-    from . import train
-    from .corpus import Corpus, build_corpus
-    from .presets import PAPER_INSTRUMENTS
-    from .evaluate import _row, corpus_reference, original_row, run_stats
+    from ddx7.data.corpus import Corpus, build_corpus, check_name
+    from ddx7.fit import train
+    from ddx7.rank.choose import PAPER_INSTRUMENTS
+    from ddx7.evaluate.score import _row, corpus_reference, original_row, run_stats
 
     if not corpora:
         raise DX7Error("no corpus given")
@@ -202,7 +204,7 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
     notes: list[str] = []
     started = time.perf_counter()
     for corpus_name in corpora:
-        train.check_name(corpus_name, "corpus")
+        check_name(corpus_name)
         try:
             corpus = Corpus.open(home, corpus_name)
         except DX7Error:
@@ -214,7 +216,7 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
         instrument = corpus.instrument
         plans, skipped = plan_runs(home, corpus_name, instrument, minutes, steps)
         notes += skipped
-        fit_cfg = train.FitConfig(corpus=corpus_name, crepe=crepe)
+        fit_cfg = runs.FitConfig(corpus=corpus_name, crepe=crepe)
         data = train.load_examples(home, corpus_name, fit_cfg,
                                    progress=(lambda d, t: progress(f"features {corpus_name}", d, t))
                                    if progress else None)
@@ -227,8 +229,8 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
         rows.append({**base, **_table_row("original", floor, None, instrument)})
         for plan in plans:
             info = _train(home, plan, corpus_name, minutes, steps, crepe, data, progress, fit_overrides or {})
-            run_dir = train.runs_dir(home) / plan.name
-            stats, _ = run_stats(run_dir, home, info, emb, diagonal=diagonal, progress=progress)
+            stats, _ = run_stats(runs.Run.at(runs.runs_dir(home) / plan.name), home, emb, diagonal=diagonal,
+                                 progress=progress)
             fad_row = _row(plan.name, stats, corpus_stats)
             rows.append({**base, **_table_row(plan.row, fad_row, info, instrument)})
     result = {"embedding": emb.name, "embedding_description": emb.describe(), "diagonal": diagonal,
@@ -236,7 +238,7 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
               "rows": rows, "notes": notes, "seconds": round(time.perf_counter() - started, 1)}
     result["markdown"] = to_markdown(result)
     result["csv"] = to_csv(rows)
-    out = Path(out_dir) if out_dir is not None else train.runs_dir(home).parent / "paper-table"
+    out = Path(out_dir) if out_dir is not None else runs.runs_dir(home).parent / "paper-table"
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for name, text in (("paper-table.md", result["markdown"]), ("paper-table.csv", result["csv"]),

@@ -3,7 +3,7 @@
 The selector must find the configuration a corpus was played with. These corpora are made by
 rendering held notes and short phrases of a voice with Dexed's engine (dexed-py, the optional
 GPL extra), at several pitches, velocities and lengths, and importing them like any recordings
-(:func:`ddx7.corpus.add_corpus`), so CREPE, segmentation and the splits all take part.
+(:func:`ddx7.data.corpus.add_corpus`), so CREPE, segmentation and the splits all take part.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 
 from dx7tools.audio import write_wav
 
-from .corpus import add_corpus
-from .preview import render_dexed
+from ddx7.data.corpus import add_corpus
+from ddx7.synth.preview import render_dexed
 
 DEFAULT_NOTES = (43, 50, 57, 64, 71, 78)
 KNOWN_ANSWER_MIN_SECONDS = 0.25
-"""Shortest sound kept (:func:`ddx7.corpus.add_corpus`): some voices die away within half a
+"""Shortest sound kept (:func:`ddx7.data.corpus.add_corpus`): some voices die away within half a
 second even when their keys are held (ROM1A's STRINGS 8 under Dexed)."""
 
 

@@ -5,7 +5,7 @@
 loudness, two more loudnesses (15th / 85th percentile) at that pitch and two more pitches
 (15th / 85th percentile) at that loudness. Each is a synthetic feature trajectory -- silence,
 a 40 ms attack, a 1 s sustain, a 0.25 s release falling 60 dB -- run through the model's TCN
-(:meth:`ddx7.models.DDX7.controls`), whose per-operator index ``I`` is an amplitude ``I / 2``
+(:meth:`ddx7.fit.models.DDX7.controls`), whose per-operator index ``I`` is an amplitude ``I / 2``
 (``I = 2`` is output level 99, :mod:`dx7tools.levels`). :mod:`dx7tools.fit_envelope` then fits
 each operator's output level, EG rates and levels, velocity sensitivity and keyboard level
 scaling to those amplitudes with the DX7's own curves. Loudness maps to velocity linearly
@@ -16,8 +16,8 @@ no pitch EG: the model has neither), named after the run.
 **Fidelity** (:func:`fidelity`): the exported voice rendered by dexed-py and the model's own
 dry resynthesis (synth without its reverb, which a DX7 does not have) of the same held notes,
 compared by the multi-resolution spectral loss the model was trained with
-(:func:`ddx7.loss.multiscale_spectral_loss`) and by the frame-wise log-spectral distance in dB
-(:func:`ddx7.fidelity.spectral_distance_db`); next to the same figures for the nearest unfitted
+(:func:`ddx7.fit.loss.multiscale_spectral_loss`) and by the frame-wise log-spectral distance in dB
+(:func:`ddx7.synth.fidelity.spectral_distance_db`); next to the same figures for the nearest unfitted
 library voice with the same fixed configuration.
 
 **Performance** (:func:`export_performance`): see that function.
@@ -40,9 +40,11 @@ from dx7tools.fit_envelope import NoteTarget, apply_fits, fit_voice_levels
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.voice import Voice
 
-from .train import HOP, SAMPLE_RATE, FitConfig, load_examples, load_model
+from dx7tools.audio import FRAME_RATE, HOP, SAMPLE_RATE
 
-FRAME_RATE = SAMPLE_RATE / HOP  # 250
+from ddx7.fit.train import load_examples
+from ddx7.run import FitConfig, load_model
+
 PRE_SECONDS = 0.5       # silence before note-on: the TCN's context (124 frames) sees silence
 ATTACK_SECONDS = 0.04
 NOTE_SECONDS = 1.0
@@ -54,7 +56,7 @@ RELEASE_DROP_DB = 60.0
 # -- the run and its corpus ---------------------------------------------------------------------
 def resolve_run(home, run: str) -> Path:
     """A run name (in ``<home>/runs``) or a run folder."""
-    from .train import check_name, runs_dir
+    from ddx7.run import check_name, runs_dir
 
     if Path(run).is_dir():
         return Path(run)
@@ -246,7 +248,8 @@ def export_voice(run_dir, home=None) -> VoiceExport:
 def write_voice(path, voice: Voice, *, bank: bool = False) -> None:
     """Write a single voice (163-byte VCED dump) or a 32-voice cartridge (voice in slot 1), atomically."""
     from dx7tools.midi import validate_sysex
-    from dx7tools.sysex import atomic_write_bytes, vced_message, vmem_message
+    from dx7tools.files import atomic_write_bytes
+    from dx7tools.sysex import vced_message, vmem_message
 
     data = vmem_message([voice]) if bank else vced_message(voice)
     validate_sysex(data, str(path))
@@ -272,7 +275,7 @@ def baseline_voice(home, config: FixedConfig) -> tuple[Voice, str]:
     try:
         from dx7tools.sysex import parse_bytes
 
-        from .presets import _patch_file
+        from ddx7.rank.choose import _patch_file
 
         cart = parse_bytes(_patch_file("dx7tools-starters.syx"), "dx7tools-starters.syx")
         candidates += [(r.voice, "dx7tools-starters.syx") for r in cart.voices]
@@ -286,8 +289,8 @@ def baseline_voice(home, config: FixedConfig) -> tuple[Voice, str]:
 
 
 def _distances(render: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    from .fidelity import spectral_distance_db
-    from .loss import multiscale_spectral_loss
+    from ddx7.synth.fidelity import spectral_distance_db
+    from ddx7.fit.loss import multiscale_spectral_loss
 
     n = min(len(render), len(reference))
     a = torch.from_numpy(np.ascontiguousarray(render[:n], dtype=np.float32))[None]
@@ -305,7 +308,7 @@ def fidelity(export: VoiceExport, baseline: Voice) -> dict:
     Raises:
         DX7Error: dexed-py (optional extra) is not installed.
     """
-    from .preview import render_dexed
+    from ddx7.synth.preview import render_dexed
 
     rows = []
     for note, reference in zip(export.notes, export.audio):
@@ -339,8 +342,8 @@ def performance_features(run: dict, wav) -> tuple[np.ndarray, np.ndarray]:
     """f0 (0 where unvoiced) and loudness of a recording, as the run's training computed them."""
     from dx7tools.audio import read_audio
 
-    from .features import compute_features
-    from .train import confidence_threshold, voiced_f0
+    from ddx7.data.features import compute_features
+    from ddx7.fit.train import confidence_threshold, voiced_f0
 
     audio, sr = read_audio(wav)
     if len(audio) == 0:
@@ -383,7 +386,8 @@ def export_performance(run_dir, wav, out_mid, *, home=None, voice_export: VoiceE
     from dx7tools.envelope import eg_levels
     from dx7tools.levels import amplitude_to_output_level, keyboard_level_scaling, output_level_to_amplitude
     from dx7tools.midi import Event, function_parameter_change, sort_events
-    from dx7tools.sysex import atomic_write_bytes, vced_message
+    from dx7tools.files import atomic_write_bytes
+    from dx7tools.sysex import vced_message
 
     started = time.perf_counter()
     run_dir, out_mid = Path(run_dir), Path(out_mid)
@@ -572,7 +576,7 @@ def render_midi(voice: Voice, song, *, sample_rate: int = 44100, max_tail: float
     from dx7tools.midi import KIND_VOICE, message_kind, parse_parameter_change, read_midi_events
     from dx7tools.sysex import parse_bytes
 
-    from .preview import render_dexed
+    from ddx7.synth.preview import render_dexed
 
     events = read_midi_events(song)
     current = voice
@@ -618,8 +622,8 @@ def render_midi(voice: Voice, song, *, sample_rate: int = 44100, max_tail: float
     rendered, cache = [], {}
     for i, (t0, t1, note, vel, v) in enumerate(sorted(notes, key=lambda n: n[0])):
         held_s = max(t1 - t0, 1.0 / sample_rate)
-        levels = operator_levels(v, note, vel, held_s, frame_rate=250.0)
-        tail = min(max_tail, max(0.0, len(levels) / 250.0 - held_s) + 0.05)
+        levels = operator_levels(v, note, vel, held_s, frame_rate=FRAME_RATE)
+        tail = min(max_tail, max(0.0, len(levels) / FRAME_RATE - held_s) + 0.05)
         key = (v.content_hash, note, vel, round(held_s, 3), round(tail, 3))
         if key not in cache:
             cache[key] = render_dexed(v, note, vel, round(held_s, 3), tail=round(tail, 3), sample_rate=sample_rate)

@@ -40,10 +40,10 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from dx7tools.audio import read_audio, write_wav
+from dx7tools.audio import SAMPLE_RATE, read_audio, write_wav
 from dx7tools.errors import DX7Error
+from dx7tools.files import atomic_write_bytes, current_umask
 from dx7tools.library import resolve_home
-from dx7tools.sysex import atomic_write_bytes, current_umask
 
 __all__ = [
     "INSTRUMENTS",
@@ -73,7 +73,6 @@ URMP_INSTRUMENTS = {
 }
 """URMP instrument codes and the instrument each names."""
 
-SAMPLE_RATE = 16000
 SPLITS = ("train", "valid", "test")
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

@@ -1,9 +1,11 @@
-"""Patch selector, numpy side: which library voices' fixed configurations can play a corpus.
+"""The partial lattice: which fixed configurations can place partials where a corpus has them.
+
+The numpy first stage of the patch selector (``dx7tools rank``).
 
 DDX7 keeps a voice's algorithm, operator frequencies and feedback and learns only the six
 output levels. Whether a configuration can reproduce an instrument is therefore, first of all,
 a question of *where* its partials can fall. This module answers it cheaply for a whole
-library (the first stage of ``dx7tools rank``); :mod:`ddx7.select` then fits the synth itself to
+library (the first stage of ``dx7tools rank``); :mod:`ddx7.rank.ranking` then fits the synth itself to
 corpus excerpts for the best candidates (the second stage).
 
 First stage, per corpus excerpt (a steady window with a known f0):
@@ -44,7 +46,7 @@ of 2, a DX7 operator at output level 99, has significant sidebands up to about o
 PRECISION_ORDER = 2
 PRECISION_WEIGHT = 0.5
 SILENT_CARRIER_WEIGHT = 0.1
-FLOOR_DB = 50.0
+PEAK_FLOOR_DB = 50.0
 """Partials more than this far below an excerpt's strongest one are ignored."""
 MAX_POINTS = 4000
 """Cap on lattice points per carrier (inharmonic configurations grow combinatorially)."""
@@ -244,7 +246,7 @@ def log_power_spectrum(audio: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.abs(spectrum) ** 2 + 1e-20)
 
 
-def spectral_peaks(audio: np.ndarray, sample_rate: float, floor_db: float = FLOOR_DB,
+def spectral_peaks(audio: np.ndarray, sample_rate: float, floor_db: float = PEAK_FLOOR_DB,
                    max_peaks: int = 80) -> tuple[np.ndarray, np.ndarray]:
     """Partials of a steady window: local maxima of the dB spectrum, refined by parabolic
     interpolation.
@@ -496,7 +498,7 @@ def lattice_cost(config: FixedConfig, excerpt: Excerpt, octave: int = 0, max_ord
     counted = sounding[owner] & ~is_carrier
     predicted = int(counted.sum())
     absent = int((counted & ~heard).sum())
-    weight = np.clip(excerpt.peak_db + FLOOR_DB, 0.0, None) / FLOOR_DB
+    weight = np.clip(excerpt.peak_db + PEAK_FLOOR_DB, 0.0, None) / PEAK_FLOOR_DB
     recall = float(np.sum(weight * ~explained) / max(np.sum(weight), 1e-9))
     precision = absent / predicted if predicted else 0.0
     # A silent carrier is allowed but costs a little: among configurations that explain the

@@ -15,7 +15,7 @@ Rows:
 
 Embeddings of corpus segments and originals are cached per segment content and embedding
 settings in ``<corpus>/embeddings/`` (so evaluating several runs of one corpus embeds it once).
-The result is also written to ``<run>/eval-<embedding>.json`` for :mod:`ddx7.report`.
+The result is also written to ``<run>/eval-<embedding>.json`` for :mod:`ddx7.evaluate.report`.
 """
 
 from __future__ import annotations
@@ -29,57 +29,21 @@ import numpy as np
 import torch
 
 from dx7tools.errors import DX7Error
-from dx7tools.sysex import atomic_write_bytes
+from dx7tools.files import atomic_write_bytes
 
-from .embeddings import DEFAULT_EMBEDDING, Embedder, get_embedding
-from .fad import GaussianStats, gaussian_stats, stats_distance
+from ddx7.evaluate.embeddings import DEFAULT_EMBEDDING, Embedder, get_embedding
+from ddx7.evaluate.fad import GaussianStats, gaussian_stats, stats_distance
+from ddx7.run import Run, newest_finished
 
 ProgressFn = Callable[[str, float, float], None]
 """``progress(stage, done, total)``."""
 
 
-def resolve_run(home, run) -> Path:
-    """A run name (in ``<home>/runs``) or a run folder -> the folder."""
-    from .train import check_name, runs_dir
-
-    path = Path(run)
-    if path.is_dir() and (path / "run.json").exists():
-        return path
-    folder = runs_dir(home) / check_name(str(run))
-    if not folder.exists():
-        raise DX7Error(f"no run named {run!r} (see `dx7tools runs`)")
-    return folder
-
-
-def read_run(run_dir: Path) -> dict:
-    """``run.json`` of a finished run.
-
-    Raises:
-        DX7Error: not a run, or one that never finished training (no best model, or its status
-            is still ``training``: it was stopped; resume it first).
-    """
-    try:
-        info = json.loads((Path(run_dir) / "run.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DX7Error(f"not a readable run ({type(exc).__name__})", str(Path(run_dir) / "run.json")) from None
-    if info.get("status") != "trained" or not (Path(run_dir) / "model.safetensors").exists():
-        raise DX7Error(f"run {Path(run_dir).name!r} never finished training (status {info.get('status')!r}); "
-                       f"finish it with `dx7tools fit --run {Path(run_dir).name} --resume`", str(run_dir))
-    return info
-
-
-def fit_config(info: dict):
-    """The run's :class:`ddx7.train.FitConfig` (unknown keys from other versions ignored)."""
-    from .train import FitConfig
-
-    return FitConfig.from_saved(info["config"])
-
-
 class EmbeddingStore:
-    """Embeddings of corpus audio, cached per segment content (see :class:`ddx7.features.FeatureCache`)."""
+    """Embeddings of corpus audio, cached per segment content (see :class:`ddx7.data.features.FeatureCache`)."""
 
     def __init__(self, corpus_path: Path, embedder: Embedder):
-        from .features import FeatureCache
+        from ddx7.data.features import FeatureCache
 
         self.cache = FeatureCache(Path(corpus_path) / "embeddings")
         self.embedder = embedder
@@ -107,15 +71,14 @@ def _stack(parts: list[np.ndarray], dim: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, dim))
 
 
-def resynthesize_test(run_dir: Path, home, info: dict,
-                      progress: ProgressFn | None = None) -> list[tuple[str, np.ndarray]]:
+def resynthesize_test(run: Run, home, progress: ProgressFn | None = None) -> list[tuple[str, np.ndarray]]:
     """The run's best model applied to each test segment's features: ``[(segment file, audio)]``."""
-    from .train import load_examples, load_model
+    from ddx7.fit.train import load_examples
 
-    cfg = fit_config(info)
+    cfg = run.fit_config
     data = load_examples(home, cfg.corpus, cfg, progress=(lambda d, t: progress("features", d, t))
                          if progress else None)
-    model, _ = load_model(run_dir)
+    model = run.model()
     out = []
     torch.manual_seed(0)  # HpN's noise: the same evaluation every time
     with torch.no_grad():
@@ -127,25 +90,6 @@ def resynthesize_test(run_dir: Path, home, info: dict,
     return out
 
 
-def find_hpn_run(home, corpus: str, exclude: str | None = None) -> Path | None:
-    """The newest finished HpN run trained on ``corpus`` (by ``run.json`` time), or None."""
-    from .train import runs_dir
-
-    best, best_time = None, -1.0
-    root = runs_dir(home)
-    for d in sorted(root.iterdir()) if root.exists() else []:
-        try:
-            info = json.loads((d / "run.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if (info.get("model") == "hpn" and info.get("status") == "trained" and d.name != exclude
-                and info.get("config", {}).get("corpus") == corpus and (d / "model.safetensors").exists()):
-            t = (d / "run.json").stat().st_mtime
-            if t > best_time:
-                best, best_time = d, t
-    return best
-
-
 def _row(name: str, stats: GaussianStats, corpus_stats: GaussianStats, **extra) -> dict:
     return {"row": name, "fad": round(stats_distance(stats, corpus_stats), 6), "n_frames": stats.n_frames, **extra}
 
@@ -153,7 +97,7 @@ def _row(name: str, stats: GaussianStats, corpus_stats: GaussianStats, **extra) 
 def corpus_reference(home, corpus_name: str, emb: Embedder, *, diagonal: bool = False,
                      progress: ProgressFn | None = None) -> tuple[GaussianStats, dict[str, np.ndarray], float]:
     """The complete corpus's Gaussian, its per-segment embeddings, and its seconds of audio."""
-    from .corpus import Corpus
+    from ddx7.data.corpus import Corpus
 
     corpus = Corpus.open(home, corpus_name)
     per_segment = corpus_embeddings(corpus, EmbeddingStore(corpus.path, emb), progress)
@@ -170,11 +114,11 @@ def original_row(per_segment: dict[str, np.ndarray], corpus_stats: GaussianStats
     return _row("original", stats, corpus_stats)
 
 
-def run_stats(run_dir: Path, home, info: dict, emb: Embedder, *, diagonal: bool = False,
+def run_stats(run: Run, home, emb: Embedder, *, diagonal: bool = False,
               progress: ProgressFn | None = None) -> tuple[GaussianStats, list[str]]:
     """The Gaussian of a run's resynthesised test split, and the test segment files."""
-    corpus_name = info["config"]["corpus"]
-    resynth = resynthesize_test(run_dir, home, info, progress)
+    corpus_name = run.corpus
+    resynth = resynthesize_test(run, home, progress)
     if not resynth:
         raise DX7Error(f"corpus {corpus_name!r} has no test segments to evaluate")
     parts = []
@@ -183,7 +127,7 @@ def run_stats(run_dir: Path, home, info: dict, emb: Embedder, *, diagonal: bool 
         if progress:
             progress("embedding resynthesis", i + 1, len(resynth))
     stats = gaussian_stats(_stack(parts, emb.dim), diagonal=diagonal,
-                           what=f"resynthesised test split of {corpus_name!r} ({run_dir.name})")
+                           what=f"resynthesised test split of {corpus_name!r} ({run.name})")
     return stats, [name for name, _ in resynth]
 
 
@@ -195,7 +139,7 @@ def evaluate_run(home, run, *, embedding: str = DEFAULT_EMBEDDING, weights=None,
     Args:
         home: data home.
         run: run name or folder.
-        embedding: registry name (see :mod:`ddx7.embeddings`); ``weights`` for ``vggish``.
+        embedding: registry name (see :mod:`ddx7.evaluate.embeddings`); ``weights`` for ``vggish``.
         diagonal: diagonal covariances (small sets); never mixed with full ones.
         reference: also compute the ``original`` and ``hpn`` rows.
         embedder: an already built embedder (overrides ``embedding``/``weights``).
@@ -212,29 +156,28 @@ def evaluate_run(home, run, *, embedding: str = DEFAULT_EMBEDDING, weights=None,
             embedding problems (unknown name, VGGish weights missing or of the wrong shape).
     """
     started = time.perf_counter()
-    run_dir = resolve_run(home, run)
-    info = read_run(run_dir)
-    corpus_name = info["config"]["corpus"]
+    run = Run.open(home, run).require_finished()
+    corpus_name = run.corpus
     emb = embedder if embedder is not None else get_embedding(embedding, weights=weights)
     corpus_stats, per_segment, audio_seconds = corpus_reference(home, corpus_name, emb, diagonal=diagonal,
                                                                 progress=progress)
-    stats, test_files = run_stats(run_dir, home, info, emb, diagonal=diagonal, progress=progress)
-    rows = [_row(run_dir.name, stats, corpus_stats, model=info["model"])]
+    stats, test_files = run_stats(run, home, emb, diagonal=diagonal, progress=progress)
+    rows = [_row(run.name, stats, corpus_stats, model=run.kind)]
     if reference:
         rows.append(original_row(per_segment, corpus_stats, test_files, emb, corpus_name, diagonal))
-        hpn_dir = find_hpn_run(home, corpus_name, exclude=run_dir.name) if info["model"] != "hpn" else None
-        if hpn_dir is not None:
-            hpn_stats, _ = run_stats(hpn_dir, home, read_run(hpn_dir), emb, diagonal=diagonal, progress=progress)
-            rows.append(_row("hpn", hpn_stats, corpus_stats, run=hpn_dir.name))
+        hpn = newest_finished(home, kind="hpn", corpus=corpus_name, exclude=run.name) if run.kind != "hpn" else None
+        if hpn is not None:
+            hpn_stats, _ = run_stats(hpn, home, emb, diagonal=diagonal, progress=progress)
+            rows.append(_row("hpn", hpn_stats, corpus_stats, run=hpn.name))
     result = {
-        "run": run_dir.name, "corpus": corpus_name, "model": info["model"],
+        "run": run.name, "corpus": corpus_name, "model": run.kind,
         "embedding": emb.name, "embedding_description": emb.describe(), "diagonal": diagonal,
         "fad": rows[0]["fad"], "n_frames": rows[0]["n_frames"], "corpus_frames": corpus_stats.n_frames,
         "reference": rows[1:], "audio_seconds": round(audio_seconds, 2),
         "seconds": round(time.perf_counter() - started, 2),
     }
     if write:
-        atomic_write_bytes(run_dir / eval_file_name(emb.name, diagonal), json.dumps(result, indent=2).encode())
+        atomic_write_bytes(run.path / eval_file_name(emb.name, diagonal), json.dumps(result, indent=2).encode())
     return result
 
 

@@ -1,0 +1,39 @@
+"""Files written atomically: readers see the old file or the new one, never half of it.
+
+Every file the project writes (cartridges, WAVs, checkpoints, run records, rankings, reports)
+goes through :func:`atomic_write_bytes`: a temporary file in the same folder, fsync, rename.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import DX7Error
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    target_dir = path.parent if str(path.parent) else Path(".")
+    if not target_dir.is_dir():
+        raise DX7Error("cannot write: the folder does not exist", str(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=target_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file normal permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
