@@ -52,6 +52,7 @@ __all__ = [
     "SPLITS",
     "Corpus",
     "build_corpus",
+    "open_or_build",
     "add_corpus",
     "list_corpora",
     "check_name",
@@ -843,6 +844,22 @@ def build_corpus(home, instrument: str, *, minutes: float = 5.0, seed: int = 0, 
     if progress:
         progress(want, want)
     return corpus
+
+
+def open_or_build(home, name: str, *, progress: ProgressFn | None = None) -> tuple[Corpus, bool]:
+    """The corpus ``name``; a default one (violin, flute, trumpet) is built first if missing.
+
+    Returns:
+        ``(corpus, built)``: ``built`` is True when it was rendered just now (5 minutes of
+        phrases with the default seed, as ``dx7tools corpus build NAME`` makes it).
+
+    Raises:
+        DX7Error: a missing corpus that is not a default one (the message says how to make it).
+    """
+    check_name(name)
+    if name in INSTRUMENTS and not (_corpora_dir(home) / name / MANIFEST).is_file():
+        return build_corpus(home, name, progress=progress), True
+    return Corpus.open(home, name), False
 
 
 def _version(dist: str) -> str:
