@@ -35,13 +35,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ddx7 import export
+from ddx7 import export  # noqa: E402
 from ddx7 import run as runs  # noqa: E402
 from ddx7.fit import train  # noqa: E402
 from ddx7.resynth import resynthesize_file  # noqa: E402
 from dx7tools import midi  # noqa: E402
 from dx7tools.audio import write_wav  # noqa: E402
-from dx7tools.fixed_config import FixedConfig  # noqa: E402
 from dx7tools.sysex import vced_message, vmem_message  # noqa: E402
 from timing import best_of  # noqa: E402
 
@@ -65,8 +64,7 @@ def ensure_run(home: Path, run: str, minutes: float) -> Path:
 def test_input(home: Path, run_dir: Path, folder: Path) -> Path:
     from ddx7.data.corpus import Corpus
 
-    info = export.run_info(run_dir)
-    corpus = Corpus.open(home, info["config"]["corpus"])
+    corpus = Corpus.open(home, runs.Run.at(run_dir).corpus)
     audio = np.concatenate([corpus.load(s) for s in corpus.segments() if s["split"] == "test"])
     path = folder / "test-split.wav"
     write_wav(path, audio, train.SAMPLE_RATE)
@@ -80,10 +78,10 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=4.0)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    run_dir = ensure_run(args.home, args.run, args.minutes)
-    info = export.run_info(run_dir)
+    run = runs.Run.at(ensure_run(args.home, args.run, args.minutes))
+    run_dir, info = run.path, run.record
     print(f"run {args.run}: {info.get('steps')} steps, best validation loss {info.get('best_valid_loss', 0):.3f}; "
-          f"{FixedConfig.from_dict(info['fixed_config']).describe()}")
+          f"{run.fixed_config.describe()}")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -92,15 +90,17 @@ def main() -> None:
 
         # 3: time to export vs resynth of the same input (best of a few: the machine is shared).
         result = {}
-        t_voice = best_of(3, lambda: result.update(ex=export.export_voice(run_dir, args.home)))
+        # The model is loaded once (Run.model), before the timing, as one export command loads it.
+        run.model()
+        t_voice = best_of(3, lambda: result.update(ex=export.export_voice(run, args.home)))
         ex = result["ex"]
-        t_perf = best_of(2, lambda: result.update(perf=export.export_performance(run_dir, src, tmp / "perf.mid",
+        t_perf = best_of(2, lambda: result.update(perf=export.export_performance(run, src, tmp / "perf.mid",
                                                                                   voice_export=ex)))
         perf = result["perf"]
         t_resynth = best_of(2, lambda: resynthesize_file(run_dir, src, tmp / "resynth.wav"))
 
         # 1: fidelity.
-        baseline, source = export.baseline_voice(args.home, FixedConfig.from_dict(info["fixed_config"]))
+        baseline, source = export.baseline_voice(args.home, run.fixed_config)
         fid = export.fidelity(ex, baseline)
         print("\n1. Fidelity to the model's held notes (dexed-py renders; lower is closer)")
         print("   representative notes: " + ", ".join(f"{n.note}/v{n.velocity}" for n in ex.notes))
@@ -119,16 +119,15 @@ def main() -> None:
         # 2: stream at several budgets.
         print(f"\n2. Parameter-change stream for {seconds:.1f} s of the test split "
               f"({perf['notes']} notes)")
-        frames = len(perf["_times"])
-        active_ops = len([ln for ln in perf["_lanes"] if ln.name.startswith("op")])
-        unthinned = frames * active_ops * 7 / (frames / 250.0)
+        active_ops = len(perf["controllers"]["dx7_parameter_changes"])
+        unthinned = active_ops * 7 * 250.0  # one 7-byte parameter change per operator per frame
         print(f"   unthinned (every frame, {active_ops} operators): {unthinned:,.0f} bytes/s, "
               f"{unthinned / midi.WIRE_BYTES_PER_SECOND:.1f}x the wire")
         print(f"   {'budget B/s':>10} {'mean B/s':>9} {'max 1 s':>8} {'changes':>8} {'RMS lv':>7} {'RMS dB':>7} "
               f"{'p99 lv':>7} {'max lv':>7} {'quant RMS lv':>13} {'send lag s':>10}")
-        feats = export.performance_features(info, src)
+        feats = export.performance_features(run, src)
         for budget in (3000.0, 1500.0, 750.0, 375.0):
-            p = export.export_performance(run_dir, src, tmp / f"perf{int(budget)}.mid", voice_export=ex,
+            p = export.export_performance(run, src, tmp / f"perf{int(budget)}.mid", voice_export=ex,
                                           budget=budget, features=feats)
             s = p["stream"]
             lag = midi.schedule(midi.sort_events(midi.read_midi_events(tmp / f"perf{int(budget)}.mid"))).max_lag

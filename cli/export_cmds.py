@@ -47,55 +47,21 @@ def export(
     home: HomeOption = None,
 ) -> None:
     """Fit a DX7 voice to a trained DDX7 run; write it as SysEx and/or a MIDI performance
-    (Python: ddx7.export.export_voice, write_voice, fidelity, export_performance)."""
-    from ddx7 import export as ex
-    from dx7tools.fixed_config import FixedConfig
+    (Python: ddx7.export.export_run; its parts export_voice, write_voice, fidelity, export_performance)."""
+    from contextlib import contextmanager
 
-    if syx is None and mid is None:
-        raise DX7Error("nothing to export: give --syx OUT.syx and/or --mid OUT.mid --from IN.wav")
-    if mid is not None and from_ is None:
-        raise DX7Error("--mid needs --from IN.wav (the recording to perform)")
-    if from_ is not None and not from_.exists():
-        raise DX7Error("no such file", str(from_))
-    for target in (syx, mid):
-        if target is not None and not target.parent.resolve().is_dir():
-            raise DX7Error("cannot write: the folder does not exist", str(target))
-    run_dir = ex.resolve_run(home, run)
-    ex.load_ddx7(run_dir)  # refuse HpN runs and runs without a model before the corpus work
-    with _progress_bar("fitting the voice") as bar:
-        task = bar.add_task("fit", total=1)
-        voice_export = ex.export_voice(run_dir, home)
-        bar.update(task, completed=1)
-    info: dict = {"run": run_dir.name, **voice_export.to_dict()}
-    poor = info["poor_fit_operators"]
-    if poor:
-        _warn([f"operator(s) {', '.join(map(str, poor))}: the DX7 envelope follows the model only roughly "
-               f"(RMS error above {ex.POOR_FIT_DB:g} dB); the best voice found is written anyway"])
-    if syx is not None:
-        ex.write_voice(syx, voice_export.voice, bank=bank)
-        info["syx"] = {"path": str(syx), "format": "32-voice bank (VMEM)" if bank else "single voice (VCED)",
-                       "bytes": syx.stat().st_size}
-        if fidelity:
-            try:
-                config = FixedConfig.from_dict(ex.run_info(run_dir)["fixed_config"])
-                baseline, source = ex.baseline_voice(home, config)
-                with _progress_bar("rendering with dexed") as bar:
-                    task = bar.add_task("render", total=1)
-                    fid = ex.fidelity(voice_export, baseline)
-                    bar.update(task, completed=1)
-                info["fidelity"] = {"baseline_voice": source, **fid}
-            except DX7Error as exc:
-                if "dexed-py" not in str(exc):
-                    raise
-                info["fidelity"] = None
-                _warn(["fidelity not measured: dexed-py (optional extra 'dexed') is not installed"])
-    if mid is not None:
-        with _progress_bar("performance") as bar:
-            task = bar.add_task("perf", total=1)
-            perf = ex.export_performance(run_dir, from_, mid, home=home, voice_export=voice_export, channel=channel,
-                                         budget=budget, breath=breath, cc_lanes=cc_lanes)
+    from ddx7.export import export_run
+
+    @contextmanager
+    def stage(label: str):
+        with _progress_bar(label) as bar:
+            task = bar.add_task(label, total=1)
+            yield
             bar.update(task, completed=1)
-        info["mid"] = {k: v for k, v in perf.items() if not k.startswith("_")}
+
+    info = export_run(home, run, syx=syx, bank=bank, mid=mid, wav=from_, channel=channel, budget=budget,
+                      breath=breath, cc_lanes=cc_lanes, fidelity=fidelity, stage=stage,
+                      warn=lambda line: _warn([line]))
     if json_:
         _print_json(info)
         return

@@ -29,3 +29,15 @@ class DX7Error(ValueError):
         where = f" (at byte {self.offset})" if self.offset is not None else ""
         prefix = f"{self.source}: " if self.source else ""
         return f"{prefix}{self.problem}{where}"
+
+
+class MissingExtra(DX7Error):
+    """An optional extra that the call needs is not installed (e.g. dexed-py, extra ``dexed``).
+
+    Attributes:
+        extra: the extra's name, as in ``pip install 'dx7tools[EXTRA]'``.
+    """
+
+    def __init__(self, problem: str, extra: str):
+        self.extra = extra
+        super().__init__(problem)

@@ -13,6 +13,9 @@ Pure numpy + mido (no torch). Frames are at ``frame_rate`` (250/s in the project
   notes and everything else included, and the wire time (pauses included) leaves the sender no
   reason to fall behind (:class:`WireBudget`).
 * :func:`write_midi_file` -- Standard MIDI File (type 0, 1 tick = 0.5 ms), written atomically.
+* :func:`replay` -- a stream as a DX7 Mark I plays it: each note with the voice in force at its
+  note-on (dumps and parameter changes apply from the next note-on), and what a note-by-note
+  player leaves out; :func:`level_trajectories` -- the parameter values it holds, per frame.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .files import atomic_write_bytes
 
 TICKS_PER_BEAT = 1000
 TEMPO_US = 500_000  # 120 bpm: 1 tick = 0.5 ms
+MIDI_FILE_TICK_SECONDS = TEMPO_US / 1e6 / TICKS_PER_BEAT
 
 
 @dataclass(frozen=True)
@@ -257,30 +261,124 @@ def write_midi_file(path, events: Sequence[Event]) -> None:
     atomic_write_bytes(path, midi_file_bytes(events))
 
 
-def level_trajectories(events: Sequence[Event], frames: int, frame_rate: float, offset: float = 0.0) -> dict:
-    """Reconstruct each voice parameter's value per frame, as a receiver holds it: single-voice
-    dumps set every parameter, parameter changes one.
+# -- replaying a stream -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlayedNote:
+    """One note of a replayed stream.
 
-    Returns:
-        ``{key: (frames,) float array}`` (NaN before the first dump or change of that key),
-        sample and hold, frame ``i`` at ``offset + i / frame_rate`` seconds.
+    Attributes:
+        start, end: seconds of its note-on and its note-off (or of the stream's last message).
+        channel: 0-15; note: MIDI note; velocity: 1-127 (of the note-on).
+        voice: the voice in force at its note-on (``None`` when the stream set none).
+    """
+
+    start: float
+    end: float
+    channel: int
+    note: int
+    velocity: int
+    voice: object
+
+
+@dataclass
+class Replay:
+    """What a receiver does with a stream (:func:`replay`).
+
+    Attributes:
+        notes: every note, by note-on time.
+        changes: ``(seconds, key, value)`` per voice parameter set, in stream order: a parameter
+            change sets one key, a single-voice dump all 155.
+        ignored: counts of what a note-by-note player leaves out: ``pitch_bend``,
+            ``control_change``, ``changes_within_notes`` (dumps and parameter changes while a
+            note sounds, which only the next note-on hears) and ``other`` (anything else).
+    """
+
+    notes: list[PlayedNote]
+    changes: list[tuple[float, str, int]]
+    ignored: dict
+
+
+def replay(events: Sequence[Event], voice=None, source: str = "<midi>") -> Replay:
+    """Replay ``events`` (in time order) as a DX7 Mark I holds its voice.
+
+    Single-voice dumps replace the voice and parameter changes change one of its parameters;
+    a note plays the voice as it stood at its note-on, so a change applies from the next note-on.
+    A note-on of a key already held ends the held note (retrigger); a note-off, or a note-on
+    with velocity 0, ends it; notes still held at the end last until the last message.
+
+    Args:
+        events: :class:`Event` list, seconds from the start, in time order.
+        voice: the :class:`dx7tools.voice.Voice` in force before the first dump (or ``None``).
+        source: names the stream in errors (e.g. its file).
+
+    Raises:
+        DX7Error: a SysEx message that is not valid.
     """
     from .midi import KIND_VOICE, message_kind, parse_parameter_change
     from .sysex import parse_bytes
 
-    out: dict[str, np.ndarray] = {}
-    times = offset + np.arange(frames) / frame_rate
-    changes: dict[str, list[tuple[float, int]]] = {}
+    current = voice
+    held: dict[tuple[int, int], tuple[float, int, object]] = {}
+    notes: list[PlayedNote] = []
+    changes: list[tuple[float, str, int]] = []
+    ignored = {"pitch_bend": 0, "control_change": 0, "changes_within_notes": 0, "other": 0}
+
+    def release(key, t):
+        t0, velocity, v = held.pop(key)
+        notes.append(PlayedNote(t0, t, key[0], key[1], velocity, v))
+
     for e in events:
-        pc = parse_parameter_change(e.data)
-        if pc is not None:
-            changes.setdefault(pc[0], []).append((e.time, pc[1]))
-        elif e.data[:1] == b"\xF0" and message_kind(e.data) == KIND_VOICE:
-            for p, value in parse_bytes(e.data).voices[0].voice.items():
-                changes.setdefault(p.key, []).append((e.time, value))
-    for key, rows in changes.items():
+        d, status = e.data, e.data[0] & 0xF0
+        if d[0] == 0xF0:
+            change = parse_parameter_change(d)
+            if message_kind(d) == KIND_VOICE:
+                current = parse_bytes(d, source).voices[0].voice
+                changes += [(e.time, p.key, value) for p, value in current.items()]
+            elif change is not None:
+                current = current.replace(**{change[0]: change[1]}) if current is not None else None
+                changes.append((e.time, *change))
+            else:
+                ignored["other"] += 1
+                continue
+            ignored["changes_within_notes"] += 1 if held else 0
+        elif status in (0x80, 0x90):
+            key = (d[0] & 0x0F, d[1])
+            if key in held:
+                release(key, e.time)
+            if status == 0x90 and d[2] > 0:
+                held[key] = (e.time, d[2], current)
+        elif status == 0xE0:
+            ignored["pitch_bend"] += 1
+        elif status == 0xB0:
+            ignored["control_change"] += 1
+        else:
+            ignored["other"] += 1
+    end_time = events[-1].time if len(events) else 0.0
+    for key in list(held):
+        release(key, end_time)
+    return Replay(sorted(notes, key=lambda n: n.start), changes, ignored)
+
+
+def level_trajectories(events: Sequence[Event], frames: int, frame_rate: float, offset: float = 0.0) -> dict:
+    """Each voice parameter's value per frame as the receiver's edit buffer holds it
+    (:func:`replay`'s changes, each in force from its own time).
+
+    Args:
+        events: the stream in time order (seconds).
+        frames: how many frames; frame ``i`` is at ``offset + i / frame_rate`` seconds.
+
+    Returns:
+        ``{key: (frames,) float array}`` (NaN before the first dump or change of that key),
+        sample and hold.
+    """
+    times = offset + np.arange(frames) / frame_rate
+    by_key: dict[str, list[tuple[float, int]]] = {}
+    for t, key, value in replay(events).changes:
+        by_key.setdefault(key, []).append((t, value))
+    out: dict[str, np.ndarray] = {}
+    for key, rows in by_key.items():
         t = np.array([r[0] for r in rows])
         v = np.array([r[1] for r in rows], dtype=np.float64)
-        idx = np.searchsorted(t, times + 1e-3, side="right") - 1  # file ticks are 0.5 ms
+        idx = np.searchsorted(t, times + MIDI_FILE_TICK_SECONDS * 2, side="right") - 1  # the file rounds times
         out[key] = np.where(idx >= 0, v[np.maximum(idx, 0)], np.nan)
     return out

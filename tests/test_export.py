@@ -110,8 +110,10 @@ def test_export_is_closer_to_the_model_than_the_unfitted_voice(trained, exported
 def test_performance_export_stays_within_the_wire_and_reads_back(trained, exported, tmp_path):
     home, run_dir, rec = trained
     out = tmp_path / "perf.mid"
-    info = export.export_performance(run_dir, rec / "take1.wav", out, voice_export=exported, budget=1200.0,
-                                     cc_lanes=True)
+    run = runs.Run.at(run_dir)
+    f0, loud = export.performance_features(run, rec / "take1.wav")
+    plan = export.plan_performance(run, exported, f0, loud, budget=1200.0, cc_lanes=True)
+    info = export.write_performance(plan, out)
     s = info["stream"]
     events = midi.read_midi_events(out)
     sizes = [len(e.data) for e in events]
@@ -120,13 +122,15 @@ def test_performance_export_stays_within_the_wire_and_reads_back(trained, export
     assert info["notes"] >= 3 and json.loads(out.with_suffix(".json").read_text())["voice"] == "MINI-VIOLI"
     # the voice rides along at the start, and the parameter changes read back as the levels planned
     assert midi.message_kind(events[0].data) == midi.KIND_VOICE
-    traj = perf.level_trajectories(events, len(info["_times"]), 250.0, export.LEAD_IN_SECONDS)
-    for ln in info["_lanes"]:
-        if ln.name.startswith("op"):
-            ok = np.isfinite(ln.sent) & np.isfinite(ln.wanted)
-            np.testing.assert_array_equal(traj[ln.name][ok], ln.sent[ok])
-            err = np.abs(traj[ln.name][ok] - ln.wanted[ok])
-            assert np.sqrt(np.mean(err ** 2)) == pytest.approx(s["per_operator"][ln.name]["rms_levels"], abs=2e-3)
+    assert len(plan.times) == len(f0) and plan.times[0] == export.LEAD_IN_SECONDS
+    traj = perf.level_trajectories(events, len(plan.times), 250.0, export.LEAD_IN_SECONDS)
+    level_lanes = [ln for ln in plan.lanes if ln.name.startswith("op")]
+    assert level_lanes and {ln.name for ln in level_lanes} == set(s["per_operator"])
+    for ln in level_lanes:
+        ok = np.isfinite(ln.sent) & np.isfinite(ln.wanted)
+        np.testing.assert_array_equal(traj[ln.name][ok], ln.sent[ok])
+        err = np.abs(traj[ln.name][ok] - ln.wanted[ok])
+        assert np.sqrt(np.mean(err ** 2)) == pytest.approx(s["per_operator"][ln.name]["rms_levels"], abs=2e-3)
     # send the file end to end against the fake port: every byte in order, on time, no hung notes
     plan_events, advice = midi.send_plan(mid_path=out)
     assert "SYS INFO AVAIL" in advice[0]
@@ -167,6 +171,57 @@ def test_breath_lane(trained, exported, tmp_path, monkeypatch):
     cc2 = [e.data[2] for e in events if e.data[0] == 0xB0 and e.data[1] == 2]
     assert len(cc2) > 3 and max(cc2) <= 127 and min(cc2) < 100
     assert midi.function_parameter_change("breath_control_assign", 4) in [e.data for e in events]
+
+
+def test_export_run_loads_the_model_once_and_goes_on_without_dexed(trained, tmp_path, monkeypatch):
+    import sys
+
+    from ddx7.fit import models
+    from dx7tools.errors import MissingExtra
+
+    home, run_dir, rec = trained
+    built = []
+    build_model = models.build_model
+    monkeypatch.setattr(models, "build_model", lambda *a, **k: built.append(a) or build_model(*a, **k))
+    monkeypatch.setitem(sys.modules, "dexed", None)  # `import dexed` fails as when the extra is missing
+    song = tmp_path / "one-note.mid"
+    perf.write_midi_file(song, [midi.Event(0.0, bytes([0x90, 60, 100])), midi.Event(0.2, bytes([0x80, 60, 0]))])
+    with pytest.raises(MissingExtra) as exc:
+        export.render_midi(read_file(PATCHES).voices[0].voice, song)
+    assert exc.value.extra == "dexed"
+    warned = []
+    info = export.export_run(home, run_dir.name, syx=tmp_path / "v.syx", mid=tmp_path / "p.mid",
+                             wav=rec / "take0.wav", warn=warned.append)
+    assert len(built) == 1  # voice fit, fidelity and performance share one model
+    assert info["fidelity"] is None and warned[-1].startswith("fidelity not measured: dexed-py")
+    assert info["run"] == "mini-violin" and info["syx"]["bytes"] == 163 and info["mid"]["notes"] >= 3
+    assert not any(k.startswith("_") for k in info["mid"])
+    assert (tmp_path / "p.json").exists() and info["mid"]["sidecar"] == str(tmp_path / "p.json")
+
+
+def test_replay_plays_each_note_with_the_voice_at_its_note_on():
+    from dx7tools import Voice
+    from dx7tools.sysex import vced_message
+
+    loud, soft = Voice.init(), Voice.init().replace(op1_output_level=40)
+    events = [midi.Event(0.0, bytes([0x90, 60, 100])),
+              midi.Event(0.1, midi.parameter_change("op1_output_level", 40)),   # while 60 sounds
+              midi.Event(0.2, bytes([0x90, 60, 90])),                            # retrigger: ends the first 60
+              midi.Event(0.3, bytes([0x90, 60, 0])),                             # velocity 0 = note-off
+              midi.Event(0.35, bytes([0xE0, 0, 80])), midi.Event(0.36, bytes([0xB0, 2, 10])),
+              midi.Event(0.4, vced_message(loud)),                               # between notes
+              midi.Event(0.5, bytes([0x91, 64, 70])),                            # held to the end
+              midi.Event(0.6, midi.function_parameter_change("pitch_bend_range", 2)),
+              midi.Event(0.7, bytes([0x81, 65, 0]))]                             # off of a key never on
+    played = perf.replay(events, Voice.init())
+    assert [(n.start, n.end, n.channel, n.note, n.velocity) for n in played.notes] == \
+        [(0.0, 0.2, 0, 60, 100), (0.2, 0.3, 0, 60, 90), (0.5, 0.7, 1, 64, 70)]
+    assert [n.voice for n in played.notes] == [Voice.init(), soft, loud]
+    assert played.ignored == {"pitch_bend": 1, "control_change": 1, "changes_within_notes": 1, "other": 1}
+    assert played.changes[0] == (0.1, "op1_output_level", 40) and len(played.changes) == 1 + 155
+    traj = perf.level_trajectories(events, 3, 2.5)  # frames at 0, 0.4, 0.8 s
+    np.testing.assert_array_equal(traj["op1_output_level"], [np.nan, 99, 99])
+    np.testing.assert_array_equal(perf.level_trajectories(events[:2], 2, 5.0)["op1_output_level"], [np.nan, 40])
 
 
 def read_file_bytes_voice(dump: bytes):

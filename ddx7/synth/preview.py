@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dx7tools.envelope import operator_levels
-from dx7tools.errors import DX7Error
+from dx7tools.errors import DX7Error, MissingExtra
 from dx7tools.fixed_config import FixedConfig
 
 from ddx7.synth.fm import DEFAULT_SAMPLE_RATE, FMSynth
@@ -98,7 +98,7 @@ def render_dexed(voice, note: int = 60, velocity: int = 100, seconds: float = 2.
     try:
         import dexed
     except ImportError:
-        raise DX7Error("the dexed engine needs dexed-py: pip install 'dx7tools[dexed]' (GPL-3)") from None
+        raise MissingExtra("the dexed engine needs dexed-py: pip install 'dx7tools[dexed]' (GPL-3)", "dexed") from None
     synth = dexed.DexedSynth(sample_rate=int(sample_rate))
     synth.load_patch(dexed.Patch.from_raw(voice.values))
     audio = synth.render(int(note), int(velocity), float(seconds), float(seconds + tail))

@@ -1,0 +1,89 @@
+"""A run exported in one call (``dx7tools export``): the voice fit, its SysEx and fidelity, a performance."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Callable, ContextManager
+
+from dx7tools.errors import DX7Error, MissingExtra
+
+from ddx7.export.performance import WIRE_BUDGET, export_performance
+from ddx7.export.voice import POOR_FIT_DB, baseline_voice, export_voice, fidelity as voice_fidelity, write_voice
+from ddx7.run import Run
+
+
+def _warn(line: str) -> None:
+    warnings.warn(line, stacklevel=3)
+
+
+def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid=None, wav=None, channel: int = 1,
+               budget: float = WIRE_BUDGET, breath: bool = False, cc_lanes: bool = False, fidelity: bool = True,
+               stage: Callable[[str], ContextManager] | None = None,
+               warn: Callable[[str], None] | None = None) -> dict:
+    """Fit a DX7 voice to a DDX7 run; write it as SysEx and/or play ``wav`` as a .mid with it.
+
+    The run's model is loaded once for all of it (:meth:`ddx7.run.Run.model`).
+
+    Args:
+        home: data home (runs, corpora, library); ``run``: a run, its name or its folder.
+        syx: write the voice here (``bank``: as a 32-voice cartridge, the voice in slot 1), and
+            with ``fidelity`` measure it against the model with dexed-py (skipped, with a
+            warning, when the ``dexed`` extra is not installed).
+        mid, wav: write ``wav`` performed as a .mid here (:func:`ddx7.export.performance.export_performance`
+            with ``channel``, ``budget``, ``breath``, ``cc_lanes``).
+        stage: ``stage(label)`` gives a context manager around each long step ("fitting the
+            voice", "rendering with dexed", "performance"), e.g. a progress bar.
+        warn: called with each warning line (default: :func:`warnings.warn`).
+
+    Returns:
+        ``{"run", **VoiceExport.to_dict(), "syx"?, "fidelity"?, "mid"?}``: ``syx`` = path, format,
+        bytes; ``fidelity`` = ``baseline_voice`` and :func:`ddx7.export.voice.fidelity`'s figures,
+        or None without dexed-py; ``mid`` = :func:`export_performance`'s dict.
+
+    Raises:
+        DX7Error: nothing to export, a missing input or output folder, not a DDX7 run, ...
+    """
+    stage = stage or (lambda label: contextlib.nullcontext())
+    warn = warn or _warn
+    if syx is None and mid is None:
+        raise DX7Error("nothing to export: give --syx OUT.syx and/or --mid OUT.mid --from IN.wav")
+    if mid is not None and wav is None:
+        raise DX7Error("--mid needs --from IN.wav (the recording to perform)")
+    if wav is not None and not Path(wav).exists():
+        raise DX7Error("no such file", str(wav))
+    for target in (syx, mid):
+        if target is not None and not Path(target).parent.resolve().is_dir():
+            raise DX7Error("cannot write: the folder does not exist", str(target))
+    run = (run if isinstance(run, Run) else Run.open(home, run)).require_ddx7()  # before the corpus work
+    with stage("fitting the voice"):
+        voice_export = export_voice(run, home)
+    info: dict = {"run": run.name, **voice_export.to_dict()}
+    poor = info["poor_fit_operators"]
+    if poor:
+        warn(f"operator(s) {', '.join(map(str, poor))}: the DX7 envelope follows the model only roughly "
+             f"(RMS error above {POOR_FIT_DB:g} dB); the best voice found is written anyway")
+    if syx is not None:
+        write_voice(syx, voice_export.voice, bank=bank)
+        info["syx"] = {"path": str(syx), "format": "32-voice bank (VMEM)" if bank else "single voice (VCED)",
+                       "bytes": Path(syx).stat().st_size}
+        if fidelity:
+            info["fidelity"] = _fidelity(home, run, voice_export, stage, warn)
+    if mid is not None:
+        with stage("performance"):
+            info["mid"] = export_performance(run, wav, mid, home=home, voice_export=voice_export, channel=channel,
+                                             budget=budget, breath=breath, cc_lanes=cc_lanes)
+    return info
+
+
+def _fidelity(home, run: Run, voice_export, stage, warn) -> dict | None:
+    """The exported and the baseline voice against the model (dexed-py), or None without it."""
+    baseline, source = baseline_voice(home, run.fixed_config)
+    try:
+        with stage("rendering with dexed"):
+            figures = voice_fidelity(voice_export, baseline)
+    except MissingExtra:
+        warn("fidelity not measured: dexed-py (optional extra 'dexed') is not installed")
+        return None
+    return {"baseline_voice": source, **figures}
