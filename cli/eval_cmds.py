@@ -1,16 +1,13 @@
-"""Evaluation commands: eval (FAD), paper-table, report (issue 7)."""
+"""Evaluation commands: eval (FAD of a run), paper-table (the paper's comparison), report (an HTML page)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-
-from .app import HomeOption, JsonOption, _print_json, app, err, out
+from .common import HomeOption, JsonOption, out, print_json, stage_progress
 
 EmbeddingOption = Annotated[str, typer.Option("--embedding", help="FAD embedding: crepe-tiny (default, offline) or "
                                               "vggish (needs --weights).")]
@@ -20,25 +17,6 @@ DiagonalOption = Annotated[bool, typer.Option("--diagonal", help="Diagonal covar
                                               "full one (not comparable with full FADs).")]
 
 
-@contextmanager
-def _stages():
-    """A progress callback ``(stage, done, total)`` drawing one bar per stage on stderr."""
-    progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
-                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True)
-    tasks: dict[str, int] = {}
-
-    def update(stage: str, done: float, total: float) -> None:
-        if stage not in tasks:
-            for other in tasks.values():
-                progress.update(other, visible=False)
-            tasks[stage] = progress.add_task(stage, total=max(total, 1e-9))
-        progress.update(tasks[stage], completed=done, total=max(total, 1e-9))
-
-    with progress:
-        yield update
-
-
-@app.command("eval")
 def eval_(
     run: Annotated[str, typer.Argument(help="Run name (see `dx7tools runs`) or run folder.")],
     embedding: EmbeddingOption = "crepe-tiny",
@@ -51,10 +29,10 @@ def eval_(
     split) and the HpN run of the same corpus as reference rows (Python: ddx7.evaluate.evaluate_run)."""
     from ddx7.evaluate import evaluate_run
 
-    with _stages() as progress:
+    with stage_progress() as progress:
         result = evaluate_run(home, run, embedding=embedding, weights=weights, diagonal=diagonal, progress=progress)
     if json_:
-        _print_json(result)
+        print_json(result)
         return
     from rich.table import Table
 
@@ -72,7 +50,6 @@ def eval_(
               f"{result['seconds']:.1f} s", highlight=False)
 
 
-@app.command("paper-table")
 def paper_table_cmd(
     more: Annotated[Optional[List[str]], typer.Argument(metavar="[CORPUS]...", help="More corpus names (so "
                                                         "`--corpus violin flute trumpet` works).")] = None,
@@ -96,18 +73,16 @@ def paper_table_cmd(
     from ddx7.evaluate.paper_table import paper_table
 
     corpora = list(dict.fromkeys([*(corpus or []), *(more or [])])) or ["violin", "flute", "trumpet"]
-    with _stages() as progress:
+    with stage_progress() as progress:
         result = paper_table(home, corpora, minutes=minutes, steps=steps, crepe=crepe, embedding=embedding,
                              weights=weights, diagonal=diagonal, out_dir=output, progress=progress)
     if json_:
-        _print_json({k: v for k, v in result.items() if k not in ("markdown", "csv")})
+        print_json({k: v for k, v in result.items() if k not in ("markdown", "csv")})
         return
     out.print(result["markdown"], highlight=False, markup=False)
     out.print("wrote " + ", ".join(result["files"]), highlight=False)
 
 
-
-@app.command("report")
 def report(
     run: Annotated[str, typer.Argument(help="Run name (see `dx7tools runs`) or run folder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write (self-contained).")],
@@ -119,10 +94,17 @@ def report(
     algorithm, FAD rows and audio players (Python: ddx7.evaluate.report.write_report)."""
     from ddx7.evaluate.report import write_report
 
-    with _stages() as progress:
+    with stage_progress() as progress:
         path = write_report(home, run, output, excerpts=excerpts, progress=progress)
     info = {"run": run, "output": str(path), "bytes": path.stat().st_size}
     if json_:
-        _print_json(info)
+        print_json(info)
     else:
         out.print(f"wrote {path} ({info['bytes'] / 1e6:.1f} MB)", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add eval, paper-table and report to ``app``."""
+    app.command("eval")(eval_)
+    app.command("paper-table")(paper_table_cmd)
+    app.command("report")(report)

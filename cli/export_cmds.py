@@ -1,4 +1,4 @@
-"""Exporters and MIDI commands: export, ports, send, render (issue 8)."""
+"""Export and MIDI commands: export a run's voice and performance, list ports, send to a DX7, render a .mid."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from dx7tools import DX7Error
 
-from .app import HomeOption, JsonOption, _print_json, _progress_bar, _warn, app, err, out
+from .common import HomeOption, JsonOption, err, out, print_json, progress_bar, warn
 
 
 def _voice_or_file(ref: str, home) -> tuple:
@@ -26,7 +26,6 @@ def _voice_or_file(ref: str, home) -> tuple:
     return Library(home).get(ref).voice, None, None
 
 
-@app.command("export")
 def export(
     run: Annotated[str, typer.Argument(help="Run name (see `dx7tools runs`) or run folder.")],
     syx: Annotated[Optional[Path], typer.Option("--syx", help="Write the fitted voice as SysEx here.")] = None,
@@ -54,16 +53,16 @@ def export(
 
     @contextmanager
     def stage(label: str):
-        with _progress_bar(label) as bar:
+        with progress_bar(label) as bar:
             task = bar.add_task(label, total=1)
             yield
             bar.update(task, completed=1)
 
     info = export_run(home, run, syx=syx, bank=bank, mid=mid, wav=from_, channel=channel, budget=budget,
                       breath=breath, cc_lanes=cc_lanes, fidelity=fidelity, stage=stage,
-                      warn=lambda line: _warn([line]))
+                      warn=lambda line: warn([line]))
     if json_:
-        _print_json(info)
+        print_json(info)
         return
     out.print(f"voice {info['voice']!r} fitted in {info['fit_seconds']:.1f} s (per-operator RMS error, dB: "
               + ", ".join(f"OP{o['op']} {o['rms_db']:.1f}" for o in info["operators"] if not o["silent"]) + ")",
@@ -84,14 +83,13 @@ def export(
                   f"({s['level_rms_db']:.2f} dB)", highlight=False)
 
 
-@app.command("ports")
 def ports(json_: JsonOption = False) -> None:
     """MIDI output ports (Python: dx7tools.midi.output_port_names)."""
     from dx7tools.midi import output_port_names
 
     names = output_port_names()
     if json_:
-        _print_json(names)
+        print_json(names)
     elif not names:
         out.print("no MIDI output ports")
     else:
@@ -99,7 +97,6 @@ def ports(json_: JsonOption = False) -> None:
             out.print(n, highlight=False)
 
 
-@app.command("send")
 def send(
     target: Annotated[str, typer.Argument(metavar="VOICE|FILE.syx|FILE.mid",
                                           help="A library voice, a SysEx file (voice or cartridge) or a MIDI file.")],
@@ -128,17 +125,17 @@ def send(
         atomic_write_bytes(dry_run, data)
         info = {"dry_run": str(dry_run), "messages": len(events), "bytes": len(data),
                 "wire_seconds": round(float(plan.times[-1]) if len(plan.times) else 0.0, 3), "advice": advice}
-        _print_json(info) if json_ else out.print(f"wrote {len(data)} bytes ({len(events)} messages) -> {dry_run}",
-                                                  highlight=False)
+        print_json(info) if json_ else out.print(f"wrote {len(data)} bytes ({len(events)} messages) -> {dry_run}",
+                                                 highlight=False)
         return
     out_port = midi.open_output(port)
     for line in advice:
         err.print(f"[cyan]note:[/] {line}", markup=True, highlight=False)
     if plan.max_lag > 0.05 and mid is not None:
-        _warn([f"the file's stream is denser than the MIDI wire: messages will fall up to {plan.max_lag:.2f} s "
-               "behind (thin it, e.g. re-export with a lower --budget)"])
+        warn([f"the file's stream is denser than the MIDI wire: messages will fall up to {plan.max_lag:.2f} s "
+              "behind (thin it, e.g. re-export with a lower --budget)"])
     try:
-        with _progress_bar(f"sending to {out_port.name}") as bar:
+        with progress_bar(f"sending to {out_port.name}") as bar:
             task = bar.add_task("send", total=len(events))
             report = midi.send_events(out_port, events,
                                       progress=lambda done, total: bar.update(task, completed=done))
@@ -146,13 +143,12 @@ def send(
         out_port.close()
     info = {**report.to_dict(), "advice": advice}
     if json_:
-        _print_json(info)
+        print_json(info)
     else:
         out.print(f"sent {report.messages} messages ({report.bytes} bytes) to {report.port} in "
                   f"{report.seconds:.2f} s", highlight=False)
 
 
-@app.command("render")
 def render(
     voice_ref: Annotated[str, typer.Argument(metavar="VOICE|FILE.syx", help="A library voice or a SysEx file "
                                              "(its first voice).")],
@@ -174,17 +170,25 @@ def render(
         raise DX7Error("the first argument must be a voice or a SysEx file", voice_ref)
     if not song.exists():
         raise DX7Error("no such file", str(song))
-    with _progress_bar("rendering with dexed") as bar:
+    with progress_bar("rendering with dexed") as bar:
         task = bar.add_task("render", total=1)
         audio, info = render_midi(voice, song, sample_rate=sample_rate,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
     write_wav(output, audio, sample_rate)
     info = {**info, "output": str(output), "voice": voice.name}
     if json_:
-        _print_json(info)
+        print_json(info)
     else:
         skipped = {k: v for k, v in info["ignored"].items() if v}
         if skipped:
-            _warn(["not rendered by dexed-py (one held note at a time): "
-                   + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items())])
+            warn(["not rendered by dexed-py (one held note at a time): "
+                  + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items())])
         out.print(f"wrote {info['seconds']:.1f} s, {info['notes']} notes -> {output}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add export, ports, send and render to ``app``."""
+    app.command("export")(export)
+    app.command("ports")(ports)
+    app.command("send")(send)
+    app.command("render")(render)

@@ -8,14 +8,13 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .app import HomeOption, JsonOption, _print_json, _warn, app, err, out
+from .common import HomeOption, JsonOption, err, out, print_json, warn
 
 
 def _ratio_text(ratios: list) -> str:
     return ", ".join(r if isinstance(r, str) else f"{r:g}" for r in ratios)
 
 
-@app.command("rank")
 def rank(
     corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (see `dx7tools corpus list`).")],
     top: Annotated[int, typer.Option("--top", min=0, help="Show the best K configurations (0: all).")] = 10,
@@ -57,10 +56,10 @@ def rank(
         if tasks:
             progress.stop()
     if not result.complete or result.stats["excerpt_pitch_spread_cents"] >= STEADY_CENTS[0]:
-        _warn([result.message])   # a partial ranking, or one on unsteady excerpts
+        warn([result.message])   # a partial ranking, or one on unsteady excerpts
     rows = result.rows[:top] if top else result.rows
     if json_:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table(title=f"{corpus}: {result.message} in {result.stats['total_s']:.1f} s "
                         f"(score: lower is better)", title_justify="left")
@@ -76,3 +75,8 @@ def rank(
         table.add_row(str(r["rank"]), names, str(r["algorithm"]), _ratio_text(r["ratios"]), str(r["feedback"]),
                       f"{r['octave']:+d}" if r["octave"] else "0", f"{r['score']:.3f}", str(r["stage"]))
     out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add rank to ``app``."""
+    app.command("rank")(rank)

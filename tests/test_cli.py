@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
-from dx7tools import read_file, vmem_message
+from dx7tools import DX7Error, read_file, vmem_message
 from tests.conftest import PATCHES, random_voices
 
 STARTERS = PATCHES / "dx7tools-starters.syx"
@@ -119,6 +123,138 @@ def test_missing_file_and_unknown_voice(run_cli, tmp_path):
     assert "folder does not exist" in error_line(run_cli("bank", "CLARINET", "-o", tmp_path / "no" / "x.syx"))
 
 
+def table_rows(stdout: str) -> list[list[str]]:
+    """The body rows of a table the CLI printed (rich's box drawing), each a list of stripped cells."""
+    return [[cell.strip() for cell in line.strip()[1:-1].split("│")]
+            for line in stdout.splitlines() if line.strip().startswith("│")]
+
+
+def test_list_table_and_json_with_filters(run_cli):
+    assert run_cli("import", STARTERS).returncode == 0
+    everything = run_cli("list", "--json").json()
+    assert len(everything) == 10
+    filters = {
+        ("--algorithm", "16"): lambda v: v["algorithm"] == 16,
+        ("-a", "2"): lambda v: v["algorithm"] == 2,
+        ("--name", "ddx7*"): lambda v: v["name"].lower().startswith("ddx7"),     # a shell pattern
+        ("-n", "viol"): lambda v: "viol" in v["name"].lower(),                   # a substring, any case
+        ("--algorithm", "2", "--name", "DDX7*"): lambda v: v["algorithm"] == 2 and v["name"].startswith("DDX7"),
+        ("--name", "no such voice"): lambda v: False,
+    }
+    for args, keep in filters.items():
+        rows = run_cli("list", *args, "--json").json()
+        assert rows == [v for v in everything if keep(v)], args
+        table = run_cli("list", *args)
+        assert table.returncode == 0 and table.stdout.splitlines()[0].strip() == f"{len(rows)} voice(s)", args
+        expected = []
+        for v in rows:
+            ops = [f"{r:g}" if r is not None else f"{hz:.4g}Hz" for r, hz in zip(v["ratios"], v["fixed_hz"])]
+            src = v["sources"][0]
+            expected.append([str(v["id"]), v["name"], str(v["algorithm"]), *ops, str(v["feedback"]),
+                             f"{Path(src['file']).name}:{src['bank']}:{src['slot']}"])
+        assert table_rows(table.stdout) == expected, args
+    assert sum(1 for v in everything if v["algorithm"] == 16) == 1  # the filters above select something
+    assert "algorithm must be 1-32, got 33" in error_line(run_cli("list", "--algorithm", "33"))
+
+
+def corpus_files(folder: Path) -> tuple[dict, dict[str, bytes]]:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return manifest, {s["file"]: (folder / s["file"]).read_bytes() for s in manifest["segments"]}
+
+
+def test_corpus_build_and_list(run_cli, home, tmp_path):
+    assert run_cli("corpus", "list", "--json").json() == []
+    r = run_cli("corpus", "build", "violin", "--minutes", "0.05", "--json")
+    assert r.returncode == 0, r.stderr
+    info = r.json()
+    folder = home / "corpora" / "violin"
+    assert info["name"] == "violin" and info["path"] == str(folder)
+    manifest, files = corpus_files(folder)
+    segments = manifest["segments"]
+    assert segments and manifest["kind"] == "builtin" and manifest["instrument"] == "violin"
+    # what the printed summary says is what is on disk
+    for split in ("train", "valid", "test"):
+        assert info["segments"][split] == sum(s["split"] == split for s in segments)
+        assert info["durations"][split] == pytest.approx(sum(s["duration"] for s in segments if s["split"] == split),
+                                                         abs=1e-3)
+    # each segment: 16 kHz mono, as long as the manifest says; together at least the minutes asked
+    peak = 0.0
+    for seg in segments:
+        audio, sr = soundfile.read(folder / seg["file"], dtype="float32", always_2d=True)
+        assert sr == 16000 and audio.shape[1] == 1 and len(audio) / 16000 == pytest.approx(seg["duration"], abs=0.01)
+        peak = max(peak, float(np.abs(audio).max()))
+    assert sum(s["duration"] for s in segments) >= 0.05 * 60
+    assert peak == pytest.approx(0.9, abs=1e-4)  # normalised to 0.9 over the whole corpus
+    # the same seed renders the same corpus, byte for byte
+    other = tmp_path / "other-home"
+    assert run_cli("corpus", "build", "violin", "--minutes", "0.05", "--home", other, use_home=False).returncode == 0
+    assert corpus_files(other / "corpora" / "violin")[1] == files
+    # a second corpus of that name is refused and changes nothing
+    line = error_line(run_cli("corpus", "build", "violin", "--minutes", "0.05"))
+    assert "'violin' already exists" in line and "--overwrite" in line
+    assert corpus_files(folder)[1] == files
+
+    table = run_cli("corpus", "build", "flute", "--minutes", "0.05")
+    assert table.returncode == 0, table.stderr
+    flute, _ = corpus_files(home / "corpora" / "flute")
+    assert table.stdout.splitlines()[0].strip() == "corpus flute"
+    assert table_rows(table.stdout) == [
+        [split, str(sum(s["split"] == split for s in flute["segments"])),
+         f"{sum(s['duration'] for s in flute['segments'] if s['split'] == split):.1f}"]
+        for split in ("train", "valid", "test")]
+
+    listed = run_cli("corpus", "list", "--json").json()
+    assert [c["name"] for c in listed] == ["flute", "violin"]
+    for entry, m in zip(listed, (flute, manifest)):
+        assert entry["kind"] == "builtin" and entry["instrument"] == m["instrument"]
+        assert entry["segments"] == m["segment_counts"] and entry["durations"] == m["durations"]
+    rows = table_rows(run_cli("corpus", "list").stdout)
+    assert rows == [[c["name"], "builtin", c["instrument"], *(f"{c['durations'][s]:.1f}" for s in ("train", "valid", "test")),
+                     str(sum(c["segments"].values()))] for c in listed]
+
+
+def test_ports_on_this_machine(run_cli):
+    from dx7tools import midi
+
+    try:
+        names, problem = midi.output_port_names(), None
+    except DX7Error as exc:
+        names, problem = None, str(exc)
+    for args in (("ports",), ("ports", "--json")):
+        r = run_cli(*args, use_home=False)
+        assert "Traceback" not in r.stderr, r.stderr
+        if problem is not None:  # no MIDI system: one error line, exit 1 (cli.app's contract for bad input)
+            assert error_line(r) == f"error: {problem}" and r.stdout == ""
+        elif args[-1] == "--json":
+            assert r.returncode == 0 and r.json() == names
+        else:
+            assert r.returncode == 0 and r.stdout.splitlines() == (names or ["no MIDI output ports"])
+
+
+def test_ports_without_a_midi_system_through_the_console_entry_point(monkeypatch, capsys):
+    """What `dx7tools ports` does where rtmidi cannot open the ALSA sequencer, on any machine."""
+    import importlib.metadata
+    import sys
+
+    import mido
+    import rtmidi
+
+    (entry,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "dx7tools"]
+    main = entry.load()
+
+    def no_sequencer():
+        raise rtmidi.SystemError("MidiInAlsa::initialize: error creating ALSA sequencer client object.")
+
+    monkeypatch.setattr(mido, "get_output_names", no_sequencer)
+    monkeypatch.setattr(sys, "argv", ["dx7tools", "ports"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    captured = capsys.readouterr()
+    assert exited.value.code == 1 and captured.out == ""
+    assert captured.err.splitlines() == ["error: no MIDI system available (MidiInAlsa::initialize: error creating "
+                                         "ALSA sequencer client object.)"]
+
+
 def test_hexter_roms_import_lists_128_voices_as_dexed_shows(run_cli, hexter_dir, dexed):
     r = run_cli("import", hexter_dir / "dx7_roms.dx7", "--json")
     assert r.returncode == 0, r.stderr
@@ -131,3 +267,75 @@ def test_hexter_roms_import_lists_128_voices_as_dexed_shows(run_cli, hexter_dir,
             p = dexed.Patch.from_packed(data[(b * 32 + slot) * 128 : (b * 32 + slot + 1) * 128])
             expected.append((p.name.rstrip(), p.algorithm + 1))
     assert [(row["name"], row["algorithm"]) for row in rows] == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# structure of the cli package: command modules import cli.common and library code, never cli.app
+# ---------------------------------------------------------------------------------------------
+
+CLI_DIR = PATCHES.parent / "cli"
+CLI_MODULES = sorted(p.stem for p in CLI_DIR.glob("*.py") if p.stem not in ("__init__", "__main__"))
+HELP_ORDER = ["import", "list", "show", "bank", "preview", "fit", "resynth", "runs", "export", "ports", "send",
+              "render", "eval", "paper-table", "report", "rank", "corpus"]
+
+
+def _fresh_import(*modules: str) -> dict:
+    """Import ``dx7tools_cli.<module>`` in order in a new interpreter; the cli modules loaded and the app's
+    command names if ``app`` got loaded."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {list(modules)!r}:\n"
+        "    importlib.import_module('dx7tools_cli.' + m)\n"
+        "loaded = sorted(k.split('.', 1)[1] for k in sys.modules if k.startswith('dx7tools_cli.'))\n"
+        "app = sys.modules.get('dx7tools_cli.app')\n"
+        "names = None if app is None else [c.name for c in app.app.registered_commands] + "
+        "[g.name for g in app.app.registered_groups]\n"
+        "print(json.dumps({'loaded': loaded, 'commands': names}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(CLI_DIR.parent))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_cli_modules_import_alone_and_never_cli_app():
+    assert {"app", "common"} <= set(CLI_MODULES) and len(CLI_MODULES) >= 8
+    for module in CLI_MODULES:
+        loaded = set(_fresh_import(module)["loaded"])
+        if module == "common":
+            assert loaded == {"common"}, f"cli.common imports {loaded - {'common'}}"
+        elif module != "app":
+            assert loaded <= {"common", module}, f"cli.{module} imports {loaded - {'common', module}}"
+
+
+def test_cli_command_modules_have_no_app_import_even_lazily():
+    import ast
+
+    for module in CLI_MODULES:
+        if module in ("app",):
+            continue
+        tree = ast.parse((CLI_DIR / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = "." * node.level + (node.module or "")
+                names = {a.name for a in node.names}
+                assert target not in (".app", "cli.app", "dx7tools_cli.app") and not (
+                    target == "." and "app" in names), f"cli/{module}.py: from {target} import {names}"
+                if module == "common":
+                    assert not (node.level and (target.endswith("_cmds") or names & {m for m in CLI_MODULES})), \
+                        f"cli/common.py imports a command module: from {target} import {names}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name not in ("cli.app", "dx7tools_cli.app"), f"cli/{module}.py: import {alias.name}"
+
+
+def test_cli_app_registers_every_command_in_help_order_whatever_imports_first():
+    commands = [m for m in CLI_MODULES if m.endswith("_cmds")]
+    for order in (["export_cmds", "app"], [*commands, "app"], [*reversed(commands), "app"], ["app"]):
+        result = _fresh_import(*order)
+        assert result["commands"] == HELP_ORDER, order
+        assert set(result["loaded"]) == set(CLI_MODULES), order
