@@ -384,14 +384,17 @@ def output_port_names() -> list[str]:
 
     Raises:
         DX7Error: "no MIDI system available" where the machine has none (no ALSA sequencer,
-            no CoreMIDI...), instead of the backend's own exception.
+            no CoreMIDI...), instead of the backend's own exception. Only rtmidi's
+            ``SystemError`` (the MIDI system cannot be opened) means that; any other exception
+            (a broken install, a bug) propagates as itself.
     """
     import mido
+    import rtmidi
 
     try:
         with _quiet_stderr():  # ALSA's C library prints its own complaint before rtmidi raises
             return list(mido.get_output_names())
-    except Exception as exc:  # rtmidi raises its own SystemError/RtMidiError types
+    except rtmidi.SystemError as exc:  # no ALSA sequencer / CoreMIDI client could be created
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DX7Error(f"no MIDI system available ({first})") from None
 
@@ -432,14 +435,20 @@ def match_port(wanted: str, names: Sequence[str]) -> str:
 
 
 def open_output(wanted: str):
-    """Open the output port matched by :func:`match_port` (a mido port)."""
+    """Open the output port matched by :func:`match_port` (a mido port).
+
+    Raises:
+        DX7Error: no port matches, or the backend cannot open it (rtmidi's errors, and mido's
+            ``OSError`` for a port that went away since it was listed).
+    """
     import mido
+    import rtmidi
 
     name = match_port(wanted, output_port_names())
     try:
         with _quiet_stderr():
             return mido.open_output(name)
-    except Exception as exc:
+    except (rtmidi.RtMidiError, OSError) as exc:
         raise DX7Error(f"cannot open MIDI output {name!r}: {exc}") from None
 
 

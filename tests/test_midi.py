@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -81,13 +83,44 @@ def test_port_matching():
         midi.match_port("midi", names)
 
 
-def test_no_midi_system_is_one_clear_error():
-    try:
-        names = midi.output_port_names()
-    except DX7Error as exc:
-        assert str(exc).startswith("no MIDI system available")
-        return
-    assert isinstance(names, list)  # a machine with MIDI: the listing works
+ALSA_FAILURE = "MidiInAlsa::initialize: error creating ALSA sequencer client object."
+
+
+def test_no_midi_system_is_one_clear_error(monkeypatch):
+    """What rtmidi raises on a machine without an ALSA sequencer becomes one DX7Error line;
+    anything else the backend raises (a bug, a broken install) is not disguised as that."""
+    import mido
+    import rtmidi
+
+    def no_sequencer():
+        raise rtmidi.SystemError(ALSA_FAILURE)
+
+    monkeypatch.setattr(mido, "get_output_names", no_sequencer)
+    with pytest.raises(DX7Error) as caught:
+        midi.output_port_names()
+    assert str(caught.value) == f"no MIDI system available ({ALSA_FAILURE})"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    with pytest.raises(DX7Error, match=r"^no MIDI system available \(MidiInAlsa"):
+        midi.open_output("DX7")
+
+    def broken():
+        raise TypeError("get_output_names() got an unexpected keyword argument")
+
+    monkeypatch.setattr(mido, "get_output_names", broken)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        midi.output_port_names()
+
+
+def test_opening_a_port_that_went_away_is_one_clear_error(monkeypatch):
+    import mido
+
+    def gone(name):
+        raise OSError(f"unknown port {name!r}")  # what mido's rtmidi backend raises
+
+    monkeypatch.setattr(mido, "get_output_names", lambda: ["UM-ONE:UM-ONE MIDI 1 20:0"])
+    monkeypatch.setattr(mido, "open_output", gone)
+    with pytest.raises(DX7Error, match=r"^cannot open MIDI output 'UM-ONE:UM-ONE MIDI 1 20:0': unknown port"):
+        midi.open_output("um-one")
 
 
 def test_rtmidi_virtual_port_when_the_machine_has_one():
@@ -95,13 +128,20 @@ def test_rtmidi_virtual_port_when_the_machine_has_one():
 
     try:
         midi.output_port_names()
-        port = mido.open_output("dx7tools-test", virtual=True)
-    except Exception as exc:  # DX7Error (no ALSA sequencer) or rtmidi's own error
-        pytest.skip(f"no MIDI system with virtual ports here ({str(exc).splitlines()[0][:80]})")
-    with mido.open_input("dx7tools-test") as inport:
-        report = midi.send_events(port, [midi.Event(0.0, bytes([0x90, 60, 100])), midi.Event(0.01, bytes([0x80, 60, 0]))])
-        got = [m.bytes() for m in inport.iter_pending()]
-    port.close()
+    except DX7Error as exc:  # the one condition that may skip: no MIDI system on this machine
+        pytest.skip(f"no virtual MIDI ports without a MIDI system: {exc}")
+    port = mido.open_output("dx7tools-test", virtual=True)
+    try:
+        # ALSA lists the virtual port as "<client>:dx7tools-test <client:port>"; CoreMIDI by its name
+        with mido.open_input(midi.match_port("dx7tools-test", mido.get_input_names())) as inport:
+            report = midi.send_events(port, [midi.Event(0.0, bytes([0x90, 60, 100])),
+                                             midi.Event(0.01, bytes([0x80, 60, 0]))])
+            got, deadline = [], time.monotonic() + 2.0
+            while [0x90, 60, 100] not in got and time.monotonic() < deadline:  # delivery is asynchronous
+                got += [m.bytes() for m in inport.iter_pending()]
+                time.sleep(0.01)
+    finally:
+        port.close()
     assert report.messages >= 2 and [0x90, 60, 100] in got
 
 
