@@ -192,15 +192,29 @@ def test_file_errors(tmp_path):
         read_file(tmp_path / "missing.syx")
     with pytest.raises(DX7Error, match="is a directory"):
         read_file(tmp_path)
+    # paths that exist as names but cannot be read, whoever runs the test (root included)
+    loop = tmp_path / "loop.syx"
+    loop.symlink_to(loop)  # a link to itself: ELOOP
+    with pytest.raises(DX7Error, match=r"loop\.syx: cannot read: .+"):
+        read_file(loop)
+    plain = tmp_path / "plain.syx"
+    plain.write_bytes(vced_message(Voice.init()))
+    with pytest.raises(DX7Error, match=r"plain\.syx/inner\.syx: cannot read: .+"):  # ENOTDIR
+        read_file(plain / "inner.syx")
+
+
+def test_file_without_read_permission(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("running as root, which reads a file whatever its permissions; "
+                    "test_file_errors covers unreadable paths that root cannot read either")
     locked = tmp_path / "locked.syx"
-    locked.write_bytes(b"\xf0")
+    locked.write_bytes(vced_message(Voice.init()))
     locked.chmod(0)
     try:
-        import os
-
-        if os.geteuid() != 0:  # root reads anything
-            with pytest.raises(DX7Error, match="cannot read"):
-                read_file(locked)
+        with pytest.raises(DX7Error, match=r"locked\.syx: cannot read: Permission denied"):
+            read_file(locked)
     finally:
         locked.chmod(0o600)
 
