@@ -42,7 +42,7 @@ hexter:
 	@scripts/fetch_hexter.sh $(HEXTER_DIR) || echo "hexter banks not available; their tests will skip"
 
 test: install-test hexter
-	DX7TOOLS_HEXTER_DIR=$(HEXTER_DIR) $(BIN)/python -m pytest -q
+	DX7TOOLS_HEXTER_DIR=$(HEXTER_DIR) $(BIN)/python -m pytest -q -rs
 
 bench: install-test hexter
 	DX7TOOLS_HEXTER_DIR=$(HEXTER_DIR) $(BIN)/python benchmarks/bench_parse.py
