@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from ddx7 import train
-from ddx7.loss import multiscale_spectral_loss
-from ddx7.models import DDX7, HpN, Reverb, count_parameters
-from ddx7.presets import paper_config, resolve_config
+from ddx7 import run as runs
+
+from ddx7.fit import train
+from ddx7.fit.loss import multiscale_spectral_loss
+from ddx7.fit.models import DDX7, HpN, Reverb, count_parameters
+from ddx7.rank.choose import paper_config, resolve_config
 from ddx7.synth import FMSynth
 from dx7tools.errors import DX7Error
 
@@ -97,13 +99,13 @@ def test_training_lowers_the_loss(tmp_path, data, kind):
     assert [int(r["step"]) for r in rows] == list(range(1, cfg.steps + 1))
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["status"] == "trained" and info["parameters"] == result.parameters
-    model, _ = train.load_model(tmp_path / "run")
+    model, _ = runs.load_model(tmp_path / "run")
     assert train.evaluate(model, data["valid"]) == pytest.approx(result.best_valid, rel=1e-5)
 
 
 def _fresh(kind, config):
     torch.manual_seed(0)
-    from ddx7.models import build_model
+    from ddx7.fit.models import build_model
 
     return build_model(kind, config)
 
@@ -138,7 +140,7 @@ def test_fit_refuses_existing_run_and_bad_settings(tmp_path, data):
         with pytest.raises(DX7Error, match=message):
             train.fit(None, tmp_path / "x", train.FitConfig(**{**cfg.__dict__, **bad}), config, data=data)
     with pytest.raises(DX7Error, match="bad run name"):
-        train.check_name("../evil")
+        runs.check_name("../evil")
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data):
@@ -184,35 +186,49 @@ def test_streaming_blocks_match_whole_renders():
         torch.testing.assert_close(torch.cat(parts, 1), harm_whole, atol=1e-5, rtol=0)
 
 
-def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, data, monkeypatch):
-    import errno
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, data):
+    """The kernel refuses a checkpoint write halfway through, as on a full disk: the previous
+    checkpoint stays whole, no temporary file is left behind, and --resume carries on.
 
+    The refusal is real, not mocked: a file-size limit (RLIMIT_FSIZE, which binds root too) below
+    the checkpoint's size makes write(2) fail with EFBIG, as a full disk makes it fail with ENOSPC.
+    """
+    import errno
+    import signal
+
+    resource = pytest.importorskip("resource", reason="no RLIMIT_FSIZE on this platform (POSIX only)")
     config = paper_config("violin")
     kw = dict(corpus="synthetic", batch_size=1, segment_seconds=0.5, minutes=None, checkpoint_seconds=0,
               valid_every=100)
-    train.fit(None, tmp_path / "r", train.FitConfig(steps=2, **kw), config, data=data)
-    before = (tmp_path / "r" / "checkpoint.safetensors").read_bytes()
-
-    real = train.atomic_write_bytes
-
-    def full_disk(path, payload):
-        if str(path).endswith("checkpoint.safetensors"):
-            # what atomic_write_bytes does when the temporary file cannot be written
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, payload)
-
-    monkeypatch.setattr(train, "atomic_write_bytes", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        train.fit(None, tmp_path / "r", train.FitConfig(steps=4, **kw), config, data=data, resume=True)
-    monkeypatch.setattr(train, "atomic_write_bytes", real)
-    assert (tmp_path / "r" / "checkpoint.safetensors").read_bytes() == before
-    result = train.fit(None, tmp_path / "r", train.FitConfig(steps=4, **kw), config, data=data, resume=True)
+    run = tmp_path / "r"
+    train.fit(None, run, train.FitConfig(steps=2, **kw), config, data=data)
+    checkpoint = run / "checkpoint.safetensors"
+    before, files_before = checkpoint.read_bytes(), sorted(p.name for p in run.iterdir())
+    # resuming writes run.json, then metrics.csv and the checkpoint after step 3: only the
+    # checkpoint is over the limit
+    limit = len(before) // 2
+    assert max((run / "run.json").stat().st_size, (run / "metrics.csv").stat().st_size) < limit // 100
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        pytest.skip(f"the hard file-size limit ({hard} bytes) is below this test's own limit ({limit})")
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write(2), not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        with pytest.raises(OSError) as failed:
+            train.fit(None, run, train.FitConfig(steps=4, **kw), config, data=data, resume=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert failed.value.errno == errno.EFBIG
+    assert checkpoint.read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == files_before  # the partial temporary file is gone
+    result = train.fit(None, run, train.FitConfig(steps=4, **kw), config, data=data, resume=True)
     assert result.steps == 4
-    assert [r["step"] for r in csv.DictReader(open(tmp_path / "r" / "metrics.csv"))] == ["1", "2", "3", "4"]
+    assert [r["step"] for r in csv.DictReader(open(run / "metrics.csv"))] == ["1", "2", "3", "4"]
 
 
 def test_feedback_cap_holds_the_feedback_operator_below_chaos_and_legacy_runs_keep_their_levels(tmp_path, data):
-    from ddx7.feedback import STABLE_LOOP_GAIN, feedback_beta, stable_index_limit
+    from ddx7.synth.feedback import STABLE_LOOP_GAIN, feedback_beta, stable_index_limit
 
     # FEEDBACK 7 at level 99 (index 2) is twice the stable loop gain; FEEDBACK 6 at level 99 is it.
     assert stable_index_limit(7, 2) == pytest.approx(1.0) and stable_index_limit(6, 2) == pytest.approx(2.0)
@@ -239,7 +255,7 @@ def test_feedback_cap_holds_the_feedback_operator_below_chaos_and_legacy_runs_ke
     assert info["config"]["feedback_cap"] is True
     del info["config"]["feedback_cap"]
     (tmp_path / "old" / "run.json").write_text(json.dumps(info))
-    model, _ = train.load_model(tmp_path / "old")
+    model, _ = runs.load_model(tmp_path / "old")
     assert not model.feedback_cap and model.ceiling.tolist() == [2.0] * 6
     assert train.FitConfig.from_saved(info["config"]).feedback_cap is False
     train.fit(None, tmp_path / "old", train.FitConfig(**{**cfg.__dict__, "steps": 3}), config, data=data, resume=True)
@@ -279,23 +295,23 @@ def test_a_non_finite_step_is_skipped_and_a_run_of_them_stops_training(tmp_path,
     monkeypatch.setattr(train, "multiscale_spectral_loss", nan_on_third_step)
     result = train.fit(None, tmp_path / "r", train.FitConfig(steps=5, **kw), config, data=data)
     assert result.steps == 5 and math.isfinite(result.best_valid)
-    model, info = train.load_model(tmp_path / "r")
+    model, info = runs.load_model(tmp_path / "r")
     assert info["skipped_steps"] == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
     monkeypatch.setattr(train, "multiscale_spectral_loss", lambda p, t: real(p, t) * float("nan"))
     monkeypatch.setattr(train, "MAX_NONFINITE_STEPS", 3)
-    before, _ = train._load(tmp_path / "r" / "checkpoint.safetensors")
+    before, _ = runs.read_weights(tmp_path / "r" / "checkpoint.safetensors")
     with pytest.raises(DX7Error, match="training diverged: non-finite loss or gradients in 3 steps"):
         train.fit(None, tmp_path / "r", train.FitConfig(steps=10, **kw), config, data=data, resume=True)
-    after, meta = train._load(tmp_path / "r" / "checkpoint.safetensors")
+    after, meta = runs.read_weights(tmp_path / "r" / "checkpoint.safetensors")
     assert meta["skipped_steps"] >= 2          # skipped steps change no weight
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("model."))
 
 
 def test_a_new_model_starts_near_sines():
-    # Modulators at a quarter of their ceiling, carriers at half (ddx7.models.MODULATOR_START).
-    from ddx7.models import MODULATOR_START
+    # Modulators at a quarter of their ceiling, carriers at half (ddx7.fit.models.MODULATOR_START).
+    from ddx7.fit.models import MODULATOR_START
 
     torch.manual_seed(0)
     model = DDX7(paper_config("violin"))                  # algorithm 2: carriers OP1, OP3
@@ -308,7 +324,7 @@ def test_a_new_model_starts_near_sines():
 
 def test_saturated_output_levels_get_a_gradient_back():
     # Pushed far into saturation the spectral loss has no gradient left; the penalty pulls back.
-    from ddx7.models import saturation_penalty
+    from ddx7.fit.models import saturation_penalty
 
     torch.manual_seed(0)
     model = DDX7(paper_config("violin"))
