@@ -13,6 +13,23 @@ from dx7tools import DX7Error
 from .common import HomeOption, JsonOption, TimeLeft, err, out, print_json, print_rows, progress_bar
 
 
+def _open_or_build(home, corpus: str):
+    """The corpus; a missing default one (violin, flute, trumpet) is rendered first, said on stderr."""
+    from ddx7.data.corpus import INSTRUMENTS, Corpus, open_or_build
+
+    if corpus not in INSTRUMENTS:
+        return Corpus.open(home, corpus)
+    with progress_bar(f"building the {corpus} corpus") as bar:
+        task = bar.add_task("build", total=1)
+        built, is_new = open_or_build(home, corpus,
+                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if is_new:
+        durations = built.durations()
+        err.print(f"corpus {corpus!r} did not exist: built the default one ({sum(durations.values()) / 60:.1f} min "
+                  f"of General MIDI {corpus} phrases, as `dx7tools corpus build {corpus}` does)", highlight=False)
+    return built
+
+
 def fit(
     corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (see `dx7tools corpus list`).")],
     voice: Annotated[Optional[str], typer.Option("--voice", help="Library voice id or name whose fixed configuration "
@@ -45,7 +62,6 @@ def fit(
     """Train DDX7 (or HpN) on a corpus (Python: ddx7.fit.train.fit)."""
     from ddx7 import run as runs
     from ddx7.fit import train
-    from ddx7.data.corpus import Corpus
     from ddx7.rank.choose import auto_config, resolve_config
 
     if steps is None and minutes is None:
@@ -65,7 +81,7 @@ def fit(
                               seed=seed, threads=threads, valid_every=valid_every,
                               checkpoint_seconds=checkpoint_seconds, feedback_cap=feedback_cap)
         cfg.check()
-        instrument = Corpus.open(home, corpus).to_dict().get("instrument")
+        instrument = _open_or_build(home, corpus).instrument
         if model == "ddx7" and voice == "auto":
             with progress_bar("ranking voices") as bar:
                 task = bar.add_task("rank", total=1)
