@@ -151,3 +151,14 @@ def test_commands_report_a_damaged_record_in_one_line(home, tmp_path):
         assert isinstance(result.exception, DX7Error), (args, result.exception)
         assert "damaged" in str(result.exception), (args, str(result.exception))
     assert not (tmp_path / "a.syx").exists() and not (tmp_path / "o.wav").exists()
+
+
+def test_a_missing_default_corpus_is_built_and_others_get_a_hint(tmp_path):
+    from ddx7.data.corpus import open_or_build
+
+    corpus, built = open_or_build(tmp_path, "flute", minutes=0.05)
+    assert built and corpus.instrument == "flute" and corpus.segments()
+    again, built = open_or_build(tmp_path, "flute", minutes=0.05)
+    assert not built and again.path == corpus.path
+    with pytest.raises(DX7Error, match="no corpus named 'mine'.*corpus add"):
+        open_or_build(tmp_path, "mine")

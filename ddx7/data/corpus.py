@@ -846,11 +846,12 @@ def build_corpus(home, instrument: str, *, minutes: float = 5.0, seed: int = 0, 
     return corpus
 
 
-def open_or_build(home, name: str, *, progress: ProgressFn | None = None) -> tuple[Corpus, bool]:
+def open_or_build(home, name: str, *, minutes: float = 5.0, progress: ProgressFn | None = None
+                  ) -> tuple[Corpus, bool]:
     """The corpus ``name``; a default one (violin, flute, trumpet) is built first if missing.
 
     Returns:
-        ``(corpus, built)``: ``built`` is True when it was rendered just now (5 minutes of
+        ``(corpus, built)``: ``built`` is True when it was rendered just now (``minutes`` of
         phrases with the default seed, as ``dx7tools corpus build NAME`` makes it).
 
     Raises:
@@ -858,7 +859,7 @@ def open_or_build(home, name: str, *, progress: ProgressFn | None = None) -> tup
     """
     check_name(name)
     if name in INSTRUMENTS and not (_corpora_dir(home) / name / MANIFEST).is_file():
-        return build_corpus(home, name, progress=progress), True
+        return build_corpus(home, name, minutes=minutes, progress=progress), True
     return Corpus.open(home, name), False
 
 
