@@ -17,13 +17,12 @@ import pytest
 import soundfile
 import torch
 
-from ddx7 import embeddings as E
-from ddx7 import train
-from ddx7.corpus import add_corpus
-from ddx7.evaluate import evaluate_run, resynthesize_test
-from ddx7.fad import fad
-from ddx7.paper_table import paper_table, two_operator_stack
-from ddx7.presets import paper_config
+from ddx7.evaluate import embeddings as E
+from ddx7 import run as runs
+from ddx7.data.corpus import add_corpus
+from ddx7.evaluate import evaluate_run
+from ddx7.evaluate.paper_table import paper_table, two_operator_stack
+from ddx7.rank.choose import paper_config
 from ddx7.synth import FMSynth
 
 STEPS = 2
@@ -71,6 +70,31 @@ def table(tmp_path_factory):
     return home, result
 
 
+RUN = "paper-mini-ddx7-6op-2steps"
+
+
+@pytest.fixture
+def own_home(table, tmp_path) -> Path:
+    """A private copy of the table's data home (corpus, finished runs; no checkpoints, no eval
+    records): what a test writes there, and what it needs to find there, is its own."""
+    src, _ = table
+    home = tmp_path / "home"
+    shutil.copytree(src, home, ignore=shutil.ignore_patterns("checkpoint.safetensors", "eval-*.json",
+                                                              "recordings", "paper-table"))
+    return home
+
+
+def frechet_by_formula(x: np.ndarray, y: np.ndarray) -> float:
+    """FAD from its definition with numpy alone: |mx - my|^2 + tr Sx + tr Sy - 2 tr (Sx^1/2 Sy Sx^1/2)^1/2,
+    both square roots from symmetric eigendecompositions (the code under test uses scipy's sqrtm)."""
+    mx, my = x.mean(0), y.mean(0)
+    sx, sy = np.cov(x, rowvar=False, ddof=1), np.cov(y, rowvar=False, ddof=1)
+    w, v = np.linalg.eigh(sx)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(root @ sy @ root)
+    return float(((mx - my) ** 2).sum() + np.trace(sx) + np.trace(sy) - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
+
+
 # one torch thread per test (the suite shares the machine's cores); fixture in conftest.py
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -91,19 +115,20 @@ def test_paper_table(table):
     assert [f.name for f in files] == ["paper-table.md", "paper-table.csv", "paper-table.json"]
     parsed = list(csv.DictReader(io.StringIO(files[1].read_text())))
     assert [r["row"] for r in parsed] == list(rows) and float(parsed[0]["fad"]) == rows["original"]["fad"]
-    info = json.loads((train.runs_dir(home) / "paper-mini-ddx7-2op-2steps" / "run.json").read_text())
+    info = json.loads((runs.runs_dir(home) / "paper-mini-ddx7-2op-2steps" / "run.json").read_text())
     assert info["fixed_config"]["algorithm"] == 1 and info["fixed_config"]["feedback"] == 0
 
 
-def test_paper_table_cli_reuses_runs(table, dx7tools_exe):
-    home, result = table
-    before = {p.name: p.stat().st_mtime for p in (train.runs_dir(home)).glob("*/model.safetensors")}
+def test_paper_table_cli_reuses_runs(table, own_home, dx7tools_exe):
+    _, result = table
+    home = own_home
+    before = {p.name: p.stat().st_mtime for p in (runs.runs_dir(home)).glob("*/model.safetensors")}
     proc = subprocess.run([dx7tools_exe, "paper-table", "--corpus", "mini", "--steps", str(STEPS), "--diagonal",
                            "--home", str(home), "--json"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert all(r["reused"] for r in out["rows"] if r["row"] != "original")
-    assert {p.name: p.stat().st_mtime for p in train.runs_dir(home).glob("*/model.safetensors")} == before
+    assert {p.name: p.stat().st_mtime for p in runs.runs_dir(home).glob("*/model.safetensors")} == before
     # the same embedding, the same FADs (HpN's noise is seeded)
     assert [r["fad"] for r in out["rows"]] == pytest.approx([r["fad"] for r in result["rows"]], rel=1e-6)
 
@@ -125,63 +150,75 @@ def test_two_operator_stack_mutes_op3_to_op6():
     assert abs(peak_hz - 220.0) < 5 and spectrum[2 * int(round(220 * len(y) / 16000))] < 1e-3 * spectrum.max()
 
 
-def test_eval_full_covariance_matches_an_independent_computation(table):
-    home, _ = table
-    emb = BandEnergies()
-    result = evaluate_run(home, "paper-mini-ddx7-6op-2steps", embedder=emb, write=False)
+def test_eval_full_covariance_matches_an_independent_computation(own_home):
+    from ddx7.fit import train
+
+    home, emb = own_home, BandEnergies()
+    result = evaluate_run(home, RUN, embedder=emb, write=False)
     assert result["embedding"] == "bands-test" and not result["diagonal"]
     assert [r["row"] for r in result["reference"]] == ["original", "hpn"]
     assert result["reference"][1]["run"] == "paper-mini-hpn-2steps"
-    # recompute by hand: the resynthesised test split against every corpus segment
-    from ddx7.corpus import Corpus
+    # recompute by hand: the corpus's segment files read from its manifest, the test split
+    # resynthesised by the run's best model from the segments' features, FAD from its formula
+    corpus_dir = home / "corpora" / "mini"
+    segments = json.loads((corpus_dir / "manifest.json").read_text())["segments"]
 
-    corpus = Corpus.open(home, "mini")
-    everything = np.concatenate([emb(corpus.load(s)) for s in corpus.segments()])
-    run_dir = train.runs_dir(home) / "paper-mini-ddx7-6op-2steps"
-    resynth = resynthesize_test(run_dir, home, json.loads((run_dir / "run.json").read_text()))
-    ours = np.concatenate([emb(a) for _, a in resynth])
+    def embed_file(segment: dict) -> np.ndarray:
+        audio, sr = soundfile.read(corpus_dir / segment["file"], dtype="float32")
+        assert sr == 16000
+        return emb(audio)
+
+    everything = np.concatenate([embed_file(s) for s in segments])
+    originals = np.concatenate([embed_file(s) for s in segments if s["split"] == "test"])
+    run = runs.Run.at(home / "runs" / RUN)
+    test_split = train.load_examples(home, "mini", run.fit_config)["test"]
+    assert sorted(e.name for e in test_split) == sorted(s["file"] for s in segments if s["split"] == "test")
+    with torch.no_grad():
+        ours = np.concatenate([emb(run.model()(torch.from_numpy(e.f0_hz)[None],
+                                               torch.from_numpy(e.loudness_db)[None])[0].numpy())
+                               for e in test_split])
     assert result["n_frames"] == len(ours) and result["corpus_frames"] == len(everything)
-    assert result["fad"] == pytest.approx(fad(ours, everything), rel=1e-5)
-    originals = np.concatenate([emb(corpus.load(s)) for s in corpus.segments("test")])
-    assert result["reference"][0]["fad"] == pytest.approx(fad(originals, everything), rel=1e-5)
+    assert result["fad"] == pytest.approx(frechet_by_formula(ours, everything), rel=1e-5)
+    assert result["reference"][0]["n_frames"] == len(originals)
+    assert result["reference"][0]["fad"] == pytest.approx(frechet_by_formula(originals, everything), rel=1e-5)
     # two training steps are far from the originals: the floor is lower
     assert result["reference"][0]["fad"] < result["fad"]
 
 
-def test_eval_cli(table, run_cli):
-    src, _ = table
-    r = run_cli("eval", "paper-mini-ddx7-6op-2steps", "--diagonal", "--json", use_home=False,
-                env={"DX7TOOLS_HOME": str(src)})
+def test_eval_cli(own_home, run_cli):
+    src = own_home
+    record = src / "runs" / RUN / "eval-crepe-tiny-diagonal.json"
+    assert not record.exists()
+    r = run_cli("eval", RUN, "--diagonal", "--json", use_home=False, env={"DX7TOOLS_HOME": str(src)})
     assert r.returncode == 0, r.stderr
     out = r.json()
     assert {"fad", "embedding", "n_frames", "reference"} <= set(out)
     assert out["embedding"] == "crepe-tiny" and out["diagonal"] and out["n_frames"] > 10
     assert [x["row"] for x in out["reference"]] == ["original", "hpn"]
-    assert (train.runs_dir(src) / "paper-mini-ddx7-6op-2steps" / "eval-crepe-tiny-diagonal.json").exists()
+    assert json.loads(record.read_text()) == out
     # a bad input through the console script: one line, exit 1
-    r = run_cli("eval", "paper-mini-ddx7-6op-2steps", "--embedding", "vggish", use_home=False,
+    r = run_cli("eval", RUN, "--embedding", "vggish", use_home=False,
                 env={"DX7TOOLS_HOME": str(src), "DX7TOOLS_VGGISH_WEIGHTS": ""})
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "error: vggish needs its weights: pass --weights FILE or set DX7TOOLS_VGGISH_WEIGHTS (none ship with "
         "dx7tools and nothing is downloaded)"]
 
 
-def test_eval_bad_input(table, tmp_path, monkeypatch):
+def test_eval_bad_input(own_home, tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    from ddx7.report import write_report
+    from ddx7.evaluate.report import write_report
     from dx7tools.errors import DX7Error
 
-    home, _ = table
-    run = "paper-mini-ddx7-6op-2steps"
+    home, run = own_home, RUN
     with pytest.raises(DX7Error, match=r"resynthesised test split of 'mini' \(paper-mini-ddx7-6op-2steps\): \d+ "
                                        r"embedding frames are too few for a stable 272x272 covariance "
                                        r"\(need at least 544\); use more audio, or --diagonal"):
         evaluate_run(home, run, write=False)
     with pytest.raises(DX7Error, match="no run named 'nope'"):
         evaluate_run(home, "nope")
-    unfinished = train.runs_dir(home) / "unfinished"
-    shutil.copytree(train.runs_dir(home) / run, unfinished)
+    unfinished = runs.runs_dir(home) / "unfinished"
+    shutil.copytree(runs.runs_dir(home) / run, unfinished)
     info = json.loads((unfinished / "run.json").read_text())
     (unfinished / "run.json").write_text(json.dumps({**info, "status": "training"}))
     with pytest.raises(DX7Error, match="run 'unfinished' never finished training \\(status 'training'\\); finish it "
@@ -217,14 +254,14 @@ def decode_media(page: str) -> tuple[list[bytes], list[bytes]]:
     return out[0], out[1]
 
 
-def test_report_is_self_contained_and_complete(table, run_cli, tmp_path):
+def test_report_is_self_contained_and_complete(own_home, run_cli, tmp_path):
     from PIL import Image
 
-    src, _ = table
+    src = own_home
+    evaluated = evaluate_run(src, RUN, embedder=BandEnergies())  # the record the report shows
     env = {"DX7TOOLS_HOME": str(src)}
     page_path = tmp_path / "report.html"
-    r = run_cli("report", "paper-mini-ddx7-6op-2steps", "-o", str(page_path), "--excerpts", "2", "--json",
-                use_home=False, env=env)
+    r = run_cli("report", RUN, "-o", str(page_path), "--excerpts", "2", "--json", use_home=False, env=env)
     assert r.returncode == 0, r.stderr
     page = page_path.read_text()
     assert "http://" not in page and "https://" not in page and "<script" not in page
@@ -240,16 +277,20 @@ def test_report_is_self_contained_and_complete(table, run_cli, tmp_path):
     for wav in sounds:
         audio, sr = soundfile.read(io.BytesIO(wav))
         assert sr == 16000 and len(audio) > 1000 and soundfile.info(io.BytesIO(wav)).subtype == "PCM_16"
-    # algorithm diagram and ratios, FAD rows from the eval above (saved in the run folder)
+    # algorithm diagram and ratios, and the FAD rows of the eval record in the run folder
     assert "algorithm 2: edges 2-&gt;1 4-&gt;3 5-&gt;4 6-&gt;5" in page and "ratio 14" in page
-    assert "Embedding: crepe-tiny" in page and "original test split vs corpus (floor)" in page
+    floor = evaluated["reference"][0]
+    assert "<h3>Embedding: bands-test</h3>" in page
+    assert f"<td class='num'>{evaluated['fad']:.4f}</td><td class='num'>{evaluated['n_frames']}</td>" in page
+    assert (f"<td>original test split vs corpus (floor)</td><td class='num'>{floor['fad']:.4f}</td>"
+            f"<td class='num'>{floor['n_frames']}</td>") in page
 
 
 
-def test_report_hpn_and_two_operators_in_python(table, tmp_path):
-    from ddx7.report import write_report
+def test_report_hpn_and_two_operators_in_python(own_home, tmp_path):
+    from ddx7.evaluate.report import write_report
 
-    home, _ = table
+    home = own_home
     path = write_report(home, "paper-mini-hpn-2steps", tmp_path / "hpn.html", excerpts=1)
     page = path.read_text()
     images, sounds = decode_media(page)
@@ -268,12 +309,12 @@ def _browser() -> str | None:
 
 @pytest.mark.skipif(_browser() is None, reason="no headless Chromium on this machine; "
                     "test_report_is_self_contained_and_complete decodes every image and sound instead")
-def test_report_renders_in_headless_chromium(table, tmp_path):
+def test_report_renders_in_headless_chromium(own_home, tmp_path):
     from PIL import Image
 
-    from ddx7.report import write_report
+    from ddx7.evaluate.report import write_report
 
-    home, _ = table
+    home = own_home
     page = write_report(home, "paper-mini-ddx7-6op-2steps", tmp_path / "r.html", excerpts=1)
     # the same page with every image source emptied: what a page of broken images looks like
     broken = tmp_path / "broken.html"
@@ -294,15 +335,15 @@ def test_top_voice_row_follows_the_selector(tmp_path, monkeypatch):
     import sys
     import types
 
-    from ddx7.paper_table import plan_runs
+    from ddx7.evaluate.paper_table import plan_runs
 
     # a stand-in for the selector's module (its interface: cached_top_config, load_ranking)
     flute = paper_config("flute")
-    select = types.ModuleType("ddx7.select")
+    select = types.ModuleType("ddx7.rank.ranking")
     select.cached_top_config = lambda home, corpus: flute
     select.load_ranking = lambda home, corpus: types.SimpleNamespace(complete=False,
                                                                       message="first-stage ranking only")
-    monkeypatch.setitem(sys.modules, "ddx7.select", select)
+    monkeypatch.setitem(sys.modules, "ddx7.rank.ranking", select)
     plans, notes = plan_runs(tmp_path, "mini", "violin", 2.0, None)
     assert [p.name for p in plans] == ["paper-mini-hpn-2m", "paper-mini-ddx7-6op-2m", "paper-mini-ddx7-2op-2m",
                                        "paper-mini-ddx7-top-2m"]
