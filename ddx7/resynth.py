@@ -40,8 +40,7 @@ def _to_16k_mono(src: Path, dst: Path, block: int = 1 << 16) -> int:
         if info.samplerate != SAMPLE_RATE else None
     n = 0
     with soundfile.SoundFile(str(dst), "w", SAMPLE_RATE, 1, "FLOAT") as out:
-        blocks = soundfile.blocks(str(src), blocksize=block, dtype="float32", always_2d=True)
-        for x in blocks:
+        for x in _blocks(src, block):
             mono = x.mean(axis=1)
             if not np.all(np.isfinite(mono)):
                 raise DX7Error("audio has NaN or infinite samples", str(src))
@@ -55,6 +54,17 @@ def _to_16k_mono(src: Path, dst: Path, block: int = 1 << 16) -> int:
     if n == 0:
         raise DX7Error("the audio file is empty", str(src))
     return n
+
+
+def _blocks(src: Path, block: int):
+    """``soundfile.blocks`` of ``src`` (float32, 2-D); a stream that cannot be read to its end (a
+    truncated or corrupt file whose header reads fine) is a DX7Error naming the file."""
+    import soundfile
+
+    try:
+        yield from soundfile.blocks(str(src), blocksize=block, dtype="float32", always_2d=True)
+    except soundfile.SoundFileError as exc:
+        raise DX7Error(f"cannot read audio: {exc}", str(src)) from None
 
 
 def _read(fh, start: int, stop: int, total: int) -> np.ndarray:
