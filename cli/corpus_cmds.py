@@ -45,6 +45,7 @@ def corpus_build(
         task = bar.add_task("render", total=1)
         corpus = build_corpus(home, instrument, minutes=minutes, seed=seed, overwrite=overwrite,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
+    warn(list(corpus.warnings))
     info = _corpus_info(corpus)
     print_json(info) if json_ else _print_corpus(info)
 

@@ -3,7 +3,7 @@
 This package never imports torch (the torch side lives in ``ddx7``).
 """
 
-from .errors import DX7Error
+from .errors import DX7Error, MissingExtra
 from .params import PARAMETERS, Param
 from .sysex import Cartridge, VoiceRecord, parse_bytes, read_file, vced_message, vmem_message, write_cartridge, write_single
 from .voice import Voice
@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DX7Error",
+    "MissingExtra",
     "PARAMETERS",
     "Param",
     "Cartridge",
