@@ -491,3 +491,77 @@ def test_voice_auto_reuses_a_saved_ranking_only_if_made_for_the_runs_feedback_ca
     select.save_ranking(tmp_path, legacy)
     _, selection = auto_config(tmp_path, "ka")
     assert not selection["reused_saved_ranking"] and calls[-1]["feedback_cap"] is True
+
+
+# -- paper-table's selector row ------------------------------------------------------------------
+def test_paper_table_never_trains_on_a_first_stage_ranking(known_answer, tmp_path):
+    from ddx7.evaluate.paper_table import plan_runs
+
+    home, _ = known_answer
+    lattice_only = select.rank(home, "ka", budget=0.01, save=False)     # the budget runs out before the fits
+    assert lattice_only.stats["full_fits"] == 0 and lattice_only.rows[0]["stage"] == 1
+    select.save_ranking(tmp_path, lattice_only)
+    plans, notes = plan_runs(tmp_path, "ka", None, 2.0, None)
+    assert "ddx7-top" not in [p.row for p in plans]
+    [note] = [n for n in notes if "ddx7-top" in n]
+    assert note.startswith("ka: ddx7-top skipped: the saved ranking of 'ka' stopped after its first stage")
+    assert "dx7tools rank --corpus ka --budget 600" in note and lattice_only.rows[0]["names"][0] in note
+
+    # the same rows, fitted: a complete ranking is used as it is ...
+    fitted = [{**row, "stage": 4 if k < 2 else 3} for k, row in enumerate(lattice_only.rows)]
+    select.save_ranking(tmp_path, select.Ranking("ka", fitted, True, "complete", {"full_fits": len(fitted)}))
+    plans, notes = plan_runs(tmp_path, "ka", None, 2.0, None)
+    top = FixedConfig.from_dict(fitted[0]["config"]).transposed(fitted[0]["octave"])
+    assert plans[-1].row == "ddx7-top" and plans[-1].config.key == top.key
+    assert not [n for n in notes if "ddx7-top" in n]
+    # ... an incomplete one whose top row went through the fits is used with its message as a caveat
+    select.save_ranking(tmp_path, select.Ranking("ka", fitted, False, "the budget ran out after 3 of 9 full fits",
+                                                 {"full_fits": 3}))
+    plans, notes = plan_runs(tmp_path, "ka", None, 2.0, None)
+    assert plans[-1].row == "ddx7-top" and plans[-1].config.key == top.key
+    assert [n for n in notes if "ddx7-top" in n] == [f"ka: ddx7-top uses {top.name.strip()!r}, but the selector's "
+                                                     "ranking says: the budget ran out after 3 of 9 full fits"]
+
+
+# -- the configuration a run trains with -----------------------------------------------------------
+def test_fit_without_voice_on_ones_own_recordings_ranks_the_library_and_the_projects_cartridge(tmp_path, dexed):
+    from dx7tools.sysex import parse_bytes
+    from ddx7.rank.choose import PROJECT_CARTRIDGE, _patch_file, choose_config, paper_config
+    from ddx7.rank.known_answer import known_answer_corpus
+
+    home = tmp_path / "home"
+    cartridge = parse_bytes(_patch_file(PROJECT_CARTRIDGE), PROJECT_CARTRIDGE)
+    source = next(r.voice for r in cartridge.voices if r.voice.name.strip() == "CLARINET")
+    known_answer_corpus(home, "mine", source, notes=(55, 62, 69), velocities=(100,))
+    assert len(Library(home)) == 0
+
+    config, selection, message = choose_config(home, "mine", None, None, budget=600)
+    lib = Library(home)
+    ids = selection["project_cartridge"]["voices"]
+    assert sorted(v.id for v in lib.voices()) == ids and selection["project_cartridge"]["added"] == len(ids) == 10
+    saved = select.load_ranking(home, "mine")
+    assert selection["complete"] == saved.complete and not selection["reused_saved_ranking"]
+    assert {v for r in saved.rows for v in r["voices"]} == set(ids)
+    chosen = saved.rows[selection["chosen_rank"] - 1]
+    assert config.key == FixedConfig.from_dict(chosen["config"]).transposed(chosen["octave"]).key
+    assert lib.get("CLARINET").id in chosen["voices"], saved.rows[:3]
+    first, hint = message.split("\n")
+    assert "the selector picked rank 1, CLARINET" in first and "10 voices of the project's cartridge" in first
+    assert hint.startswith("hint: the library holds only the project's cartridge")
+
+    # once the library holds voices of one's own, the cartridge is not added again and the hint goes
+    lib.add_voice(Voice.init().with_name("MINE").replace(op2_coarse=3))
+    config2, selection2, message2 = choose_config(home, "mine", None, None)
+    assert selection2["project_cartridge"]["added"] == 0 and selection2["reused_saved_ranking"]
+    assert config2.key == config.key and "\n" not in message2 and "with the project's cartridge" in message2
+
+    # the other cases: a named voice, --voice auto, a known instrument
+    named, none, msg = choose_config(home, "mine", "MINE", None)
+    assert none is None and named.key == FixedConfig.from_voice(lib.get("MINE").voice).key and "MINE" in msg
+    auto, auto_sel, msg = choose_config(home, "mine", "auto", None)
+    assert auto.key == config.key and auto_sel["chosen_rank"] == 1 and msg.startswith("--voice auto: rank 1")
+    paper, none, msg = choose_config(home, "mine", None, "violin")
+    assert none is None and paper.key == paper_config("violin").key and "paper's configuration" in msg
+    with pytest.raises(DX7Error, match="no voice|not found|no library voice") as err:
+        choose_config(home, "mine", "NO SUCH VOICE", None)
+    assert "\n" not in str(err.value)

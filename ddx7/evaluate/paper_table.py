@@ -72,32 +72,41 @@ def two_operator_stack() -> FixedConfig:
                        feedback=0, name="2-OP STACK")
 
 
+SELECTOR_RANK_BUDGET = 600
+"""Seconds suggested for ``dx7tools rank`` when a saved ranking stopped before its fits."""
+
+
 def top_voice_config(home, corpus_name: str) -> tuple[FixedConfig | None, str]:
-    """The selector's top configuration for the corpus and a caveat (or ''), or ``(None, why not)``."""
-    try:
-        from ddx7.rank.ranking import cached_top_config
-    except (ImportError, AttributeError):
-        return None, "the patch selector is not available"
-    try:
-        config = cached_top_config(home, corpus_name)
-    except (ImportError, AttributeError):
-        return None, "the patch selector is not available"
-    if config is None:
-        return None, f"no ranking for {corpus_name!r} (run the selector first)"
-    return config, _ranking_caveat(home, corpus_name)
+    """The selector's top configuration for the corpus and a caveat (or ''), or ``(None, why not)``.
 
+    A complete saved ranking is used as it is. An incomplete one is used (with its own message as
+    the caveat) only when its top row went through the fits (stage 3 or 4); one that stopped
+    after its first stage is ordered by the lattice alone, which is no pick to train on.
+    """
+    from ddx7.rank.ranking import load_ranking
 
-def _ranking_caveat(home, corpus_name: str) -> str:
-    """The saved ranking's own message when it is incomplete (e.g. first stage only), else ''."""
     try:
-        from ddx7.rank.ranking import load_ranking
-
         ranking = load_ranking(home, corpus_name)
-    except (ImportError, AttributeError, DX7Error):
+        if ranking is None or not ranking.rows:
+            return None, f"no ranking for {corpus_name!r} (run the selector first)"
+        config, row = ranking.best()
+    except DX7Error as exc:
+        return None, str(exc)
+    if ranking.complete:
+        return config, ""
+    if int(row.get("stage", 1)) < 3:
+        name = (row.get("names") or [config.name])[0].strip()
+        return None, (f"the saved ranking of {corpus_name!r} stopped after its first stage (its budget ran out "
+                      f"before the fits), so its top voice {name!r} is ordered by the lattice alone; rank again "
+                      f"with more time: dx7tools rank --corpus {corpus_name} --budget {SELECTOR_RANK_BUDGET}")
+    return config, _ranking_caveat(ranking)
+
+
+def _ranking_caveat(ranking) -> str:
+    """An incomplete ranking's own message ('' for a complete one)."""
+    if ranking.complete:
         return ""
-    if ranking is None or getattr(ranking, "complete", True):
-        return ""
-    return str(getattr(ranking, "message", "") or "the ranking is incomplete")
+    return ranking.message or "the ranking is incomplete"
 
 
 @dataclass

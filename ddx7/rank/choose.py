@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.sysex import parse_bytes
 
 PAPER_INSTRUMENTS = ("violin", "flute", "trumpet")
+PROJECT_CARTRIDGE = "dx7tools-starters.syx"
+"""The project's own cartridge (package ``dx7tools_patches``): the paper's three configurations and
+a few simple stacks, always among the selector's choices when a run names no voice."""
 
 
 def _patch_file(name: str) -> bytes:
@@ -25,18 +29,18 @@ def paper_config(instrument: str) -> FixedConfig:
     if instrument not in table:
         raise DX7Error(f"no default configuration for {instrument!r} (have {', '.join(table)}); pass --voice")
     wanted = table[instrument]["voice"]
-    cart = parse_bytes(_patch_file("dx7tools-starters.syx"), "dx7tools-starters.syx")
+    cart = parse_bytes(_patch_file(PROJECT_CARTRIDGE), PROJECT_CARTRIDGE)
     for rec in cart.voices:
         if rec.voice.name.strip() == wanted:
             return FixedConfig.from_voice(rec.voice)
-    raise DX7Error(f"voice {wanted!r} missing from dx7tools-starters.syx")
+    raise DX7Error(f"voice {wanted!r} missing from {PROJECT_CARTRIDGE}")
 
 
 def auto_config(home, corpus: str, *, budget: float = 60.0, progress=None,
-                feedback_cap: bool = True) -> tuple[FixedConfig, dict]:
+                feedback_cap: bool = True, reuse: bool = True) -> tuple[FixedConfig, dict]:
     """``--voice auto``: the selector's top configuration for ``corpus``.
 
-    Uses the saved ranking (``dx7tools rank``) when there is one made for the same
+    Uses the saved ranking (``dx7tools rank``), unless ``reuse`` is False, when there is one made for the same
     ``feedback_cap`` as the run (rankings from before that option were made without it), else
     ranks now. A row placed
     an octave away (see :func:`dx7tools.lattice.lattice_cost`) is transposed exactly
@@ -48,7 +52,7 @@ def auto_config(home, corpus: str, *, budget: float = 60.0, progress=None,
     """
     from ddx7.rank.ranking import load_ranking, rank
 
-    ranking = load_ranking(home, corpus)
+    ranking = load_ranking(home, corpus) if reuse else None
     if ranking is not None and bool(ranking.stats.get("feedback_cap", False)) != bool(feedback_cap):
         ranking = None
     reused = ranking is not None
@@ -77,3 +81,80 @@ def resolve_config(home, voice: str | None, instrument: str | None) -> FixedConf
     from dx7tools.library import Library
 
     return FixedConfig.from_voice(Library(home).get(voice).voice)
+
+
+def add_project_cartridge(home) -> tuple[list[int], int]:
+    """Import the project's cartridge (:data:`PROJECT_CARTRIDGE`) into the library of ``home``;
+    voices already there are not added twice.
+
+    Returns:
+        ``(ids, new)``: the library ids of its voices and how many of them were added now.
+    """
+    from dx7tools.library import Library
+
+    try:
+        with resources.as_file(resources.files("dx7tools_patches").joinpath(PROJECT_CARTRIDGE)) as path:
+            report = Library(home).import_files([Path(path)])
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise DX7Error(f"the project's patches are not installed ({exc})") from None
+    return sorted(set(report.ids)), report.new
+
+
+def choose_config(home, corpus: str, voice: str | None, instrument: str | None, *, feedback_cap: bool = True,
+                  budget: float = 60.0, progress=None) -> tuple[FixedConfig, dict | None, str]:
+    """The fixed configuration a DDX7 run on ``corpus`` trains with, for every ``--voice``.
+
+    * ``voice`` a library voice id or name: that voice's configuration.
+    * ``voice == "auto"``: the selector's top configuration (:func:`auto_config`).
+    * ``voice`` None, the corpus's ``instrument`` violin, flute or trumpet: the paper's
+      configuration (:func:`paper_config`).
+    * ``voice`` None, any other corpus (recordings of one's own): the project's cartridge is
+      imported into the library where its voices are missing (:func:`add_project_cartridge`),
+      the library is ranked for the corpus (:func:`ddx7.rank.ranking.rank`, saved as
+      ``rankings/CORPUS.json``; a saved ranking is reused unless the import added voices) and its
+      top configuration is used. A library that held nothing but the project's cartridge gets a
+      one-line hint to import more voices.
+
+    Args:
+        feedback_cap, budget, progress: for the ranking (see :func:`ddx7.rank.ranking.rank`).
+
+    Returns:
+        ``(config, selection, message)``: the configuration; what to record as the run's
+        ``selection`` when the selector chose (:func:`auto_config`'s, plus ``project_cartridge``:
+        the cartridge's file, its library ids and how many were added now), else None; and what
+        to tell the user (one line, a second one for the hint).
+
+    Raises:
+        DX7Error: unknown voice, empty library with ``auto``, ranking errors (one line each).
+    """
+    if voice is not None and voice != "auto":
+        config = resolve_config(home, voice, instrument)
+        return config, None, f"library voice {voice!r}: {config.name.strip()}"
+    if voice == "auto":
+        config, selection = auto_config(home, corpus, budget=budget, progress=progress, feedback_cap=feedback_cap)
+        how = "saved ranking" if selection["reused_saved_ranking"] else "ranked now"
+        return config, selection, f"--voice auto: rank {selection['chosen_rank']} of the selector ({how})"
+    if instrument in PAPER_INSTRUMENTS:
+        config = paper_config(instrument)
+        return config, None, f"the paper's configuration for {instrument}: {config.name.strip()}"
+    from dx7tools.library import Library
+
+    ids, added = add_project_cartridge(home)
+    config, selection = auto_config(home, corpus, budget=budget, progress=progress, feedback_cap=feedback_cap,
+                                    reuse=added == 0)
+    selection["project_cartridge"] = {"file": PROJECT_CARTRIDGE, "voices": ids, "added": added}
+    top = next(r for r in selection["top"] if r["rank"] == selection["chosen_rank"])
+    label = instrument if instrument else "no instrument"
+    cart = (f"{added} voices of the project's cartridge {PROJECT_CARTRIDGE} added to the library" if added
+            else f"with the project's cartridge {PROJECT_CARTRIDGE}")
+    how = "saved ranking" if selection["reused_saved_ranking"] else "ranked now"
+    message = (f"corpus {corpus!r} ({label}) has no default configuration and no --voice was given: the selector "
+               f"picked rank {selection['chosen_rank']}, {' / '.join(n.strip() for n in top['names'])} "
+               f"(library {'voices' if len(top['voices']) > 1 else 'voice'} "
+               f"{', '.join(map(str, top['voices']))}; {how}, {cart})")
+    if not selection["complete"]:
+        message += f"; the ranking is incomplete: {selection['message']}"
+    if not {v.id for v in Library(home).voices()} - set(ids):
+        message += ("\nhint: the library holds only the project's cartridge; import your own cartridges "
+                    "(dx7tools import FILE.syx) for the selector to choose among more voices")
+    return config, selection, message

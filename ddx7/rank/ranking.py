@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -444,6 +445,307 @@ def _row(group: ConfigGroup, score: float, stage: int, first: float, octave: int
             "ratio_factor": round(float(group.ratio_factor), 6)}
 
 
+class Budget:
+    """The seconds a ranking may spend, counted from :meth:`restart`, and the time each stage took.
+
+    ``timings`` maps a stage's name to its seconds (summed over its :meth:`stage` blocks).
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.start = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def restart(self) -> None:
+        """Start counting now (what came before is not charged to the budget)."""
+        self.start = time.perf_counter()
+
+    def spent(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.seconds - self.spent()
+
+    def allows(self, seconds: float, share: float = 1.0) -> bool:
+        """Whether ``seconds`` more still end within ``share`` of the budget."""
+        return self.spent() + seconds <= share * self.seconds
+
+    @contextmanager
+    def stage(self, name: str):
+        """Time a block as part of stage ``name``; yields a function giving the block's seconds so far."""
+        started = time.perf_counter()
+
+        def elapsed() -> float:
+            return time.perf_counter() - started
+
+        try:
+            yield elapsed
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + elapsed()
+
+
+class Placements:
+    """The octaves at which each configuration is fitted, from the first stage's costs.
+
+    The lattice cannot tell reliably which octave a configuration sits at (a weak ratio-0.5
+    modulator barely shows), so a configuration's first fit tries every octave whose first-stage
+    cost is within :data:`OCTAVE_MARGIN` of its best; later fits keep the octave that fit found.
+
+    Attributes:
+        cost: (configurations,) the best first-stage cost of each.
+        order: configuration indexes by first-stage cost, best first.
+        octaves: per configuration, the octaves its next fit tries.
+        octave: (configurations,) per configuration, the octave of its best fit so far (the
+            lattice's best before any fit).
+    """
+
+    def __init__(self, per_octave: np.ndarray):
+        best = np.argmin(per_octave, axis=1)
+        self.cost = per_octave[np.arange(len(per_octave)), best]
+        self.order = [int(i) for i in np.argsort(self.cost, kind="stable")]
+        self.octaves = [[OCTAVES[j] for j in np.argsort(row, kind="stable") if row[j] <= c + OCTAVE_MARGIN]
+                        for row, c in zip(per_octave, self.cost)]
+        self.octave = np.array([o[0] for o in self.octaves])
+
+
+class Fitter:
+    """Fits configuration ``i`` of ``groups`` (:func:`fit_distance`) at its :class:`Placements`,
+    seeded with its voices' own levels, and narrows its placement to the octave that fit best."""
+
+    def __init__(self, groups: list[ConfigGroup], placements: Placements, *, start_from_voices: bool,
+                 feedback_cap: bool):
+        self.groups = groups
+        self.placements = placements
+        self.start_from_voices = start_from_voices
+        self.feedback_cap = feedback_cap
+        self.level_cache: dict = {}
+
+    def fit(self, i: int, excerpts: list[Excerpt], n_starts: int = FIT_VOICE_STARTS, **kw) -> float:
+        """The best :func:`fit_distance` of configuration ``i`` over its octaves (``kw`` go to it)."""
+        group, place = self.groups[i], self.placements
+        n_starts = n_starts if self.start_from_voices else 0
+        best = math.inf
+        for o in place.octaves[i]:
+            key_ratio = 2.0 ** o * group.ratio_factor   # the voices play their keys at note pitch x ratio factor
+            starts = np.stack([voice_starts(group.voices, e.f0_hz * key_ratio, limit=n_starts, cache=self.level_cache)
+                               for e in excerpts])
+            d = fit_distance(group.config, excerpts, octave=o, starts=starts, feedback_cap=self.feedback_cap, **kw)
+            if d < best:
+                best, place.octave[i] = d, o
+        place.octaves[i] = [int(place.octave[i])]
+        return best
+
+
+@dataclass
+class Search:
+    """What the fitting stages share: the excerpts, the budget, and every stage's scores so far."""
+
+    groups: list[ConfigGroup]
+    excerpts: list[Excerpt]
+    budget: Budget
+    placements: Placements
+    fitter: Fitter
+    candidates: int
+    progress: ProgressFn | None
+    quick: dict[int, float] = field(default_factory=dict)
+    full: dict[int, float] = field(default_factory=dict)
+    final: dict[int, float] = field(default_factory=dict)
+    per_full: float = math.inf       # seconds per placement of a full fit, timed on the first one
+    direct: bool = False             # every configuration gets the full fit (no quick fits)
+    planned_full: int = 0
+    tie_refits: int = 0
+    stopped: bool = False            # the budget stopped a stage before its planned candidates
+
+    @property
+    def fitted(self) -> list[Excerpt]:
+        """The full fit's excerpts (every other one beyond :data:`SECOND_STAGE_EXCERPTS`)."""
+        return self.excerpts[::2] if len(self.excerpts) > SECOND_STAGE_EXCERPTS else self.excerpts
+
+    @property
+    def quick_set(self) -> list[Excerpt]:
+        """The quick fit's excerpts (every fourth one)."""
+        return self.excerpts[::4] if len(self.excerpts) > 3 else self.excerpts
+
+    @property
+    def reserve(self) -> float:
+        """Seconds kept for the planned final fits."""
+        return FINAL_CANDIDATES * self.per_full * FINAL_COST
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(stage, done, total)
+
+    def by_full(self) -> list[int]:
+        """Fully fitted configurations, best first."""
+        return sorted(self.full, key=lambda i: (self.full[i], self.quick.get(i, 0.0), self.placements.cost[i]))
+
+    def by_quick(self) -> list[int]:
+        return sorted(self.quick, key=lambda i: (self.quick[i], self.placements.cost[i]))
+
+
+def _corpus_excerpts(home, corpus: str, cfg, n: int, progress: ProgressFn | None) -> list[Excerpt]:
+    """The corpus's features (cached per corpus) and :func:`pick_excerpts` of its training and
+    validation segments."""
+    from ddx7.fit.train import load_examples
+
+    data = load_examples(home, corpus, cfg, progress=(lambda d, t: progress("features", d, t)) if progress else None)
+    return pick_excerpts(data["train"] + data["valid"], n=n)
+
+
+def _first_stage(groups: list[ConfigGroup], excerpts: list[Excerpt], progress: ProgressFn | None) -> Placements:
+    """Lattice costs of every configuration at every octave (:func:`first_stage_costs`)."""
+    per_octave = first_stage_costs(groups, excerpts,
+                                   progress=(lambda d, t: progress("first stage", d, t)) if progress else None)
+    return Placements(per_octave)
+
+
+def _time_first_full_fit(s: Search, fit_all: bool | None) -> None:
+    """Fully fit the lattice's favourite (after a warm-up of the synth) and decide from its time
+    whether every configuration can have the full fit (``s.direct``): on libraries of a few
+    hundred configurations the quick stage would only lose accuracy. An empty budget stops here."""
+    first = s.placements.order[0]
+    if s.budget.left() <= 0:
+        s.stopped = True
+        return
+    fit_distance(s.groups[first].config, s.excerpts[:1], n_random=1, sweeps=1, refine=1)   # every code path
+    with s.budget.stage("full_fit") as elapsed:
+        tried = len(s.placements.octaves[first])
+        s.full[first] = s.fitter.fit(first, s.fitted)
+        s.per_full = elapsed() / tried
+    n_fits = sum(len(s.placements.octaves[i]) for i in s.placements.order)
+    s.direct = s.budget.allows(n_fits * s.per_full + s.reserve) if fit_all is None else fit_all
+
+
+def _quick_fits(s: Search) -> None:
+    """Second stage (large libraries): a quick fit (3 excerpts, a short search) in first-stage
+    order, while the budget leaves room for the full fits of the best so far."""
+    with s.budget.stage("quick_fit") as elapsed:
+        for i in s.placements.order[1:]:
+            per = elapsed() / len(s.quick) if s.quick else s.per_full / QUICK_SPEEDUP
+            then = min(s.candidates, len(s.quick) + 1) * s.per_full + s.reserve
+            if not s.budget.allows(per * len(s.placements.octaves[i]) + then):
+                s.stopped = len(s.quick) < len(s.placements.order) - 1 and len(s.quick) < s.candidates
+                break
+            s.quick[i] = s.fitter.fit(i, s.quick_set, n_random=8, n_starts=QUICK_VOICE_STARTS)
+            s.report("second stage (quick fit)", len(s.quick), len(s.groups))
+
+
+def _full_fits(s: Search) -> None:
+    """Third stage: the full fit (6 excerpts) of every configuration, or of the quick fit's best
+    ``candidates``, while the budget lasts (keeping the final fits' reserve after quick fits)."""
+    todo = s.placements.order if s.direct else s.by_quick()[:s.candidates]
+    s.planned_full = len(set(todo) | set(s.full))
+    with s.budget.stage("full_fit") as elapsed:
+        for i in todo:
+            if i in s.full:
+                continue
+            per = elapsed() / (len(s.full) - 1) if len(s.full) > 1 else s.per_full
+            if not s.budget.allows(per * len(s.placements.octaves[i]) + (0.0 if s.direct else s.reserve)):
+                s.stopped = True
+                break
+            s.full[i] = s.fitter.fit(i, s.fitted)
+            s.report("third stage (full fit)", len(s.full), s.planned_full)
+
+
+def _final_fits(s: Search, elapsed: Callable[[], float]) -> None:
+    """Fourth stage: the full fit's best are fitted on all the excerpts, their levels refined off
+    the grid (near-identical configurations' full-fit scores differ by its grid and search noise;
+    the true configuration of a steady sound gains most from refinement): the first
+    :data:`FINAL_CANDIDATES` while the budget lasts, then up to :data:`FINAL_MAX` within
+    :data:`FINAL_SHARE` of it. ``elapsed``: seconds since the stage began."""
+    by_full = s.by_full()
+    for i in by_full[:FINAL_MAX] if len(by_full) > 1 else []:
+        per = elapsed() / len(s.final) if s.final else s.per_full * FINAL_COST
+        planned = len(s.final) < FINAL_CANDIDATES   # beyond them the final fit is a bonus
+        if not s.budget.allows(per, 1.0 if planned else FINAL_SHARE):
+            s.stopped = s.stopped or planned
+            break
+        s.final[i] = s.fitter.fit(i, s.excerpts, refine=FINAL_REFINE)
+        s.report("fourth stage (final fit)", len(s.final), min(FINAL_MAX, len(by_full)))
+
+
+def _tie_break(s: Search, elapsed: Callable[[], float]) -> None:
+    """The best final-fit scores differ by less than the search's own noise (:data:`TIE_MARGIN`,
+    :data:`TIE_DB`), so the tied rows are fitted again from :data:`TIE_SEEDS` other random starts
+    while the budget lasts; each keeps its best (closest reached) score. ``elapsed``: seconds
+    since the fourth stage began."""
+    for seed in range(1, TIE_SEEDS + 1) if len(s.final) > 1 else []:
+        best = min(s.final.values())
+        tied = [i for i in sorted(s.final, key=lambda i: s.final[i])
+                if s.final[i] <= best * (1 + TIE_MARGIN) + TIE_DB]
+        for i in tied if len(tied) > 1 else []:
+            per = elapsed() / (len(s.final) + s.tie_refits)
+            if not s.budget.allows(1.5 * per):   # a margin: this fit may take longer than most
+                break
+            s.final[i] = min(s.final[i], s.fitter.fit(i, s.excerpts, refine=FINAL_REFINE, seed=seed))
+            s.tie_refits += 1
+            s.report("tie-break (final fit, other starts)", s.tie_refits, len(tied) * TIE_SEEDS)
+
+
+def _rows(s: Search) -> list[dict]:
+    """One row per configuration, by the highest stage that scored it, then by that stage's score."""
+    cost, octave = s.placements.cost, s.placements.octave
+    by_full = s.by_full()
+    fourth = sorted(s.final, key=lambda i: (s.final[i], s.full[i]))
+    third = [i for i in by_full if i not in s.final]
+    second = [i for i in s.by_quick() if i not in s.full]
+    rest = [i for i in s.placements.order if i not in s.quick and i not in s.full]
+    rows = ([_row(s.groups[i], s.final[i], 4, cost[i], octave[i]) for i in fourth]
+            + [_row(s.groups[i], s.full[i], 3, cost[i], octave[i]) for i in third]
+            + [_row(s.groups[i], s.quick[i], 2, cost[i], octave[i]) for i in second]
+            + [_row(s.groups[i], cost[i], 1, cost[i], octave[i]) for i in rest])
+    for r, row in enumerate(rows, 1):
+        row["rank"] = r
+    return rows
+
+
+def _message(s: Search, n_voices: int) -> str:
+    """What the ranking did, for the user: its stages, or where the budget ran out."""
+    budget = s.budget.seconds
+    if s.full and not s.stopped:
+        how = ("full fit of every one" if s.direct
+               else f"quick fit over the best {len(s.quick)}, full fit over the best {len(s.full)}")
+        message = (f"lattice over {len(s.groups)} configurations ({n_voices} voices), {how}, final fit of the "
+                   f"best {len(s.final)}" + (f", {s.tie_refits} tie-break fits" if s.tie_refits else ""))
+    elif s.full:
+        message = (f"the budget of {budget:g} s ran out after {len(s.full)} of {s.planned_full} full fits and "
+                   f"{len(s.final)} final fits; ranks {len(s.full) + 1} and beyond are by the quick fit or the "
+                   "lattice only (raise --budget)")
+    else:
+        message = (f"the budget of {budget:g} s ran out before the fits; this is the first-stage (lattice) ranking "
+                   "only (raise --budget)")
+    spread = max(e.pitch_spread_cents for e in s.excerpts)
+    if spread >= STEADY_CENTS[0]:
+        message += (f"; no corpus window holds its pitch within {STEADY_CENTS[0]:g} cents, the excerpts' pitch moves by "
+                    f"up to {spread:.0f} (a trill or wide vibrato), which the fits hold still: scores are less certain")
+    return message
+
+
+def _stats(s: Search, n_voices: int, feedback_cap: bool) -> dict:
+    """Counts and seconds per stage (saved with the ranking)."""
+    t = s.budget.timings
+    return {"voices": n_voices, "configurations": len(s.groups), "excerpts": len(s.excerpts),
+            "excerpt_pitch_spread_cents": round(max(e.pitch_spread_cents for e in s.excerpts), 1),
+            "feedback_cap": bool(feedback_cap),
+            "quick_fits": len(s.quick), "full_fits": len(s.full), "full_fit_excerpts": len(s.fitted),
+            "features_s": round(t.get("features", 0.0), 2), "first_stage_s": round(t.get("first_stage", 0.0), 3),
+            "quick_fit_s": round(t.get("quick_fit", 0.0), 2), "full_fit_s": round(t.get("full_fit", 0.0), 2),
+            "final_fits": len(s.final), "tie_break_fits": s.tie_refits,
+            "final_fit_s": round(t.get("final_fit", 0.0), 2),
+            "total_s": round(s.budget.spent(), 2),
+            "first_stage_voices_per_s": round(n_voices / max(t.get("first_stage", 0.0), 1e-9), 1)}
+
+
+def _library_groups(home, algorithm: int | None) -> list[ConfigGroup]:
+    voices = Library(home).voices()
+    if not voices:
+        raise DX7Error("the library is empty: import cartridges first (dx7tools import FILE.syx)")
+    groups = group_voices(voices, algorithm)
+    if not groups:
+        raise DX7Error(f"no library voice uses algorithm {algorithm}")
+    return groups
+
+
 def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEFAULT_BUDGET,
          candidates: int = DEFAULT_CANDIDATES, crepe: str = "tiny", crepe_hop: int | None = None,
          excerpts: int = 12, fit_all: bool | None = None,
@@ -477,180 +779,36 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         DX7Error: empty library (or no voice of ``algorithm``), unknown corpus, no voiced
             frames, bad arguments.
     """
-    from ddx7.fit.train import FitConfig, load_examples
+    from ddx7.fit.train import FitConfig
 
-    t0 = time.perf_counter()
+    clock = Budget(budget)
     if not (isinstance(budget, (int, float)) and budget > 0):
         raise DX7Error(f"--budget must be > 0 seconds, got {budget!r}")
     if algorithm is not None and not (isinstance(algorithm, int) and 1 <= algorithm <= 32):
         raise DX7Error(f"--algorithm must be 1-32, got {algorithm!r}")
-    if groups is None:
-        voices = Library(home).voices()
-        if not voices:
-            raise DX7Error("the library is empty: import cartridges first (dx7tools import FILE.syx)")
-        groups = group_voices(voices, algorithm)
-        if not groups:
-            raise DX7Error(f"no library voice uses algorithm {algorithm}")
+    groups = _library_groups(home, algorithm) if groups is None else groups
     if not groups:
         raise DX7Error("no configurations to rank")
     n_voices = len({v for g in groups for v in g.voice_ids})   # a placed copy's voices are counted once
     cfg = FitConfig(corpus=corpus, crepe=crepe, crepe_hop=crepe_hop)
     cfg.check()
-    data = load_examples(home, corpus, cfg, progress=(lambda d, t: progress("features", d, t)) if progress else None)
-    chosen = pick_excerpts(data["train"] + data["valid"], n=excerpts)
-    t_features = time.perf_counter() - t0
-    t0 = time.perf_counter()   # features are computed once per corpus and cached: not in the budget
-
-    t1 = time.perf_counter()
-    per_octave = first_stage_costs(groups, chosen,
-                                   progress=(lambda d, t: progress("first stage", d, t)) if progress else None)
-    best_octave = np.argmin(per_octave, axis=1)
-    cost = per_octave[np.arange(len(groups)), best_octave]
-    # The lattice cannot tell reliably which octave a configuration sits at (a weak ratio-0.5
-    # modulator barely shows), so the fits try every placement the lattice finds nearly as good.
-    placements = [[OCTAVES[j] for j in np.argsort(per_octave[i], kind="stable")
-                   if per_octave[i, j] <= cost[i] + OCTAVE_MARGIN] for i in range(len(groups))]
-    octave = np.array([p[0] for p in placements])
-    t_first = time.perf_counter() - t1
-    order = [int(i) for i in np.argsort(cost, kind="stable")]
-
-    level_cache: dict = {}
-
-    def fit(i: int, excerpts_: list[Excerpt], n_starts: int = FIT_VOICE_STARTS, **kw) -> float:
-        best = math.inf
-        n_starts = n_starts if start_from_voices else 0
-        for o in placements[i]:
-            # the voices play their keys at the note pitch times the copy's ratio factor
-            key_ratio = 2.0 ** o * groups[i].ratio_factor
-            starts = np.stack([voice_starts(groups[i].voices, e.f0_hz * key_ratio, limit=n_starts, cache=level_cache)
-                               for e in excerpts_])
-            d = fit_distance(groups[i].config, excerpts_, octave=o, starts=starts, feedback_cap=feedback_cap, **kw)
-            if d < best:
-                best, octave[i] = d, o
-        placements[i] = [int(octave[i])]    # later stages refine the placement found here
-        return best
-
-    fitted = chosen[::2] if len(chosen) > SECOND_STAGE_EXCERPTS else chosen
-    quick_set = chosen[::4] if len(chosen) > 3 else chosen
-    quick: dict[int, float] = {}
-    full: dict[int, float] = {}
-    final: dict[int, float] = {}
-    # Time one full fit (the lattice's favourite, after a warm-up of the synth) to decide whether
-    # every configuration can have one: on libraries of a few hundred configurations the quick
-    # stage would only lose accuracy.
-    stopped = False
-    t2 = time.perf_counter()
-    if time.perf_counter() - t0 < budget:
-        fit_distance(groups[order[0]].config, chosen[:1], n_random=1, sweeps=1, refine=1)   # every code path
-        t2 = time.perf_counter()
-        tried = len(placements[order[0]])
-        full[order[0]] = fit(order[0], fitted)
-        per_full = (time.perf_counter() - t2) / tried
-    else:
-        stopped, per_full = True, math.inf
-    n_fits = sum(len(placements[i]) for i in order)
-    reserve = FINAL_CANDIDATES * per_full * FINAL_COST
-    direct = bool(full) and (time.perf_counter() - t0 + n_fits * per_full + reserve <= budget
-                             if fit_all is None else fit_all)
-
-    # Second stage (large libraries): a quick fit (3 excerpts, a short search) in first-stage
-    # order, while the budget leaves room for the full fits of the best so far.
-    t_quick = 0.0
-    if not direct and full:
-        tq = time.perf_counter()
-        for i in order[1:]:
-            per = (time.perf_counter() - tq) / len(quick) if quick else per_full / QUICK_SPEEDUP
-            left = min(candidates, len(quick) + 1) * per_full + reserve
-            if time.perf_counter() - t0 + per * len(placements[i]) + left > budget:
-                stopped = len(quick) < len(order) - 1 and len(quick) < candidates
-                break
-            quick[i] = fit(i, quick_set, n_random=8, n_starts=QUICK_VOICE_STARTS)
-            if progress:
-                progress("second stage (quick fit)", len(quick), len(groups))
-        t_quick = time.perf_counter() - tq
-
-    # Third stage: the full fit (6 excerpts) of every configuration, or of the quick fit's best.
-    t3 = time.perf_counter()
-    todo = order if direct else sorted(quick, key=lambda i: (quick[i], cost[i]))[:candidates]
-    planned = len(set(todo) | set(full))
-    for i in todo:
-        if i in full:
-            continue
-        per = (time.perf_counter() - t3) / (len(full) - 1) if len(full) > 1 else per_full
-        if time.perf_counter() - t0 + per * len(placements[i]) + (0.0 if direct else reserve) > budget:
-            stopped = True
-            break
-        full[i] = fit(i, fitted)
-        if progress:
-            progress("third stage (full fit)", len(full), planned)
-    t_full = time.perf_counter() - t3 + (t3 - t2 - t_quick)
-
-    # Fourth stage: the closest few are separated on all the excerpts, their levels refined off
-    # the grid (the full fit's distances of near-identical configurations differ by its grid
-    # and search noise; the true configuration of a steady sound gains most from refinement).
-    t4 = time.perf_counter()
-    by_full = sorted(full, key=lambda i: (full[i], quick.get(i, 0.0), cost[i]))
-    for i in by_full[:FINAL_MAX] if len(by_full) > 1 else []:
-        per = (time.perf_counter() - t4) / len(final) if final else per_full * FINAL_COST
-        planned_final = len(final) < FINAL_CANDIDATES   # beyond them the final fit is a bonus
-        if time.perf_counter() - t0 + per > (budget if planned_final else FINAL_SHARE * budget):
-            stopped = stopped or planned_final
-            break
-        final[i] = fit(i, chosen, refine=FINAL_REFINE)
-        if progress:
-            progress("fourth stage (final fit)", len(final), min(FINAL_MAX, len(by_full)))
-    # Tie-break: the best final-fit scores differ by less than the search's own noise, so the
-    # tied rows get more random starts; each keeps its best (closest reached) score.
-    tie_refits = 0
-    for seed in range(1, TIE_SEEDS + 1) if len(final) > 1 else []:
-        best = min(final.values())
-        tied = [i for i in sorted(final, key=lambda i: final[i]) if final[i] <= best * (1 + TIE_MARGIN) + TIE_DB]
-        for i in tied if len(tied) > 1 else []:
-            per = (time.perf_counter() - t4) / (len(final) + tie_refits)
-            if time.perf_counter() - t0 + 1.5 * per > budget:   # a margin: this fit may take longer than most
-                break
-            final[i] = min(final[i], fit(i, chosen, refine=FINAL_REFINE, seed=seed))
-            tie_refits += 1
-            if progress:
-                progress("tie-break (final fit, other starts)", tie_refits, len(tied) * TIE_SEEDS)
-    t_final = time.perf_counter() - t4
-
-    fourth = sorted(final, key=lambda i: (final[i], full[i]))
-    third = [i for i in by_full if i not in final]
-    second = [i for i in sorted(quick, key=lambda i: (quick[i], cost[i])) if i not in full]
-    rest = [i for i in order if i not in quick and i not in full]
-    rows = ([_row(groups[i], final[i], 4, cost[i], octave[i]) for i in fourth]
-            + [_row(groups[i], full[i], 3, cost[i], octave[i]) for i in third]
-            + [_row(groups[i], quick[i], 2, cost[i], octave[i]) for i in second]
-            + [_row(groups[i], cost[i], 1, cost[i], octave[i]) for i in rest])
-    for r, row in enumerate(rows, 1):
-        row["rank"] = r
-    complete = bool(full) and not stopped
-    if complete:
-        how = "full fit of every one" if direct else f"quick fit over the best {len(quick)}, full fit over the best {len(full)}"
-        message = (f"lattice over {len(groups)} configurations ({n_voices} voices), {how}, final fit of the "
-                   f"best {len(final)}" + (f", {tie_refits} tie-break fits" if tie_refits else ""))
-    elif full:
-        message = (f"the budget of {budget:g} s ran out after {len(full)} of {planned} full fits and "
-                   f"{len(final)} final fits; ranks {len(full) + 1} and beyond are by the quick fit or the lattice "
-                   "only (raise --budget)")
-    else:
-        message = (f"the budget of {budget:g} s ran out before the fits; this is the first-stage (lattice) ranking "
-                   "only (raise --budget)")
-    spread = max(e.pitch_spread_cents for e in chosen)
-    if spread >= STEADY_CENTS[0]:
-        message += (f"; no corpus window holds its pitch within {STEADY_CENTS[0]:g} cents, the excerpts' pitch moves by "
-                    f"up to {spread:.0f} (a trill or wide vibrato), which the fits hold still: scores are less certain")
-    stats = {"voices": n_voices, "configurations": len(groups), "excerpts": len(chosen),
-             "excerpt_pitch_spread_cents": round(spread, 1), "feedback_cap": bool(feedback_cap),
-             "quick_fits": len(quick), "full_fits": len(full), "full_fit_excerpts": len(fitted),
-             "features_s": round(t_features, 2), "first_stage_s": round(t_first, 3),
-             "quick_fit_s": round(t_quick, 2), "full_fit_s": round(t_full, 2), "final_fits": len(final),
-             "tie_break_fits": tie_refits,
-             "final_fit_s": round(t_final, 2),
-             "total_s": round(time.perf_counter() - t0, 2),
-             "first_stage_voices_per_s": round(n_voices / max(t_first, 1e-9), 1)}
-    result = Ranking(corpus, rows, complete, message, stats)
+    with clock.stage("features"):
+        chosen = _corpus_excerpts(home, corpus, cfg, excerpts, progress)
+    clock.restart()   # features are computed once per corpus and cached: not in the budget
+    with clock.stage("first_stage"):
+        placements = _first_stage(groups, chosen, progress)
+    s = Search(groups, chosen, clock, placements,
+               Fitter(groups, placements, start_from_voices=start_from_voices, feedback_cap=feedback_cap),
+               candidates, progress)
+    _time_first_full_fit(s, fit_all)
+    if s.full and not s.direct:
+        _quick_fits(s)
+    _full_fits(s)
+    with clock.stage("final_fit") as elapsed:
+        _final_fits(s, elapsed)
+        _tie_break(s, elapsed)
+    result = Ranking(corpus, _rows(s), bool(s.full) and not s.stopped, _message(s, n_voices),
+                     _stats(s, n_voices, feedback_cap))
     if save:
         save_ranking(home, result)
     return result
