@@ -34,7 +34,8 @@ def fit(
     corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (see `dx7tools corpus list`).")],
     voice: Annotated[Optional[str], typer.Option("--voice", help="Library voice id or name whose fixed configuration "
                                                  "DDX7 uses; auto: the selector's top voice (see `dx7tools rank`); "
-                                                 "default: the paper's for violin/flute/trumpet.")] = None,
+                                                 "default: the paper's for violin/flute/trumpet, the selector's "
+                                                 "pick for any other corpus.")] = None,
     model: Annotated[str, typer.Option("--model", help="ddx7 or hpn (the DDSP baseline).")] = "ddx7",
     minutes: Annotated[Optional[float], typer.Option("--minutes", help="Training time budget.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Train this many steps instead of --minutes.")] = None,
@@ -62,7 +63,7 @@ def fit(
     """Train DDX7 (or HpN) on a corpus (Python: ddx7.fit.train.fit)."""
     from ddx7 import run as runs
     from ddx7.fit import train
-    from ddx7.rank.choose import auto_config, resolve_config
+    from ddx7.rank.choose import choose_config
 
     if steps is None and minutes is None:
         minutes = runs.FitConfig.minutes
@@ -82,18 +83,17 @@ def fit(
                               checkpoint_seconds=checkpoint_seconds, feedback_cap=feedback_cap)
         cfg.check()
         instrument = _open_or_build(home, corpus).instrument
-        if model == "ddx7" and voice == "auto":
-            with progress_bar("ranking voices") as bar:
+        config = None
+        if model == "ddx7":
+            with progress_bar("choosing the configuration") as bar:
                 task = bar.add_task("rank", total=1)
-                config, selection = auto_config(
-                    home, corpus, feedback_cap=feedback_cap, progress=lambda stage, done, total: bar.update(
-                        task, completed=done, total=total, description=stage))
-            extra = {"selection": selection}
-            err.print(f"--voice auto: rank {selection['chosen_rank']} of the selector "
-                      f"({'saved ranking' if selection['reused_saved_ranking'] else 'ranked now'})",
-                      highlight=False)
-        else:
-            config = resolve_config(home, voice, instrument) if model == "ddx7" else None
+                config, selection, message = choose_config(
+                    home, corpus, voice, instrument, feedback_cap=feedback_cap,
+                    progress=lambda stage, done, total: bar.update(task, completed=done, total=total,
+                                                                   description=stage))
+            if selection is not None:
+                extra = {"selection": selection}
+                err.print(message, highlight=False)
     if config is not None:
         err.print(f"fixed configuration: {config.describe()} ({config.name})", highlight=False)
     with progress_bar("features") as bar:

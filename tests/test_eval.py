@@ -331,26 +331,15 @@ def test_report_renders_in_headless_chromium(own_home, tmp_path):
     assert dark_fraction(page) > dark_fraction(broken) + 0.02
 
 
-def test_top_voice_row_follows_the_selector(tmp_path, monkeypatch):
-    import sys
-    import types
-
+def test_paper_table_plans_its_rows_and_says_which_it_skips(tmp_path):
+    """Which rows a corpus gets; the selector's row against real saved rankings is tested in
+    test_select.py (a first-stage ranking is never trained on)."""
     from ddx7.evaluate.paper_table import plan_runs
 
-    # a stand-in for the selector's module (its interface: cached_top_config, load_ranking)
-    flute = paper_config("flute")
-    select = types.ModuleType("ddx7.rank.ranking")
-    select.cached_top_config = lambda home, corpus: flute
-    select.load_ranking = lambda home, corpus: types.SimpleNamespace(complete=False,
-                                                                      message="first-stage ranking only")
-    monkeypatch.setitem(sys.modules, "ddx7.rank.ranking", select)
     plans, notes = plan_runs(tmp_path, "mini", "violin", 2.0, None)
-    assert [p.name for p in plans] == ["paper-mini-hpn-2m", "paper-mini-ddx7-6op-2m", "paper-mini-ddx7-2op-2m",
-                                       "paper-mini-ddx7-top-2m"]
-    assert plans[-1].config == flute and plans[1].config == paper_config("violin")
-    assert notes == [f"mini: ddx7-top uses {flute.name.strip()!r}, but the selector's ranking says: "
-                     "first-stage ranking only"]
-    select.cached_top_config = lambda home, corpus: None
+    assert [p.name for p in plans] == ["paper-mini-hpn-2m", "paper-mini-ddx7-6op-2m", "paper-mini-ddx7-2op-2m"]
+    assert plans[1].config == paper_config("violin")
+    assert notes == ["mini: ddx7-top skipped: no ranking for 'mini' (run the selector first)"]
     plans, notes = plan_runs(tmp_path, "mini", None, None, 10)
     assert [p.row for p in plans] == ["hpn", "ddx7-2op"] and plans[0].name == "paper-mini-hpn-10steps"
     assert notes == ["mini: ddx7-6op skipped: no paper configuration for instrument None",
