@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dx7tools import DX7Error
 
 from .common import HomeOption, JsonOption, TimeLeft, err, out, print_json, print_rows, progress_bar
 
 
-def _open_or_build(home, corpus: str):
-    """The corpus; a missing default one (violin, flute, trumpet) is rendered first, said on stderr."""
-    from ddx7.data.corpus import INSTRUMENTS, Corpus, open_or_build
+_STAGE_LABELS = {"corpus": "building the corpus", "configuration": "choosing the configuration",
+                 "features": "features", "training": "training"}
 
-    if corpus not in INSTRUMENTS:
-        return Corpus.open(home, corpus)
-    with progress_bar(f"building the {corpus} corpus") as bar:
-        task = bar.add_task("build", total=1)
-        built, is_new = open_or_build(home, corpus,
-                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
-    if is_new:
-        durations = built.durations()
-        err.print(f"corpus {corpus!r} did not exist: built the default one ({sum(durations.values()) / 60:.1f} min "
-                  f"of General MIDI {corpus} phrases, as `dx7tools corpus build {corpus}` does)", highlight=False)
-    return built
+
+@contextmanager
+def _fit_progress():
+    """``progress(stage, done, total, note)`` for :func:`ddx7.fit.run_fit.fit_run`: one bar per stage,
+    the training bar with the step, its loss and the time left."""
+    progress = Progress(TextColumn("[bold]{task.fields[label]}[/] {task.description}"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("left"),
+                        TimeLeft(), console=err, transient=True)
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: float, total: float, note: str = "") -> None:
+        if stage not in tasks:
+            for other in tasks.values():
+                progress.update(other, visible=False)
+            tasks[stage] = progress.add_task("", total=max(total, 1e-9), label=_STAGE_LABELS.get(stage, stage))
+        progress.update(tasks[stage], completed=done, total=max(total, 1e-9), description=note)
+
+    with progress:
+        yield update
 
 
 def fit(
@@ -60,73 +67,24 @@ def fit(
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
-    """Train DDX7 (or HpN) on a corpus (Python: ddx7.fit.train.fit)."""
-    from ddx7 import run as runs
-    from ddx7.fit import train
-    from ddx7.rank.choose import choose_config
+    """Train DDX7 (or HpN) on a corpus (Python: ddx7.fit.run_fit.fit_run)."""
+    from ddx7.fit.run_fit import fit_run
 
-    if steps is None and minutes is None:
-        minutes = runs.FitConfig.minutes
-    extra: dict = {}
-    if resume and run is None:
-        raise DX7Error("--resume needs --run NAME")
-    name = runs.check_name(run) if run else runs.default_run_name(home, corpus, model)
-    run_dir = runs.runs_dir(home) / name
-    if resume:
-        runs.start(run_dir, resume=True)
-        cfg, config = runs.resume_settings(runs.Run.at(run_dir), steps=steps, minutes=minutes)
-    else:
-        cfg = runs.FitConfig(corpus=corpus, model=model, voice=voice, steps=steps,
-                              minutes=None if steps is not None else minutes, segment_seconds=segment_seconds,
-                              batch_size=batch_size, learning_rate=learning_rate, crepe=crepe, crepe_hop=crepe_hop,
-                              seed=seed, threads=threads, valid_every=valid_every,
-                              checkpoint_seconds=checkpoint_seconds, feedback_cap=feedback_cap)
-        cfg.check()
-        instrument = _open_or_build(home, corpus).instrument
-        config = None
-        if model == "ddx7":
-            with progress_bar("choosing the configuration") as bar:
-                task = bar.add_task("rank", total=1)
-                config, selection, message = choose_config(
-                    home, corpus, voice, instrument, feedback_cap=feedback_cap,
-                    progress=lambda stage, done, total: bar.update(task, completed=done, total=total,
-                                                                   description=stage))
-            if selection is not None:
-                extra = {"selection": selection}
-                err.print(message, highlight=False)
-    if config is not None:
-        err.print(f"fixed configuration: {config.describe()} ({config.name})", highlight=False)
-    with progress_bar("features") as bar:
-        task = bar.add_task("features", total=1)
-        data = train.load_examples(home, cfg.corpus, cfg,
-                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
-    progress = Progress(TextColumn("[bold]training[/] {task.description}"), BarColumn(),
-                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("left"),
-                        TimeLeft(), console=err, transient=True)
-    with progress:
-        total = cfg.steps if cfg.steps is not None else cfg.minutes * 60.0
-        task = progress.add_task("", total=total)
-
-        def on_step(ev: dict) -> None:
-            done = ev["step"] if cfg.steps is not None else ev["elapsed_s"]
-            progress.update(task, completed=min(done, total),
-                            description=f"step {ev['step']}  loss {ev['loss']:.3f}  best valid {ev['best_valid']:.3f}")
-
-        result = train.fit(home, run_dir, cfg, config, resume=resume, progress=on_step, data=data, extra=extra)
-    files = train.write_test_resynthesis(run_dir, data) if test_audio and data["test"] else []
-    info = {"run": name, "path": str(run_dir), "model": cfg.model, "steps": result.steps,
-            "best_valid_loss": round(result.best_valid, 6), "parameters": result.parameters,
-            "seconds": round(result.elapsed_s, 1), "test_audio": str(run_dir / "test") if files else None,
-            "fixed_config": config.to_dict() if config is not None else None}
-    if extra.get("selection"):
-        info["selection"] = extra["selection"]
+    settings = dict(segment_seconds=segment_seconds, batch_size=batch_size, learning_rate=learning_rate, crepe=crepe,
+                    crepe_hop=crepe_hop, seed=seed, threads=threads, valid_every=valid_every,
+                    checkpoint_seconds=checkpoint_seconds, feedback_cap=feedback_cap)
+    with _fit_progress() as progress:
+        info = fit_run(home, corpus, voice=voice, model=model, run=run, resume=resume, steps=steps, minutes=minutes,
+                       settings=settings, test_audio=test_audio, progress=progress,
+                       say=lambda line: err.print(line, highlight=False, markup=False))
     if json_:
         print_json(info)
-    else:
-        out.print(f"run {name}: {cfg.model}, {result.parameters:,} parameters, {result.steps} steps in "
-                  f"{result.elapsed_s / 60:.1f} min, best validation loss {result.best_valid:.4f}", highlight=False)
-        if files:
-            out.print(f"test split resynthesised: {run_dir / 'test'} ({len(files) // 2} excerpts)", highlight=False)
+        return
+    out.print(f"run {info['run']}: {info['model']}, {info['parameters']:,} parameters, {info['steps']} steps in "
+              f"{info['seconds'] / 60:.1f} min, best validation loss {info['best_valid_loss']:.4f}", highlight=False)
+    if info["test_audio"]:
+        out.print(f"test split resynthesised: {info['test_audio']} ({info['test_excerpts']} excerpts)",
+                  highlight=False)
 
 
 def resynth(

@@ -4,6 +4,7 @@ kill -9 in the middle of it, then --resume), runs, resynth."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -105,12 +106,30 @@ def test_kill_9_then_resume_gives_the_same_curve(mini, home, dx7tools_exe):
     (("fit", "--corpus", "mini", "--steps", "1", "--run", "../x"), "bad run name"),
     (("fit", "--corpus", "mini", "--run", "ghost", "--resume"), "nothing to resume"),
     (("resynth", "ghost", "in.wav", "-o", "out.wav"), "no run named 'ghost'"),
-    (("fit", "--corpus", "mini", "--steps", "1"), "pass --voice"),
 ])
 def test_training_bad_input(mini, args, message):
     r = mini(*args)
     assert r.returncode == 1 and message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_fit_on_ones_own_recordings_without_voice_trains_the_selectors_pick(run_cli, recordings, home):
+    """A corpus of no known instrument and an empty library: the project's cartridge is added and
+    ranked, the pick is said, recorded and trained, and the empty library gets a one-line hint."""
+    from ddx7.rank.ranking import load_ranking
+
+    assert run_cli("corpus", "add", "mine", "--audio", str(recordings)).returncode == 0
+    r = run_cli("fit", "--corpus", "mine", "--steps", "1", "--run", "picked", "--no-test-audio", "--json",
+                "--crepe", "tiny", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "the selector picked rank 1" in r.stderr and "Traceback" not in r.stderr
+    hints = [line for line in r.stderr.splitlines() if line.startswith("hint:")]
+    assert len(hints) == 1 and "dx7tools import" in hints[0]
+    selection = json.loads((home / "runs" / "picked" / "run.json").read_text())["selection"]
+    cartridge = selection["project_cartridge"]
+    assert selection["chosen_rank"] == 1 and cartridge["added"] == len(cartridge["voices"]) > 0
+    assert r.json()["selection"] == selection
+    assert r.json()["fixed_config"] == load_ranking(home, "mine").best()[0].to_dict()
 
 
 def test_corpus_add_min_seconds(run_cli, tmp_path):

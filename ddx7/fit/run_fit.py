@@ -1,0 +1,127 @@
+"""A run trained in one call (``dx7tools fit``): the corpus, the configuration, features, training.
+
+Stages, each reported through ``progress(stage, done, total, note)``:
+
+1. the corpus: opened, or rendered first when it is a missing default one (violin, flute, trumpet);
+2. the fixed configuration: ``--voice``, the paper's, or the selector's (:func:`ddx7.rank.choose.choose_config`);
+3. features: CREPE f0 and loudness of every segment (cached per corpus);
+4. training (:func:`ddx7.fit.train.fit`), then the test split resynthesised into the run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Callable
+
+from dx7tools.errors import DX7Error
+
+from ddx7 import run as runs
+from ddx7.fit import train
+
+Progress = Callable[[str, float, float, str], None]
+"""``progress(stage, done, total, note)``; stages: ``corpus``, ``configuration``, ``features``, ``training``."""
+
+SETTINGS = tuple(f.name for f in fields(runs.FitConfig) if f.name not in ("corpus", "model", "voice", "steps",
+                                                                            "minutes"))
+"""The :class:`ddx7.run.FitConfig` fields ``fit_run`` takes as ``settings``."""
+
+
+def _quiet(stage: str, done: float, total: float, note: str = "") -> None:
+    return None
+
+
+def _corpus_instrument(home, corpus: str, progress: Progress, say: Callable[[str], None]) -> str | None:
+    """The corpus's instrument; a missing default corpus is built first (and said)."""
+    from ddx7.data.corpus import INSTRUMENTS, Corpus, open_or_build
+
+    if corpus not in INSTRUMENTS:
+        return Corpus.open(home, corpus).instrument
+    built, is_new = open_or_build(home, corpus, progress=lambda done, total: progress("corpus", done, total, ""))
+    if is_new:
+        minutes = sum(built.durations().values()) / 60
+        say(f"corpus {corpus!r} did not exist: built the default one ({minutes:.1f} min of General MIDI {corpus} "
+            f"phrases, as `dx7tools corpus build {corpus}` does)")
+    return built.instrument
+
+
+def _new_settings(home, corpus: str, *, voice, model, steps, minutes, settings: dict, progress: Progress,
+                  say: Callable[[str], None]):
+    """``(FitConfig, FixedConfig | None, extra record keys)`` of a new run."""
+    from ddx7.rank.choose import choose_config
+
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise DX7Error(f"unknown fit setting(s): {', '.join(unknown)}")
+    cfg = runs.FitConfig(corpus=corpus, model=model, voice=voice, steps=steps,
+                         minutes=None if steps is not None else minutes, **settings)
+    cfg.check()
+    instrument = _corpus_instrument(home, corpus, progress, say)
+    if model != "ddx7":
+        return cfg, None, {}
+    config, selection, message = choose_config(
+        home, corpus, voice, instrument, feedback_cap=cfg.feedback_cap,
+        progress=lambda stage, done, total: progress("configuration", done, total, stage))
+    if selection is None:
+        return cfg, config, {}
+    say(message)
+    return cfg, config, {"selection": selection}
+
+
+def fit_run(home, corpus: str, *, voice: str | None = None, model: str = "ddx7", run: str | None = None,
+            resume: bool = False, steps: int | None = None, minutes: float | None = None,
+            settings: dict | None = None, test_audio: bool = True, progress: Progress | None = None,
+            say: Callable[[str], None] | None = None) -> dict:
+    """Train a new run on ``corpus`` (or resume ``run``) and resynthesise its test split.
+
+    Args:
+        home: data home (library, corpora, runs).
+        corpus: corpus name; a missing violin/flute/trumpet corpus is built first.
+        voice: a library voice id or name, ``auto`` (the selector's top row), or None (the
+            paper's configuration for violin/flute/trumpet, else the selector's pick).
+        model: ``ddx7`` or ``hpn``.
+        run: run name (default ``CORPUS-MODEL[-N]``); ``resume`` continues it with its own
+            settings (``steps``/``minutes`` give it a new budget).
+        steps, minutes: the budget (default: :attr:`FitConfig.minutes` minutes).
+        settings: other :class:`ddx7.run.FitConfig` fields (:data:`SETTINGS`), for new runs.
+        progress: ``progress(stage, done, total, note)`` (see :data:`Progress`).
+        say: called with each line worth telling the user (a corpus built, the selector's pick).
+
+    Returns:
+        ``{"run", "path", "model", "steps", "best_valid_loss", "parameters", "seconds",
+        "test_audio", "fixed_config", "selection"?}`` — what ``dx7tools fit --json`` prints.
+    """
+    progress, say = progress or _quiet, say or (lambda line: None)
+    if steps is None and minutes is None:
+        minutes = runs.FitConfig.minutes
+    if resume and run is None:
+        raise DX7Error("--resume needs --run NAME")
+    name = runs.check_name(run) if run else runs.default_run_name(home, corpus, model)
+    run_dir = runs.runs_dir(home) / name
+    extra: dict = {}
+    if resume:
+        runs.start(run_dir, resume=True)
+        cfg, config = runs.resume_settings(runs.Run.at(run_dir), steps=steps, minutes=minutes)
+    else:
+        runs.start(run_dir, resume=False)
+        cfg, config, extra = _new_settings(home, corpus, voice=voice, model=model, steps=steps, minutes=minutes,
+                                           settings=settings or {}, progress=progress, say=say)
+    if config is not None:
+        say(f"fixed configuration: {config.describe()} ({config.name})")
+    data = train.load_examples(home, cfg.corpus, cfg, progress=lambda done, total: progress("features", done,
+                                                                                            total, ""))
+    total = cfg.steps if cfg.steps is not None else cfg.minutes * 60.0
+
+    def on_step(ev: dict) -> None:
+        done = ev["step"] if cfg.steps is not None else ev["elapsed_s"]
+        progress("training", min(done, total), total,
+                 f"step {ev['step']}  loss {ev['loss']:.3f}  best valid {ev['best_valid']:.3f}")
+
+    result = train.fit(home, run_dir, cfg, config, resume=resume, progress=on_step, data=data, extra=extra)
+    files = train.write_test_resynthesis(run_dir, data) if test_audio and data["test"] else []
+    info = {"run": name, "path": str(run_dir), "model": cfg.model, "steps": result.steps,
+            "best_valid_loss": round(result.best_valid, 6), "parameters": result.parameters,
+            "seconds": round(result.elapsed_s, 1), "test_audio": str(run_dir / runs.TEST_DIR) if files else None,
+            "test_excerpts": len(files) // 2, "fixed_config": config.to_dict() if config is not None else None}
+    if extra.get("selection"):
+        info["selection"] = extra["selection"]
+    return info
