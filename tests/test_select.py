@@ -478,8 +478,10 @@ def test_voice_auto_reuses_a_saved_ranking_only_if_made_for_the_runs_feedback_ca
     from dx7tools.lattice import ConfigGroup
 
     group = ConfigGroup(_config(2, coarse=(1, 2, 1, 1, 1, 1), feedback=7, name="CAPPED"), [3], ["CAPPED"])
-    saved = select.Ranking("ka", [{**select._row(group, 0.5, 4, 0.1, 0), "rank": 1}], True, "ok",
-                           {"feedback_cap": True})
+    library = Library(tmp_path)
+    mine = library.add_voice(Voice.init().with_name("CAPPED"))
+    made_now = {"feedback_cap": True, "algorithm": None, "library_key": select.voices_key([mine])}
+    saved = select.Ranking("ka", [{**select._row(group, 0.5, 4, 0.1, 0), "rank": 1}], True, "ok", made_now)
     select.save_ranking(tmp_path, saved)
     calls = []
     monkeypatch.setattr(select, "rank", lambda home, corpus, **kw: calls.append(kw) or saved)
@@ -487,10 +489,16 @@ def test_voice_auto_reuses_a_saved_ranking_only_if_made_for_the_runs_feedback_ca
     assert selection["reused_saved_ranking"] and not calls and config.key == group.config.key
     _, selection = auto_config(tmp_path, "ka", feedback_cap=False)
     assert not selection["reused_saved_ranking"] and calls[-1]["feedback_cap"] is False
-    legacy = select.Ranking("ka", saved.rows, True, "ok", {})      # saved before the option: made uncapped
+    legacy = select.Ranking("ka", saved.rows, True, "ok", {})      # saved before these were recorded
     select.save_ranking(tmp_path, legacy)
     _, selection = auto_config(tmp_path, "ka")
     assert not selection["reused_saved_ranking"] and calls[-1]["feedback_cap"] is True
+    # a ranking made for other voices, or for one algorithm only, is not reused
+    for stats in ({**made_now, "library_key": select.voices_key([mine, mine + 1])}, {**made_now, "algorithm": 2}):
+        select.save_ranking(tmp_path, select.Ranking("ka", saved.rows, True, "ok", stats))
+        n = len(calls)
+        _, selection = auto_config(tmp_path, "ka")
+        assert not selection["reused_saved_ranking"] and len(calls) == n + 1
 
 
 # -- paper-table's selector row ------------------------------------------------------------------
@@ -500,6 +508,8 @@ def test_paper_table_never_trains_on_a_first_stage_ranking(known_answer, tmp_pat
     home, _ = known_answer
     lattice_only = select.rank(home, "ka", budget=0.01, save=False)     # the budget runs out before the fits
     assert lattice_only.stats["full_fits"] == 0 and lattice_only.rows[0]["stage"] == 1
+    with pytest.raises(DX7Error, match="stopped after its first stage.*--budget 600"):
+        lattice_only.pick()                                            # fit --voice auto refuses it too
     select.save_ranking(tmp_path, lattice_only)
     plans, notes = plan_runs(tmp_path, "ka", None, 2.0, None)
     assert "ddx7-top" not in [p.row for p in plans]
@@ -549,10 +559,15 @@ def test_fit_without_voice_on_ones_own_recordings_ranks_the_library_and_the_proj
     assert "the selector picked rank 1, CLARINET" in first and "10 voices of the project's cartridge" in first
     assert hint.startswith("hint: the library holds only the project's cartridge")
 
-    # once the library holds voices of one's own, the cartridge is not added again and the hint goes
-    lib.add_voice(Voice.init().with_name("MINE").replace(op2_coarse=3))
-    config2, selection2, message2 = choose_config(home, "mine", None, None)
-    assert selection2["project_cartridge"]["added"] == 0 and selection2["reused_saved_ranking"]
+    # the same library again: the saved ranking is reused
+    _, again, _ = choose_config(home, "mine", None, None)
+    assert again["reused_saved_ranking"] and again["project_cartridge"]["added"] == 0
+    # once the library holds voices of one's own, the cartridge is not added again, the hint goes,
+    # and the library is ranked anew (the saved ranking does not know the new voice)
+    mine = lib.add_voice(Voice.init().with_name("MINE").replace(op2_coarse=3))
+    config2, selection2, message2 = choose_config(home, "mine", None, None, budget=600)
+    assert selection2["project_cartridge"]["added"] == 0 and not selection2["reused_saved_ranking"]
+    assert mine in {v for r in select.load_ranking(home, "mine").rows for v in r["voices"]}
     assert config2.key == config.key and "\n" not in message2 and "with the project's cartridge" in message2
 
     # the other cases: a named voice, --voice auto, a known instrument

@@ -72,16 +72,13 @@ def two_operator_stack() -> FixedConfig:
                        feedback=0, name="2-OP STACK")
 
 
-SELECTOR_RANK_BUDGET = 600
-"""Seconds suggested for ``dx7tools rank`` when a saved ranking stopped before its fits."""
-
-
 def top_voice_config(home, corpus_name: str) -> tuple[FixedConfig | None, str]:
     """The selector's top configuration for the corpus and a caveat (or ''), or ``(None, why not)``.
 
-    A complete saved ranking is used as it is. An incomplete one is used (with its own message as
-    the caveat) only when its top row went through the fits (stage 3 or 4); one that stopped
-    after its first stage is ordered by the lattice alone, which is no pick to train on.
+    The saved ranking's :meth:`~ddx7.rank.ranking.Ranking.pick`: a complete ranking is used as it
+    is, an incomplete one (with its own message as the caveat) only when its top row went through
+    the fits; one that stopped after its first stage is ordered by the lattice alone, no pick to
+    train on.
     """
     from ddx7.rank.ranking import load_ranking
 
@@ -89,24 +86,10 @@ def top_voice_config(home, corpus_name: str) -> tuple[FixedConfig | None, str]:
         ranking = load_ranking(home, corpus_name)
         if ranking is None or not ranking.rows:
             return None, f"no ranking for {corpus_name!r} (run the selector first)"
-        config, row = ranking.best()
+        config, _ = ranking.pick()
     except DX7Error as exc:
         return None, str(exc)
-    if ranking.complete:
-        return config, ""
-    if int(row.get("stage", 1)) < 3:
-        name = (row.get("names") or [config.name])[0].strip()
-        return None, (f"the saved ranking of {corpus_name!r} stopped after its first stage (its budget ran out "
-                      f"before the fits), so its top voice {name!r} is ordered by the lattice alone; rank again "
-                      f"with more time: dx7tools rank --corpus {corpus_name} --budget {SELECTOR_RANK_BUDGET}")
-    return config, _ranking_caveat(ranking)
-
-
-def _ranking_caveat(ranking) -> str:
-    """An incomplete ranking's own message ('' for a complete one)."""
-    if ranking.complete:
-        return ""
-    return ranking.message or "the ranking is incomplete"
+    return config, "" if ranking.complete else (ranking.message or "the ranking is incomplete")
 
 
 @dataclass

@@ -36,36 +36,45 @@ def paper_config(instrument: str) -> FixedConfig:
     raise DX7Error(f"voice {wanted!r} missing from {PROJECT_CARTRIDGE}")
 
 
+def _row_summary(row: dict) -> dict:
+    """What a run records of a ranking row (older rankings may lack octave and ratio_factor)."""
+    return {**{k: row[k] for k in ("rank", "voices", "names", "algorithm", "ratios", "feedback", "score", "stage")},
+            "octave": row.get("octave", 0), "ratio_factor": row.get("ratio_factor", 1.0)}
+
+
 def auto_config(home, corpus: str, *, budget: float = 60.0, progress=None,
                 feedback_cap: bool = True, reuse: bool = True) -> tuple[FixedConfig, dict]:
     """``--voice auto``: the selector's top configuration for ``corpus``.
 
-    Uses the saved ranking (``dx7tools rank``), unless ``reuse`` is False, when there is one made for the same
-    ``feedback_cap`` as the run (rankings from before that option were made without it), else
-    ranks now. A row placed
-    an octave away (see :func:`dx7tools.lattice.lattice_cost`) is transposed exactly
-    (:meth:`FixedConfig.transposed`); rows that cannot be are passed over.
+    Uses the saved ranking (``dx7tools rank``) when it was made for the library as it is now (the
+    same voices, no algorithm filter) and for the run's ``feedback_cap``, unless ``reuse`` is
+    False; else ranks now. A row placed an octave away (see :func:`dx7tools.lattice.lattice_cost`)
+    is transposed exactly (:meth:`FixedConfig.transposed`); rows that cannot be are passed over.
 
     Returns:
         ``(config, selection)``: the configuration and what to record in the run (the ranking's
-        message, whether it was complete, the chosen rank and the top rows).
+        message, whether it was complete, the chosen rank and row, and the top rows).
+
+    Raises:
+        DX7Error: an empty library, a ranking that stopped before its fits
+            (:meth:`~ddx7.rank.ranking.Ranking.pick`), ranking errors.
     """
+    from dx7tools.library import Library
+
     from ddx7.rank.ranking import load_ranking, rank
 
     ranking = load_ranking(home, corpus) if reuse else None
-    if ranking is not None and bool(ranking.stats.get("feedback_cap", False)) != bool(feedback_cap):
+    if ranking is not None and not ranking.made_for([v.id for v in Library(home).voices()],
+                                                    feedback_cap=feedback_cap):
         ranking = None
     reused = ranking is not None
     if ranking is None:
         ranking = rank(home, corpus, budget=budget, progress=progress, feedback_cap=feedback_cap)
-    config, row = ranking.best()
-    # rankings saved before placed copies existed have no ratio_factor: their rows are the voices' own
+    config, row = ranking.pick()
     selection = {"corpus": corpus, "chosen_rank": row["rank"], "octave": row.get("octave", 0),
                  "ratio_factor": row.get("ratio_factor", 1.0), "reused_saved_ranking": reused,
-                 "complete": ranking.complete, "message": ranking.message,
-                 "top": [{**{k: r[k] for k in ("rank", "voices", "names", "algorithm", "ratios", "feedback",
-                                               "octave", "score", "stage")},
-                          "ratio_factor": r.get("ratio_factor", 1.0)} for r in ranking.rows[:10]]}
+                 "complete": ranking.complete, "message": ranking.message, "chosen": _row_summary(row),
+                 "top": [_row_summary(r) for r in ranking.rows[:10]]}
     return config, selection
 
 
@@ -111,7 +120,7 @@ def choose_config(home, corpus: str, voice: str | None, instrument: str | None, 
     * ``voice`` None, any other corpus (recordings of one's own): the project's cartridge is
       imported into the library where its voices are missing (:func:`add_project_cartridge`),
       the library is ranked for the corpus (:func:`ddx7.rank.ranking.rank`, saved as
-      ``rankings/CORPUS.json``; a saved ranking is reused unless the import added voices) and its
+      ``rankings/CORPUS.json``; a saved ranking is reused only if made for the same voices) and its
       top configuration is used. A library that held nothing but the project's cartridge gets a
       one-line hint to import more voices.
 
@@ -140,10 +149,9 @@ def choose_config(home, corpus: str, voice: str | None, instrument: str | None, 
     from dx7tools.library import Library
 
     ids, added = add_project_cartridge(home)
-    config, selection = auto_config(home, corpus, budget=budget, progress=progress, feedback_cap=feedback_cap,
-                                    reuse=added == 0)
+    config, selection = auto_config(home, corpus, budget=budget, progress=progress, feedback_cap=feedback_cap)
     selection["project_cartridge"] = {"file": PROJECT_CARTRIDGE, "voices": ids, "added": added}
-    top = next(r for r in selection["top"] if r["rank"] == selection["chosen_rank"])
+    top = selection["chosen"]
     label = instrument if instrument else "no instrument"
     cart = (f"{added} voices of the project's cartridge {PROJECT_CARTRIDGE} added to the library" if added
             else f"with the project's cartridge {PROJECT_CARTRIDGE}")

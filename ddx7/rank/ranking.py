@@ -32,6 +32,7 @@ is saved in the data home (``rankings/CORPUS.json``) for ``fit --voice auto``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -58,6 +59,8 @@ from ddx7.synth.fm import FMSynth
 WINDOW = 2048
 """Excerpt length in samples (128 ms at 16 kHz, 32 frames)."""
 DEFAULT_BUDGET = 60.0
+RERANK_BUDGET = 600.0
+"""The budget suggested when a ranking stopped before its fits (seconds)."""
 SECOND_STAGE_EXCERPTS = 6
 FINAL_CANDIDATES = 10
 """Configurations given the fourth stage's final fit (all excerpts, then gradient refinement)."""
@@ -101,12 +104,12 @@ DISTANCE_FLOOR_DB = 60.0
 
 # Index grid of the second stage: silence, then DX7 output levels 39..99 in steps of 4
 # (about 3 dB apart), as DDX7 indexes (2 = output level 99).
-_LEVEL_STEP_DB = 0.75  # dB per output-level step near the top of the DX7's table
+_GRID_DB_PER_LEVEL = 0.75  # INDEX_GRID's spacing only, not STEP_DB (0.7526): kept round so the grid stays as before
 REFINE_LR = 0.05
 """Adam step on the log index of the fits' gradient refinement (about 0.4 dB)."""
 PITCH_CENTS = (-12.0, -8.0, -5.0, -3.0, -1.5, 0.0, 1.5, 3.0, 5.0, 8.0, 12.0)
 """Pitch offsets tried by the fits' coordinate descent (cents from the excerpt's measured f0)."""
-INDEX_GRID = torch.tensor([0.0] + [2.0 * 10 ** (-(99 - ol) * _LEVEL_STEP_DB / 20) for ol in range(39, 100, 4)])
+INDEX_GRID = torch.tensor([0.0] + [2.0 * 10 ** (-(99 - ol) * _GRID_DB_PER_LEVEL / 20) for ol in range(39, 100, 4)])
 
 
 ProgressFn = Callable[[str, float, float], None]
@@ -428,9 +431,35 @@ class Ranking:
                 continue
         raise DX7Error(f"no ranked configuration for corpus {self.corpus!r} can be used")
 
-    def top_config(self) -> FixedConfig:
-        """:meth:`best`'s configuration, as DDX7 plays it."""
-        return self.best()[0]
+    def pick(self) -> tuple[FixedConfig, dict]:
+        """:meth:`best`, if it is a pick to train on: a complete ranking's, or an incomplete one's
+        whose row went through the fits (stage 3 or 4).
+
+        Raises:
+            DX7Error: the ranking stopped after its first stage, so its order is the lattice's
+                alone (the message says how to rank with more time); no row can be used.
+        """
+        config, row = self.best()
+        if not self.complete and int(row.get("stage", 1)) < 3:
+            name = (row.get("names") or [config.name])[0].strip()
+            raise DX7Error(f"the saved ranking of {self.corpus!r} stopped after its first stage (its budget ran out "
+                           f"before the fits), so its top voice {name!r} is ordered by the lattice alone; rank again "
+                           f"with more time: dx7tools rank --corpus {self.corpus} --budget {RERANK_BUDGET:g}")
+        return config, row
+
+    def made_for(self, voice_ids, *, feedback_cap: bool) -> bool:
+        """Whether this ranking covers exactly the library voices ``voice_ids`` (no algorithm
+        filter) for runs with or without the feedback cap; rankings saved before these were
+        recorded are not."""
+        return (bool(self.stats.get("feedback_cap", False)) == bool(feedback_cap)
+                and self.stats.get("algorithm") is None
+                and self.stats.get("library_key") == voices_key(voice_ids))
+
+
+def voices_key(voice_ids) -> str:
+    """A short key of a set of library voice ids (what a ranking ranked)."""
+    text = ",".join(str(int(i)) for i in sorted(set(voice_ids)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _ratio_cells(config: FixedConfig) -> list:
@@ -721,10 +750,11 @@ def _message(s: Search, n_voices: int) -> str:
     return message
 
 
-def _stats(s: Search, n_voices: int, feedback_cap: bool) -> dict:
-    """Counts and seconds per stage (saved with the ranking)."""
+def _stats(s: Search, n_voices: int, feedback_cap: bool, algorithm: int | None) -> dict:
+    """Counts and seconds per stage, and what was ranked (saved with the ranking)."""
     t = s.budget.timings
     return {"voices": n_voices, "configurations": len(s.groups), "excerpts": len(s.excerpts),
+            "library_key": voices_key(v for g in s.groups for v in g.voice_ids), "algorithm": algorithm,
             "excerpt_pitch_spread_cents": round(max(e.pitch_spread_cents for e in s.excerpts), 1),
             "feedback_cap": bool(feedback_cap),
             "quick_fits": len(s.quick), "full_fits": len(s.full), "full_fit_excerpts": len(s.fitted),
@@ -808,7 +838,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         _final_fits(s, elapsed)
         _tie_break(s, elapsed)
     result = Ranking(corpus, _rows(s), bool(s.full) and not s.stopped, _message(s, n_voices),
-                     _stats(s, n_voices, feedback_cap))
+                     _stats(s, n_voices, feedback_cap, algorithm))
     if save:
         save_ranking(home, result)
     return result
@@ -844,7 +874,7 @@ def load_ranking(home, corpus: str) -> Ranking | None:
 
 
 def cached_top_config(home, corpus: str) -> FixedConfig | None:
-    """The top usable configuration of the saved ranking of ``corpus`` (:meth:`Ranking.best`, at
-    its octave), or None if none was made."""
+    """The configuration to train of the saved ranking of ``corpus`` (:meth:`Ranking.pick`, at its
+    octave), or None if none was made."""
     ranking = load_ranking(home, corpus)
-    return ranking.top_config() if ranking and ranking.rows else None
+    return ranking.pick()[0] if ranking and ranking.rows else None
