@@ -22,8 +22,8 @@ from dx7tools.errors import DX7Error
 
 from dx7tools.audio import FRAME_RATE, HOP, SAMPLE_RATE
 
-from ddx7.fit.train import confidence_threshold, voiced_f0
-from ddx7.run import load_model
+from ddx7.data.examples import confidence_threshold, voiced_f0
+from ddx7.run import Run
 
 MARGIN = 1024  # samples of context on each side of a block (loudness n_fft / 2; CREPE needs 512)
 
@@ -88,8 +88,8 @@ def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0,
 
     from ddx7.data.features import compute_features
 
-    model, run = load_model(run_dir)
-    cfg = run["config"]
+    run = Run.at(run_dir)
+    model, cfg = run.model(), run.fit_config
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise DX7Error("no such file", str(src))
@@ -109,7 +109,7 @@ def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0,
                 for k0 in range(0, frames, block):
                     k1 = min(frames, k0 + block)
                     chunk = _read(fin, k0 * HOP - MARGIN, k1 * HOP + MARGIN, total)
-                    feats = compute_features(chunk, SAMPLE_RATE, hop=HOP, model=cfg["crepe"], crepe_hop=cfg["crepe_hop"])
+                    feats = compute_features(chunk, SAMPLE_RATE, hop=HOP, model=cfg.crepe, crepe_hop=cfg.crepe_hop)
                     sl = slice(MARGIN // HOP, MARGIN // HOP + (k1 - k0))
                     f0 = voiced_f0(np.asarray(feats["f0_hz"])[sl], np.asarray(feats["confidence"])[sl],
                                    confidence_threshold(cfg))

@@ -142,8 +142,11 @@ def read_record(run_dir: str | Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DX7Error(f"the run record is not readable ({type(exc).__name__}); the file is damaged", str(path)) \
             from None
-    if not isinstance(record, dict) or record.get("model") not in MODELS or not isinstance(record.get("config"), dict):
-        raise DX7Error("the run record lacks its model kind or settings; the file is damaged", str(path))
+    if not isinstance(record, dict) or record.get("model") not in MODELS:
+        raise DX7Error("the run record lacks its model kind; the file is damaged", str(path))
+    config = record.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("corpus"), str):
+        raise DX7Error("the run record lacks its settings (config.corpus); the file is damaged", str(path))
     return record
 
 
@@ -237,8 +240,11 @@ class Run:
 
     def require_ddx7(self) -> "Run":
         """This run, if it is a DDX7 model with a trained model; else a DX7Error (HpN has no DX7 to export)."""
-        if self.kind != "ddx7" or not self.record.get("fixed_config"):
+        if self.kind != "ddx7":
             raise DX7Error(f"run is a {self.kind!r} model; only DDX7 runs map onto DX7 parameters", str(self.path))
+        if not self.record.get("fixed_config"):
+            raise DX7Error("the run record has no fixed configuration (a DDX7 run needs one); the file is damaged",
+                           str(self.path / RECORD_FILE))
         self.require_model()
         return self
 
@@ -317,7 +323,8 @@ def iter_runs(home):
 def list_runs(home) -> list[dict]:
     """One summary row per run: name, model, status, steps, best_valid_loss, parameters, corpus."""
     return [{k: run.record.get(k) for k in ("name", "model", "status", "steps", "best_valid_loss", "parameters")}
-            | {"name": run.name, "corpus": run.corpus} for run in iter_runs(home)]
+            | {"name": run.record.get("name") or run.name, "corpus": run.record["config"].get("corpus")}
+            for run in iter_runs(home)]
 
 
 def newest_finished(home, *, kind: str, corpus: str, exclude: str | None = None) -> Run | None:

@@ -63,7 +63,7 @@ def test_unknown_runs_and_bad_names_are_one_clear_error(home, tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00", b"[1, 2]", b'{"model": "ddx7"}',
-                                     b'{"model": "gan", "config": {}}'])
+                                     b'{"model": "gan", "config": {}}', b'{"model": "ddx7", "config": {}}'])
 def test_a_damaged_record_is_one_error_naming_the_file(home, tmp_path, content):
     folder = tmp_path / "damaged"
     folder.mkdir()

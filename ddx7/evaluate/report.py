@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from dx7tools.errors import DX7Error
-from dx7tools.audio import FRAME_RATE, SAMPLE_RATE, log_spectrogram
+from dx7tools.audio import FRAME_RATE, HOP, SAMPLE_RATE, log_spectrogram
 from dx7tools.files import atomic_write_bytes
 
 OP_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
@@ -215,7 +215,7 @@ def build_report(home, run, *, excerpts: int = 3, max_seconds: float = 8.0, prog
     Raises:
         DX7Error: unknown or unfinished run, missing corpus.
     """
-    from ddx7.fit.train import load_examples
+    from ddx7.data.examples import load_examples
     from ddx7.run import Run
 
     run = Run.open(home, run).require_finished()
@@ -233,7 +233,7 @@ def build_report(home, run, *, excerpts: int = 3, max_seconds: float = 8.0, prog
         loud = torch.from_numpy(e.loudness_db[:n])[None]
         with torch.no_grad():
             resynth = model(f0, loud)[0].numpy()
-        original = e.audio[: n * 64]
+        original = e.audio[: n * HOP]
         levels = operator_levels(model, f0, loud) if info["model"] == "ddx7" else None
         title = f"{split} excerpt {i + 1}: {Path(e.name).name} ({n / FRAME_RATE:.1f} s)"
         image = excerpt_figure(original, resynth, e.f0_hz[:n], e.loudness_db[:n], levels, title)

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dx7tools.audio import SAMPLE_RATE
 from dx7tools.errors import DX7Error
 from dx7tools.files import atomic_write_bytes
 
@@ -49,7 +50,7 @@ class EmbeddingStore:
         self.embedder = embedder
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        feats = self.cache.get_or_compute(audio, 16000, self.embedder.settings(),
+        feats = self.cache.get_or_compute(audio, SAMPLE_RATE, self.embedder.settings(),
                                           lambda a, sr: {"embedding": self.embedder(a)})
         return np.asarray(feats["embedding"], dtype=np.float64).reshape(-1, self.embedder.dim)
 
@@ -73,7 +74,7 @@ def _stack(parts: list[np.ndarray], dim: int) -> np.ndarray:
 
 def resynthesize_test(run: Run, home, progress: ProgressFn | None = None) -> list[tuple[str, np.ndarray]]:
     """The run's best model applied to each test segment's features: ``[(segment file, audio)]``."""
-    from ddx7.fit.train import load_examples
+    from ddx7.data.examples import load_examples
 
     cfg = run.fit_config
     data = load_examples(home, cfg.corpus, cfg, progress=(lambda d, t: progress("features", d, t))

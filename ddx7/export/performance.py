@@ -36,6 +36,7 @@ import torch
 from dx7tools import performance as perf
 from dx7tools.audio import FRAME_RATE, HOP, SAMPLE_RATE
 from dx7tools.errors import DX7Error
+from dx7tools.levels import STEP_DB
 from dx7tools.midi import ASSIGN_EG_BIAS, Event
 from dx7tools.voice import Voice
 
@@ -51,7 +52,7 @@ BEND_EVERY_FRAMES = 5     # a changed bend goes out at most every 5 frames (20 m
 BEND_LEAD_SECONDS = 1e-4  # a note's first bend goes this much before its note-on: the note starts in tune
 VELOCITY_FRAMES = 10      # a note's velocity: the loudest of its first 10 frames (40 ms)
 EG_GAIN_FLOOR = 1e-4      # the voice's EG gain below this (-80 dB): no output level is wanted there
-DB_PER_LEVEL = 0.753      # dB per output-level step (dx7tools.levels.STEP_DB, rounded): a level lane's weight
+DB_PER_LEVEL = round(STEP_DB, 3)  # 0.753, STEP_DB (0.7526) rounded as before: a level lane's weight
 BREATH_RANGE_DB = 48.0    # CC 2 = 0 means the modulators 48 dB below the voice's own levels
 BREATH_AMS = 3            # AMP MOD SENSITIVITY of the modulators that follow the breath lane
 BREATH_CONTROL_RANGE = 99
@@ -71,7 +72,7 @@ def performance_features(run: Run | str | Path, wav) -> tuple[np.ndarray, np.nda
     from dx7tools.audio import read_audio
 
     from ddx7.data.features import compute_features
-    from ddx7.fit.train import confidence_threshold, voiced_f0
+    from ddx7.data.examples import confidence_threshold, voiced_f0
 
     run = run if isinstance(run, Run) else Run.at(run)
     audio, sr = read_audio(wav)
@@ -83,8 +84,8 @@ def performance_features(run: Run | str | Path, wav) -> tuple[np.ndarray, np.nda
         audio = soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
     if not np.all(np.isfinite(audio)):
         raise DX7Error("audio has NaN or infinite samples", str(wav))
-    cfg = run.record["config"]
-    feats = compute_features(audio, SAMPLE_RATE, hop=HOP, model=cfg["crepe"], crepe_hop=cfg.get("crepe_hop"))
+    cfg = run.fit_config
+    feats = compute_features(audio, SAMPLE_RATE, hop=HOP, model=cfg.crepe, crepe_hop=cfg.crepe_hop)
     f0 = voiced_f0(np.asarray(feats["f0_hz"]), np.asarray(feats["confidence"]), confidence_threshold(cfg))
     return f0, np.asarray(feats["loudness_db"], dtype=np.float32)[: len(f0)]
 

@@ -40,7 +40,7 @@ from dx7tools.voice import Voice
 
 from dx7tools.audio import FRAME_RATE, HOP, SAMPLE_RATE
 
-from ddx7.fit.train import load_examples
+from ddx7.data.examples import load_examples
 from ddx7.run import Run
 
 PRE_SECONDS = 0.5       # silence before note-on: the TCN's context (124 frames) sees silence

@@ -615,7 +615,7 @@ class Search:
 def _corpus_excerpts(home, corpus: str, cfg, n: int, progress: ProgressFn | None) -> list[Excerpt]:
     """The corpus's features (cached per corpus) and :func:`pick_excerpts` of its training and
     validation segments."""
-    from ddx7.fit.train import load_examples
+    from ddx7.data.examples import load_examples
 
     data = load_examples(home, corpus, cfg, progress=(lambda d, t: progress("features", d, t)) if progress else None)
     return pick_excerpts(data["train"] + data["valid"], n=n)
@@ -809,7 +809,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         DX7Error: empty library (or no voice of ``algorithm``), unknown corpus, no voiced
             frames, bad arguments.
     """
-    from ddx7.fit.train import FitConfig
+    from ddx7.run import FitConfig
 
     clock = Budget(budget)
     if not (isinstance(budget, (int, float)) and budget > 0):

@@ -1,0 +1,87 @@
+"""Corpus segments with their features: what rank, fit, evaluate and export read from a corpus.
+
+:func:`load_examples` turns a corpus's segments into :class:`Example` s (audio cut to whole frames,
+voiced f0 and A-weighted loudness at 250 frames/s), from the corpus's feature cache when it can.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dx7tools.audio import HOP, SAMPLE_RATE
+from dx7tools.errors import DX7Error
+
+from ddx7.run import FitConfig
+
+
+@dataclass
+class Example:
+    """One corpus segment with its features (frames at 250/s)."""
+
+    audio: np.ndarray       # (T * HOP,) float32
+    f0_hz: np.ndarray       # (T,)
+    loudness_db: np.ndarray  # (T,)
+    name: str = ""
+
+    @property
+    def frames(self) -> int:
+        return len(self.f0_hz)
+
+
+CONFIDENCE = {"full": 0.85, "tiny": 0.5}
+"""Default voicing thresholds: full CREPE gives >= 0.84 on clean tones (noise ~0.01); tiny gives
+0.78-0.87 on clean tones and ~0.15 on noise (measured in ddx7/data/features.py)."""
+
+
+def confidence_threshold(cfg: "FitConfig | dict") -> float:
+    c = cfg if isinstance(cfg, dict) else asdict(cfg)
+    return c.get("confidence") if c.get("confidence") is not None else CONFIDENCE[c.get("crepe", "full")]
+
+
+def voiced_f0(f0_hz: np.ndarray, confidence: np.ndarray, threshold: float = 0.85) -> np.ndarray:
+    """f0 with low-confidence frames set to 0 (unvoiced)."""
+    return np.where(confidence >= threshold, f0_hz, 0.0).astype(np.float32)
+
+
+def load_examples(home, corpus_name: str, cfg: FitConfig, progress: Callable | None = None) -> dict:
+    """Features for every segment of a corpus, from the feature cache when possible.
+
+    Returns:
+        ``{"train": [Example], "valid": [...], "test": [...]}``.
+    """
+    from ddx7.data.corpus import Corpus
+    from ddx7.data.features import FeatureCache, compute_features
+
+    corpus = Corpus.open(home, corpus_name)
+    cache = FeatureCache(Path(corpus.path) / "features")
+    settings = {"hop": HOP, "model": cfg.crepe, "crepe_hop": cfg.crepe_hop, "sample_rate": SAMPLE_RATE}
+    segments = corpus.segments()
+    total = sum(s["duration"] for s in segments)
+    out: dict[str, list[Example]] = {"train": [], "valid": [], "test": []}
+    done = 0.0
+    for seg in segments:
+        audio = corpus.load(seg)
+        t = len(audio) // HOP
+        if t < 8:
+            continue
+        audio = np.ascontiguousarray(audio[: t * HOP], dtype=np.float32)
+
+        def compute(a, sr):
+            return compute_features(a, sr, hop=HOP, model=cfg.crepe, crepe_hop=cfg.crepe_hop)
+
+        feats = cache.get_or_compute(audio, SAMPLE_RATE, settings, compute)
+        f0 = voiced_f0(np.asarray(feats["f0_hz"])[:t], np.asarray(feats["confidence"])[:t], confidence_threshold(cfg))
+        out[seg["split"]].append(Example(audio, f0, np.asarray(feats["loudness_db"], dtype=np.float32)[:t],
+                                         seg["file"]))
+        done += seg["duration"]
+        if progress:
+            progress(done, total)
+    if not out["train"]:
+        raise DX7Error(f"corpus {corpus_name!r} has no training segments")
+    if not any(np.any(e.f0_hz > 0) for e in out["train"]):
+        raise DX7Error(f"corpus {corpus_name!r}: CREPE found no voiced frames (is it all noise or silence?)")
+    return out
