@@ -31,6 +31,7 @@ from ddx7.evaluate.embeddings import get_embedding  # noqa: E402
 from ddx7.evaluate import evaluate_run, read_run, resolve_run  # noqa: E402
 from ddx7.evaluate.fad import fad  # noqa: E402
 from ddx7.data.features import compute_features  # noqa: E402
+from dx7tools.audio import HOP, SAMPLE_RATE  # noqa: E402
 
 
 def main() -> None:
@@ -52,17 +53,17 @@ def main() -> None:
         if total >= args.minutes * 60:
             break
         pieces.append(corpus.load(seg))
-        total += len(pieces[-1]) / 16000
+        total += len(pieces[-1]) / SAMPLE_RATE
     minutes = total / 60
     emb = get_embedding(args.embedding)
-    emb(pieces[0][:16000])  # load weights, warm up
+    emb(pieces[0][:SAMPLE_RATE])  # load weights, warm up
 
     t0 = time.perf_counter()
     frames = np.concatenate([emb(p) for p in pieces])
     t_embed = time.perf_counter() - t0
     t0 = time.perf_counter()
     for p in pieces:
-        compute_features(p, 16000, hop=64, model="tiny")
+        compute_features(p, SAMPLE_RATE, hop=HOP, model="tiny")
     t_features = time.perf_counter() - t0
     half = len(frames) // 2
     t0 = time.perf_counter()

@@ -40,10 +40,9 @@ from ddx7.synth.feedback import feedback_beta  # noqa: E402
 from ddx7.synth.fidelity import compare_with_dexed, probe_voice  # noqa: E402
 from ddx7.synth import FMSynth  # noqa: E402
 from dx7tools import Voice  # noqa: E402
+from dx7tools.audio import FRAME_RATE, SAMPLE_RATE  # noqa: E402
 from dx7tools.envelope import operator_levels  # noqa: E402
 from dx7tools.fixed_config import FixedConfig  # noqa: E402
-
-SR = 16000
 
 
 def violin_voice(feedback: int = 7) -> Voice:
@@ -90,13 +89,13 @@ def render_speed(seconds: float) -> None:
     for fb in (7, 0):
         voice = violin_voice(fb)
         synth = FMSynth(FixedConfig.from_voice(voice))
-        frames = int(seconds * 250)
+        frames = int(seconds * FRAME_RATE)
         index = torch.from_numpy(2 * operator_levels(voice, 60, 100, seconds, total_seconds=seconds)).float()[None]
         f0 = torch.full((1, frames), 261.63)
         with torch.no_grad():
             synth(f0[:, :10], index[:, :10])  # compile / warm up
             ours = best_of(3, lambda: synth(f0, index))
-        dx = dexed.DexedSynth(sample_rate=SR)
+        dx = dexed.DexedSynth(sample_rate=SAMPLE_RATE)
         dx.load_patch(dexed.Patch.from_raw(voice.values))
         theirs = best_of(3, lambda: dx.render(60, 100, seconds, seconds))
         print(f"   violin config, feedback {fb}: ddx7 {seconds / ours:8.0f}x real time, dexed-py "
@@ -125,7 +124,7 @@ def training_step(feedback: int) -> dict:
 def naive_loop_second() -> float:
     """The obvious alternative: a torch loop over samples for the feedback operator (1 s, batch 16)."""
     torch.set_num_threads(2)
-    n = SR
+    n = SAMPLE_RATE
     theta = torch.rand(16, n)
     amp = torch.rand(16, n, requires_grad=True)
     beta = feedback_beta(7, 2)

@@ -29,7 +29,7 @@ from ddx7.fit import train  # noqa: E402
 from ddx7.data.corpus import build_corpus  # noqa: E402
 from ddx7.rank.choose import paper_config  # noqa: E402
 from ddx7.resynth import resynthesize_file  # noqa: E402
-from dx7tools.audio import write_wav  # noqa: E402
+from dx7tools.audio import FRAME_RATE, SAMPLE_RATE, write_wav  # noqa: E402
 
 
 def decoder_rtf(model, example: train.Example, repeat: int = 3) -> float:
@@ -41,7 +41,7 @@ def decoder_rtf(model, example: train.Example, repeat: int = 3) -> float:
             t0 = time.perf_counter()
             model(f0, loud)
             best = min(best, time.perf_counter() - t0)
-    return example.frames / 250.0 / best
+    return example.frames / FRAME_RATE / best
 
 
 def main() -> int:
@@ -67,7 +67,7 @@ def main() -> int:
         cfg0 = train.FitConfig(corpus=inst, crepe=args.crepe)
         data = train.load_examples(home, inst, cfg0)
         t_feat = time.perf_counter() - t0
-        seconds = sum(e.frames for split in data.values() for e in split) / 250.0
+        seconds = sum(e.frames for split in data.values() for e in split) / FRAME_RATE
         print(f"\n{inst}: corpus built in {t_build:.1f} s, features for {seconds:.0f} s of audio in {t_feat:.1f} s")
         for kind in ("ddx7", "hpn"):
             cfg = train.FitConfig(corpus=inst, model=kind, minutes=args.minutes, crepe=args.crepe, threads=2)
@@ -82,16 +82,16 @@ def main() -> int:
             print(f"  {kind:5s} {res.parameters:>9,} params  {res.steps:>5} steps  {rows[-1][4]:.3f} s/step  "
                   f"best valid loss {res.best_valid:.3f}  decoder+synth {rtf:.0f}x real time (1 thread)")
             if kind == "ddx7":
-                clip = np.concatenate([e.audio for e in data["test"] + data["valid"]])[: 30 * 16000]
+                clip = np.concatenate([e.audio for e in data["test"] + data["valid"]])[: 30 * SAMPLE_RATE]
                 src = home / f"bench-{inst}-30s.wav"
-                write_wav(src, clip, 16000)
+                write_wav(src, clip, SAMPLE_RATE)
                 torch.set_num_threads(1)
                 t0 = time.perf_counter()
                 resynthesize_file(run_dir, src, home / f"bench-{inst}-30s-resynth.wav")
                 t_res = time.perf_counter() - t0
                 torch.set_num_threads(2)
                 print(f"        resynth end to end (CREPE {args.crepe} included), 1 thread: "
-                      f"{len(clip) / 16000 / t_res:.1f}x real time")
+                      f"{len(clip) / SAMPLE_RATE / t_res:.1f}x real time")
     print("\nsummary (same time budget per model)")
     for inst in args.instruments:
         d = {k: r for r in rows if r[0] == inst for k in [r[1]]}

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dx7tools import DX7Error
+from dx7tools.midi import WIRE_BYTES_PER_SECOND
 
 from .common import HomeOption, JsonOption, err, out, print_json, progress_bar, warn
 
@@ -37,9 +38,10 @@ def export(
     breath: Annotated[bool, typer.Option("--breath", help="With --mid: modulators follow a breath (CC 2) "
                                          "brightness lane via EG bias instead of parameter changes.")] = False,
     cc_lanes: Annotated[bool, typer.Option("--cc-lanes", help="With --mid: also per-operator CC 102-107 lanes.")] = False,
-    budget: Annotated[float, typer.Option("--budget", min=100, max=3125, help="Most bytes in any one second "
-                                          "of the .mid stream (the wire carries 3,125); wire time, pauses "
-                                          "included, is held to the same share.")] = 3000.0,
+    budget: Annotated[float, typer.Option("--budget", min=100, max=int(WIRE_BYTES_PER_SECOND),
+                                          help="Most bytes in any one second of the .mid stream (the wire "
+                                          "carries 3,125); wire time, pauses included, is held to the same "
+                                          "share.")] = 3000.0,
     fidelity: Annotated[bool, typer.Option("--fidelity/--no-fidelity", help="With --syx: render with dexed-py and "
                                            "measure the distance to the model (needs the dexed extra).")] = True,
     json_: JsonOption = False,

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from dx7tools import DX7Error, params
 from dx7tools.algorithms import get_algorithm
+from dx7tools.audio import SAMPLE_RATE
 from dx7tools.envelope import operator_levels
 from dx7tools.library import Library, LibraryVoice
 from dx7tools.sysex import write_cartridge, write_single
@@ -218,7 +219,7 @@ def preview(
     seconds: Annotated[float, typer.Option("--seconds", min=0.0, help="How long the key is held (s).")] = 2.0,
     tail: Annotated[float, typer.Option("--tail", min=0.0, help="Seconds rendered after key-up.")] = 0.5,
     engine: Annotated[str, typer.Option("--engine", help="ddx7 (our synth) or dexed (needs the dexed extra).")] = "ddx7",
-    sample_rate: Annotated[int, typer.Option("--sample-rate", min=1000, help="Hz.")] = 16000,
+    sample_rate: Annotated[int, typer.Option("--sample-rate", min=1000, help="Hz.")] = SAMPLE_RATE,
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from .audio import FRAME_RATE
 from .envelope import eg_levels
 from .errors import DX7Error
-from .levels import keyboard_level_scaling, round_output_level
+from .levels import STEP_DB, keyboard_level_scaling, round_output_level
 
 EG_KEYS = ("eg_rate_1", "eg_rate_2", "eg_rate_3", "eg_rate_4", "eg_level_1", "eg_level_2", "eg_level_3", "eg_level_4")
 
@@ -136,7 +136,7 @@ def _descend(values: dict, keys: tuple, cost: _Cost, which=None, max_sweeps: int
 
 def _level_for_db(db: float) -> int:
     """EG level whose step below 99 is ``db`` (about 0.75 dB per level above 20)."""
-    return int(np.clip(round(99 + db / 0.753), 0, 99))
+    return int(np.clip(round(99 + db / round(STEP_DB, 3)), 0, 99))  # STEP_DB rounded to 0.753 as before
 
 
 def _initial(target: NoteTarget, floor: float) -> dict:

@@ -340,3 +340,24 @@ def test_cli_app_registers_every_command_in_help_order_whatever_imports_first():
         result = _fresh_import(*order)
         assert result["commands"] == HELP_ORDER, order
         assert set(result["loaded"]) == set(CLI_MODULES), order
+
+
+def test_cli_defaults_that_restate_torch_side_constants_match_them():
+    # These cli options keep a literal default so `dx7tools --help` never imports ddx7 (torch).
+    import typer.main
+
+    from ddx7.data.corpus import DEFAULT_MINUTES
+    from ddx7.export.performance import WIRE_BUDGET
+    from ddx7.rank.ranking import DEFAULT_BUDGET, DEFAULT_CANDIDATES
+    from dx7tools_cli.app import app
+
+    def default(path: str, option: str):
+        cmd = typer.main.get_command(app)
+        for name in path.split():
+            cmd = cmd.commands[name]
+        return next(p.default for p in cmd.params if option in p.opts)
+
+    pairs = [(("export", "--budget"), WIRE_BUDGET), (("rank", "--budget"), DEFAULT_BUDGET),
+             (("rank", "--candidates"), DEFAULT_CANDIDATES), (("corpus build", "--minutes"), DEFAULT_MINUTES)]
+    for (path, option), constant in pairs:
+        assert default(path, option) == constant, (path, option)

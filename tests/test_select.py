@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dx7tools.audio import HOP, SAMPLE_RATE as SR
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.library import Library
@@ -17,8 +18,6 @@ from dx7tools.voice import Voice
 from ddx7.rank import ranking as select
 from ddx7.synth import FMSynth
 
-SR = 16000
-
 
 def _config(algorithm=1, coarse=(1, 1, 1, 1, 1, 1), fine=(0,) * 6, feedback=0, mode=(0,) * 6, name=""):
     return FixedConfig(algorithm, mode, coarse, fine, (7,) * 6, feedback, name)
@@ -27,7 +26,7 @@ def _config(algorithm=1, coarse=(1, 1, 1, 1, 1, 1), fine=(0,) * 6, feedback=0, m
 def _render(config: FixedConfig, f0, index, n: int = 2048) -> np.ndarray:
     """f0: Hz, or (frames,) Hz per frame."""
     synth = FMSynth(config)
-    frames = n // 64
+    frames = n // HOP
     pitch = torch.as_tensor(f0, dtype=torch.float32).expand(1, frames)
     with torch.no_grad():
         audio = synth(pitch, torch.tensor(index, dtype=torch.float32).expand(1, frames, 6))
@@ -302,10 +301,10 @@ def test_pick_excerpts_falls_back_to_the_least_unsteady_windows():
     from ddx7.fit.train import Example
 
     frames = 200
-    t = np.arange(frames * 64) / SR
+    t = np.arange(frames * HOP) / SR
     steady = Example(np.sin(2 * np.pi * 220 * t).astype(np.float32), np.full(frames, 220.0),
                      np.full(frames, -20.0, np.float32), "steady.wav")
-    trill_f0 = 440.0 * 2 ** (np.sign(np.sin(2 * np.pi * 4 * np.arange(frames) * 64 / SR + 0.3)) * 0.6 / 12)
+    trill_f0 = 440.0 * 2 ** (np.sign(np.sin(2 * np.pi * 4 * np.arange(frames) * HOP / SR + 0.3)) * 0.6 / 12)
     trill = Example(steady.audio, trill_f0, steady.loudness_db, "trill.wav")   # +-60 cents, 4 Hz
     picked = select.pick_excerpts([steady, trill], n=4)
     assert {e.source.split("@")[0] for e in picked} == {"steady.wav"}

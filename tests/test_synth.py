@@ -12,12 +12,10 @@ from ddx7.synth.feedback import FEEDBACK_SCALE, feedback_beta, feedback_chain
 from ddx7.synth import FMSynth
 from dx7tools import Voice
 from dx7tools.algorithms import get_algorithm
+from dx7tools.audio import HOP, SAMPLE_RATE as SR
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.frequency import operator_frequency
-
-SR = 16000
-HOP = 64
 
 
 def random_config(rng: np.random.Generator, algorithm: int | None = None, feedback: int | None = None,

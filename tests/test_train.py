@@ -19,8 +19,6 @@ from ddx7.rank.choose import paper_config, resolve_config
 from ddx7.synth import FMSynth
 from dx7tools.errors import DX7Error
 
-HOP = 64
-
 
 def synthetic_examples(n: int = 6, frames: int = 200, seed: int = 0) -> list[train.Example]:
     """Phrases rendered by the violin configuration with index curves that follow loudness."""

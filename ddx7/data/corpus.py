@@ -46,6 +46,7 @@ from dx7tools.files import atomic_write_bytes, current_umask
 from dx7tools.library import resolve_home
 
 __all__ = [
+    "DEFAULT_MINUTES",
     "INSTRUMENTS",
     "URMP_INSTRUMENTS",
     "SAMPLE_RATE",
@@ -66,6 +67,8 @@ __all__ = [
 
 INSTRUMENTS = ("violin", "flute", "trumpet")
 """The instruments :func:`build_corpus` renders."""
+DEFAULT_MINUTES = 5.0
+"""Minutes of audio :func:`build_corpus` renders by default."""
 
 URMP_INSTRUMENTS = {
     "vn": "violin", "va": "viola", "vc": "cello", "db": "double bass",
@@ -789,7 +792,7 @@ class _PhraseStream:
         return np.asarray(soxr.resample(x, RENDER_RATE, SAMPLE_RATE), dtype=np.float32)
 
 
-def build_corpus(home, instrument: str, *, minutes: float = 5.0, seed: int = 0, name: str | None = None,
+def build_corpus(home, instrument: str, *, minutes: float = DEFAULT_MINUTES, seed: int = 0, name: str | None = None,
                  max_seconds: float = 8.0, overwrite: bool = False,
                  progress: ProgressFn | None = None) -> Corpus:
     """Render a default corpus for ``instrument`` (violin, flute or trumpet) offline.
@@ -846,7 +849,7 @@ def build_corpus(home, instrument: str, *, minutes: float = 5.0, seed: int = 0, 
     return corpus
 
 
-def open_or_build(home, name: str, *, minutes: float = 5.0, progress: ProgressFn | None = None
+def open_or_build(home, name: str, *, minutes: float = DEFAULT_MINUTES, progress: ProgressFn | None = None
                   ) -> tuple[Corpus, bool]:
     """The corpus ``name``; a default one (violin, flute, trumpet) is built first if missing.
 

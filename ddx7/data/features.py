@@ -70,6 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dx7tools.audio import HOP, SAMPLE_RATE
 from dx7tools.errors import DX7Error
 
 CREPE_SAMPLE_RATE = 16000
@@ -309,7 +310,7 @@ def _decode(activation: torch.Tensor, mask: torch.Tensor, bin_cents: torch.Tenso
     return cents, confidence
 
 
-def crepe_f0(audio, sample_rate: float = 16000, *, hop: int = 64, model: str = "full",
+def crepe_f0(audio, sample_rate: float = SAMPLE_RATE, *, hop: int = HOP, model: str = "full",
              crepe_hop: int | None = None, fmin: float = 50.0, fmax: float = 2000.0,
              batch_frames: int = 256, progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame f0 and voicing confidence by CREPE.
@@ -406,7 +407,7 @@ SILENCE_LOUDNESS_DB = _silence_loudness()
 _STFT_CHUNK = 1024  # frames per FFT batch (bounds memory for long files)
 
 
-def a_weighted_loudness(audio, sample_rate: float = 16000, *, hop: int = 64, n_fft: int = 2048) -> np.ndarray:
+def a_weighted_loudness(audio, sample_rate: float = SAMPLE_RATE, *, hop: int = HOP, n_fft: int = 2048) -> np.ndarray:
     """Per-frame A-weighted loudness in dB (DDSP/DDX7's loudness feature).
 
     Per frame: ``mean_bins(20 log10(max(|X|, 1e-4)) + A(f)) - 20.7`` with ``X`` the STFT of
@@ -451,7 +452,7 @@ def a_weighted_loudness(audio, sample_rate: float = 16000, *, hop: int = 64, n_f
 
 
 # -- both ---------------------------------------------------------------------------------------
-def compute_features(audio, sample_rate: float = 16000, *, hop: int = 64, model: str = "full",
+def compute_features(audio, sample_rate: float = SAMPLE_RATE, *, hop: int = HOP, model: str = "full",
                      crepe_hop: int | None = None, progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
     """f0, confidence and loudness of a 16 kHz mono signal, on the same frames.
 

@@ -48,7 +48,7 @@ from ddx7.evaluate.embeddings import DEFAULT_EMBEDDING, Embedder, get_embedding
 ProgressFn = Callable[[str, float, float], None]
 
 PAPER_FAD = {
-    # Caspe et al., ISMIR 2022, FAD (VGGish) on URMP, lower is better (../shared/ddx7-notes.md).
+    # Caspe, McPherson and Sandler, ISMIR 2022 (DDX7), FAD (VGGish) on URMP, lower is better; see docs/evaluation.md.
     "original": {"flute": 2.074, "violin": 0.577, "trumpet": 1.069},
     "hpn": {"flute": 4.326, "violin": 0.795, "trumpet": 2.486},
     "ddx7-6op": {"flute": 2.731, "violin": 1.618, "trumpet": 4.941},

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from dx7tools.audio import HOP, SAMPLE_RATE
 from dx7tools.fixed_config import FixedConfig
 
 from ddx7.synth import core
@@ -40,7 +41,7 @@ def count_parameters(module: nn.Module) -> int:
 class Reverb(nn.Module):
     """``y = x + x * ir``, ``ir = gain * exp(-decay * t) * noise`` over ``seconds`` (noise fixed, seeded)."""
 
-    def __init__(self, sample_rate: float = 16000, seconds: float = 1.0, seed: int = 0):
+    def __init__(self, sample_rate: float = SAMPLE_RATE, seconds: float = 1.0, seed: int = 0):
         super().__init__()
         n = int(sample_rate * seconds)
         g = torch.Generator().manual_seed(seed)
@@ -152,7 +153,7 @@ class DDX7(nn.Module):
 
     kind = "ddx7"
 
-    def __init__(self, config: FixedConfig, sample_rate: float = 16000, hop_length: int = 64, imax: float = 2.0,
+    def __init__(self, config: FixedConfig, sample_rate: float = SAMPLE_RATE, hop_length: int = HOP, imax: float = 2.0,
                  hidden: int = 128, blocks: int = 5, kernel: int = 3, dropout: float = 0.1,
                  feedback_cap: bool = False):
         super().__init__()
@@ -204,7 +205,7 @@ class HpN(nn.Module):
 
     kind = "hpn"
 
-    def __init__(self, sample_rate: float = 16000, hop_length: int = 64, harmonics: int = 100,
+    def __init__(self, sample_rate: float = SAMPLE_RATE, hop_length: int = HOP, harmonics: int = 100,
                  noise_bands: int = 65, width: int = 512):
         super().__init__()
         self.sample_rate, self.hop_length = float(sample_rate), int(hop_length)

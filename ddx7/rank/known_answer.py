@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dx7tools.audio import write_wav
+from dx7tools.audio import SAMPLE_RATE, write_wav
 
 from ddx7.data.corpus import add_corpus
 from ddx7.synth.preview import render_dexed
@@ -34,7 +34,7 @@ def render_known_answer(voice, *, notes=DEFAULT_NOTES, velocities=(110, 70), sec
     """
     rng = np.random.default_rng(seed)
     out = []
-    gap = np.zeros(int(0.25 * 16000), np.float32)
+    gap = np.zeros(int(0.25 * SAMPLE_RATE), np.float32)
     for note in notes:
         for vel in velocities:
             held = float(rng.uniform(*seconds))
@@ -50,6 +50,6 @@ def known_answer_corpus(home, name: str, voice, **kwargs):
     with tempfile.TemporaryDirectory() as tmp:
         for i, audio in enumerate(render_known_answer(voice, **kwargs)):
             peak = float(np.max(np.abs(audio))) or 1.0
-            write_wav(Path(tmp) / f"take{i:02d}.wav", audio / peak * 0.9, 16000)
+            write_wav(Path(tmp) / f"take{i:02d}.wav", audio / peak * 0.9, SAMPLE_RATE)
         return add_corpus(home, name, audio_dir=tmp, instrument=None, overwrite=True,
                           min_seconds=KNOWN_ANSWER_MIN_SECONDS)

@@ -7,6 +7,6 @@
 * :mod:`ddx7.synth.fidelity` — how close FMSynth comes to Dexed on probe voices.
 """
 
-from ddx7.synth.fm import DEFAULT_SAMPLE_RATE, FMSynth
+from ddx7.synth.fm import FMSynth
 
-__all__ = ["DEFAULT_SAMPLE_RATE", "FMSynth"]
+__all__ = ["FMSynth"]

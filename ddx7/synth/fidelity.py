@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dx7tools.audio import log_spectrogram
+from dx7tools.audio import SAMPLE_RATE, log_spectrogram
 from dx7tools.frequency import operator_frequency
 from dx7tools.voice import Voice
 
@@ -22,7 +22,7 @@ from ddx7.synth.preview import render_ddx7, render_dexed
 ATTACK_SECONDS = 0.15
 
 
-def dexed_snaps(freq_hz, sample_rate: float = 16000) -> bool:
+def dexed_snaps(freq_hz, sample_rate: float = SAMPLE_RATE) -> bool:
     """True where Dexed's frequency table would not play ``freq_hz`` as asked.
 
     Measured on dexed-py 0.3.0 at 16 kHz: a frequency within about 2.5 % above
@@ -35,7 +35,7 @@ def dexed_snaps(freq_hz, sample_rate: float = 16000) -> bool:
 
 
 def probe_voice(algorithm: int, rng: np.random.Generator, feedback: int | None = None, *, note: int = 60,
-                fixed_probability: float = 0.15, sample_rate: float = 16000) -> Voice:
+                fixed_probability: float = 0.15, sample_rate: float = SAMPLE_RATE) -> Voice:
     """A random voice for ``algorithm`` (1-32) that the ddx7 engine models completely.
 
     Operator frequencies at ``note`` stay below 0.4 x ``sample_rate`` and out of Dexed's
@@ -96,7 +96,7 @@ def long_term_spectrum_db(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) 
     return 10.0 * np.log10(np.mean(10.0 ** (log_spectrogram(audio, n_fft, hop) / 10.0), axis=0) + 1e-18)
 
 
-def compare_with_dexed(voice: Voice, note: int = 60, seconds: float = 1.0, sample_rate: int = 16000,
+def compare_with_dexed(voice: Voice, note: int = 60, seconds: float = 1.0, sample_rate: int = SAMPLE_RATE,
                        hop: int = 256, range_db: float = 60.0, chaos_db: float = 1.0) -> dict:
     """Render ``voice`` with both engines and measure how far apart they are.
 

@@ -45,9 +45,6 @@ from dx7tools.fixed_config import FixedConfig
 from ddx7.synth import core
 from ddx7.synth.feedback import feedback_beta
 
-DEFAULT_SAMPLE_RATE = SAMPLE_RATE
-DEFAULT_FRAME_RATE = FRAME_RATE
-
 
 @dataclass
 class FMState:
@@ -81,7 +78,7 @@ class FMSynth(nn.Module):
         learn_feedback: make the feedback level (0-7, continuous) a trainable parameter.
     """
 
-    def __init__(self, config: FixedConfig, sample_rate: float = DEFAULT_SAMPLE_RATE,
+    def __init__(self, config: FixedConfig, sample_rate: float = SAMPLE_RATE,
                  hop_length: int | None = None, *, antialias: bool = True, learn_feedback: bool = False):
         super().__init__()
         if not isinstance(config, FixedConfig):
@@ -89,9 +86,9 @@ class FMSynth(nn.Module):
         if not np.isfinite(sample_rate) or sample_rate <= 0:
             raise DX7Error(f"sample rate must be > 0 Hz, got {sample_rate!r}")
         if hop_length is None:
-            hop = sample_rate / DEFAULT_FRAME_RATE
+            hop = sample_rate / FRAME_RATE
             if hop != int(hop):
-                raise DX7Error(f"sample rate {sample_rate} Hz is not a multiple of {DEFAULT_FRAME_RATE:g} frames/s; "
+                raise DX7Error(f"sample rate {sample_rate} Hz is not a multiple of {FRAME_RATE:g} frames/s; "
                                "pass hop_length")
             hop_length = int(hop)
         if int(hop_length) != hop_length or hop_length < 1:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dx7tools.audio import FRAME_RATE, SAMPLE_RATE
 from dx7tools.envelope import operator_levels
 from dx7tools.errors import DX7Error, MissingExtra
 from dx7tools.fixed_config import FixedConfig
 
-from ddx7.synth.fm import DEFAULT_SAMPLE_RATE, FMSynth
+from ddx7.synth.fm import FMSynth
 
 ENGINES = ("ddx7", "dexed")
 
@@ -58,7 +59,7 @@ def _check(note, velocity, seconds, tail, sample_rate):
 
 
 def render_ddx7(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0, *, tail: float = 0.5,
-                sample_rate: float = DEFAULT_SAMPLE_RATE, antialias: bool = True,
+                sample_rate: float = SAMPLE_RATE, antialias: bool = True,
                 dtype: torch.dtype = torch.float32) -> np.ndarray:
     """A held note of ``voice`` through :class:`ddx7.synth.fm.FMSynth`.
 
@@ -74,7 +75,7 @@ def render_ddx7(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0
         float array (samples,), 1.0 = one carrier at full level (may exceed 1 with several).
     """
     _check(note, velocity, seconds, tail, sample_rate)
-    hop = max(1, int(round(sample_rate / 250.0)))
+    hop = max(1, int(round(sample_rate / FRAME_RATE)))
     synth = FMSynth(FixedConfig.from_voice(voice), sample_rate, hop, antialias=antialias).to(dtype)
     n_frames = int(np.ceil((seconds + tail) * sample_rate / hop))
     # Frame k is the level at the end of frame k (the synth's interpolation reaches a frame's
@@ -92,7 +93,7 @@ def render_ddx7(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0
 
 
 def render_dexed(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0, *, tail: float = 0.5,
-                 sample_rate: float = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+                 sample_rate: float = SAMPLE_RATE) -> np.ndarray:
     """The same note rendered by Dexed's engine (needs the optional ``dexed`` extra)."""
     _check(note, velocity, seconds, tail, sample_rate)
     try:
@@ -106,7 +107,7 @@ def render_dexed(voice, note: int = 60, velocity: int = 100, seconds: float = 2.
 
 
 def preview(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0, *, engine: str = "ddx7",
-            tail: float = 0.5, sample_rate: float = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+            tail: float = 0.5, sample_rate: float = SAMPLE_RATE) -> np.ndarray:
     """Render a held note of ``voice`` with ``engine`` ("ddx7" or "dexed"); see the module notes."""
     if engine == "ddx7":
         return render_ddx7(voice, note, velocity, seconds, tail=tail, sample_rate=sample_rate)
