@@ -182,10 +182,9 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
         ``{"embedding", "embedding_description", "rows": [...], "notes": [...], "markdown", "csv",
         "files": [...]}``.
     """
-    from ddx7.data.corpus import Corpus, build_corpus, check_name
-    from ddx7.fit import train
-    from ddx7.rank.choose import PAPER_INSTRUMENTS
-    from ddx7.evaluate.score import _row, corpus_reference, original_row, run_stats
+    from ddx7.data.corpus import open_or_build
+    from ddx7.data.examples import load_examples
+    from ddx7.evaluate.score import corpus_reference, fad_row, original_row, run_stats
 
     if not corpora:
         raise DX7Error("no corpus given")
@@ -196,20 +195,14 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
     notes: list[str] = []
     started = time.perf_counter()
     for corpus_name in corpora:
-        check_name(corpus_name)
-        try:
-            corpus = Corpus.open(home, corpus_name)
-        except DX7Error:
-            if corpus_name not in PAPER_INSTRUMENTS:
-                raise
-            corpus = build_corpus(home, corpus_name,
+        corpus, _ = open_or_build(home, corpus_name,
                                   progress=(lambda d, t: progress(f"building corpus {corpus_name}", d, t))
                                   if progress else None)
         instrument = corpus.instrument
         plans, skipped = plan_runs(home, corpus_name, instrument, minutes, steps)
         notes += skipped
         fit_cfg = runs.FitConfig(corpus=corpus_name, crepe=crepe)
-        data = train.load_examples(home, corpus_name, fit_cfg,
+        data = load_examples(home, corpus_name, fit_cfg,
                                    progress=(lambda d, t: progress(f"features {corpus_name}", d, t))
                                    if progress else None)
         if not data["test"]:
@@ -223,8 +216,8 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
             info = _train(home, plan, corpus_name, minutes, steps, crepe, data, progress, fit_overrides or {})
             stats, _ = run_stats(runs.Run.at(runs.runs_dir(home) / plan.name), home, emb, diagonal=diagonal,
                                  progress=progress)
-            fad_row = _row(plan.name, stats, corpus_stats)
-            rows.append({**base, **_table_row(plan.row, fad_row, info, instrument)})
+            fad = fad_row(plan.name, stats, corpus_stats)
+            rows.append({**base, **_table_row(plan.row, fad, info, instrument)})
     result = {"embedding": emb.name, "embedding_description": emb.describe(), "diagonal": diagonal,
               "crepe": crepe, "budget": {"minutes": None if steps is not None else minutes, "steps": steps},
               "rows": rows, "notes": notes, "seconds": round(time.perf_counter() - started, 1)}

@@ -91,7 +91,7 @@ def resynthesize_test(run: Run, home, progress: ProgressFn | None = None) -> lis
     return out
 
 
-def _row(name: str, stats: GaussianStats, corpus_stats: GaussianStats, **extra) -> dict:
+def fad_row(name: str, stats: GaussianStats, corpus_stats: GaussianStats, **extra) -> dict:
     return {"row": name, "fad": round(stats_distance(stats, corpus_stats), 6), "n_frames": stats.n_frames, **extra}
 
 
@@ -112,7 +112,7 @@ def original_row(per_segment: dict[str, np.ndarray], corpus_stats: GaussianStats
     """The floor: the original test segments against the complete corpus."""
     stats = gaussian_stats(_stack([per_segment[f] for f in test_files if f in per_segment], emb.dim),
                            diagonal=diagonal, what=f"test split of {corpus_name!r}")
-    return _row("original", stats, corpus_stats)
+    return fad_row("original", stats, corpus_stats)
 
 
 def run_stats(run: Run, home, emb: Embedder, *, diagonal: bool = False,
@@ -163,13 +163,13 @@ def evaluate_run(home, run, *, embedding: str = DEFAULT_EMBEDDING, weights=None,
     corpus_stats, per_segment, audio_seconds = corpus_reference(home, corpus_name, emb, diagonal=diagonal,
                                                                 progress=progress)
     stats, test_files = run_stats(run, home, emb, diagonal=diagonal, progress=progress)
-    rows = [_row(run.name, stats, corpus_stats, model=run.kind)]
+    rows = [fad_row(run.name, stats, corpus_stats, model=run.kind)]
     if reference:
         rows.append(original_row(per_segment, corpus_stats, test_files, emb, corpus_name, diagonal))
         hpn = newest_finished(home, kind="hpn", corpus=corpus_name, exclude=run.name) if run.kind != "hpn" else None
         if hpn is not None:
             hpn_stats, _ = run_stats(hpn, home, emb, diagonal=diagonal, progress=progress)
-            rows.append(_row("hpn", hpn_stats, corpus_stats, run=hpn.name))
+            rows.append(fad_row("hpn", hpn_stats, corpus_stats, run=hpn.name))
     result = {
         "run": run.name, "corpus": corpus_name, "model": run.kind,
         "embedding": emb.name, "embedding_description": emb.describe(), "diagonal": diagonal,

@@ -258,9 +258,9 @@ def baseline_voice(home, config: FixedConfig) -> tuple[Voice, str]:
     try:
         from dx7tools.sysex import parse_bytes
 
-        from ddx7.rank.choose import _patch_file
+        from ddx7.rank.choose import PROJECT_CARTRIDGE, patch_file
 
-        cart = parse_bytes(_patch_file("dx7tools-starters.syx"), "dx7tools-starters.syx")
+        cart = parse_bytes(patch_file(PROJECT_CARTRIDGE), PROJECT_CARTRIDGE)
         candidates += [(r.voice, "dx7tools-starters.syx") for r in cart.voices]
     except DX7Error:
         pass

@@ -10,13 +10,15 @@ from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 from dx7tools.sysex import parse_bytes
 
-PAPER_INSTRUMENTS = ("violin", "flute", "trumpet")
+from ddx7.data.corpus import INSTRUMENTS
+
 PROJECT_CARTRIDGE = "dx7tools-starters.syx"
 """The project's own cartridge (package ``dx7tools_patches``): the paper's three configurations and
 a few simple stacks, always among the selector's choices when a run names no voice."""
 
 
-def _patch_file(name: str) -> bytes:
+def patch_file(name: str) -> bytes:
+    """A file of the project's patches (package ``dx7tools_patches``), as bytes."""
     try:
         return resources.files("dx7tools_patches").joinpath(name).read_bytes()
     except (ModuleNotFoundError, FileNotFoundError) as exc:
@@ -25,11 +27,11 @@ def _patch_file(name: str) -> bytes:
 
 def paper_config(instrument: str) -> FixedConfig:
     """The paper's configuration for violin (STRINGS 1), flute (FLUTE 1) or trumpet (BRASS 3)."""
-    table = json.loads(_patch_file("paper_configs.json"))
+    table = json.loads(patch_file("paper_configs.json"))
     if instrument not in table:
         raise DX7Error(f"no default configuration for {instrument!r} (have {', '.join(table)}); pass --voice")
     wanted = table[instrument]["voice"]
-    cart = parse_bytes(_patch_file(PROJECT_CARTRIDGE), PROJECT_CARTRIDGE)
+    cart = parse_bytes(patch_file(PROJECT_CARTRIDGE), PROJECT_CARTRIDGE)
     for rec in cart.voices:
         if rec.voice.name.strip() == wanted:
             return FixedConfig.from_voice(rec.voice)
@@ -82,7 +84,7 @@ def resolve_config(home, voice: str | None, instrument: str | None) -> FixedConf
     """``--voice``: a library voice id or name; ``None``: the paper's configuration for the
     corpus's instrument. (``auto`` needs the corpus: :func:`auto_config`.)"""
     if voice is None:
-        if instrument not in PAPER_INSTRUMENTS:
+        if instrument not in INSTRUMENTS:
             raise DX7Error(f"corpus instrument {instrument!r} has no default configuration; pass --voice VOICE")
         return paper_config(instrument)
     if voice == "auto":
@@ -143,7 +145,7 @@ def choose_config(home, corpus: str, voice: str | None, instrument: str | None, 
         config, selection = auto_config(home, corpus, budget=budget, progress=progress, feedback_cap=feedback_cap)
         how = "saved ranking" if selection["reused_saved_ranking"] else "ranked now"
         return config, selection, f"--voice auto: rank {selection['chosen_rank']} of the selector ({how})"
-    if instrument in PAPER_INSTRUMENTS:
+    if instrument in INSTRUMENTS:
         config = paper_config(instrument)
         return config, None, f"the paper's configuration for {instrument}: {config.name.strip()}"
     from dx7tools.library import Library
