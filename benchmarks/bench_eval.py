@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddx7.data.corpus import Corpus  # noqa: E402
 from ddx7.evaluate.embeddings import get_embedding  # noqa: E402
-from ddx7.evaluate import evaluate_run, read_run, resolve_run  # noqa: E402
+from ddx7.evaluate import evaluate_run  # noqa: E402
 from ddx7.evaluate.fad import fad  # noqa: E402
 from ddx7.data.features import compute_features  # noqa: E402
+from ddx7.run import Run  # noqa: E402
 from dx7tools.audio import HOP, SAMPLE_RATE  # noqa: E402
 
 
@@ -45,8 +46,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    run_dir = resolve_run(args.home, args.run)
-    corpus_name = read_run(run_dir)["config"]["corpus"]
+    run = Run.open(args.home, args.run).require_finished()
+    run_dir = run.path
+    corpus_name = run.corpus
     corpus = Corpus.open(args.home, corpus_name)
     pieces, total = [], 0.0
     for seg in corpus.segments():

@@ -40,7 +40,7 @@ from ddx7 import run as runs  # noqa: E402
 from ddx7.fit import train  # noqa: E402
 from ddx7.resynth import resynthesize_file  # noqa: E402
 from dx7tools import midi  # noqa: E402
-from dx7tools.audio import write_wav  # noqa: E402
+from dx7tools.audio import FRAME_RATE, write_wav  # noqa: E402
 from dx7tools.sysex import vced_message, vmem_message  # noqa: E402
 from timing import best_of  # noqa: E402
 
@@ -120,7 +120,7 @@ def main() -> None:
         print(f"\n2. Parameter-change stream for {seconds:.1f} s of the test split "
               f"({perf['notes']} notes)")
         active_ops = len(perf["controllers"]["dx7_parameter_changes"])
-        unthinned = active_ops * 7 * 250.0  # one 7-byte parameter change per operator per frame
+        unthinned = active_ops * 7 * FRAME_RATE  # one 7-byte parameter change per operator per frame
         print(f"   unthinned (every frame, {active_ops} operators): {unthinned:,.0f} bytes/s, "
               f"{unthinned / midi.WIRE_BYTES_PER_SECOND:.1f}x the wire")
         print(f"   {'budget B/s':>10} {'mean B/s':>9} {'max 1 s':>8} {'changes':>8} {'RMS lv':>7} {'RMS dB':>7} "

@@ -382,15 +382,16 @@ def trained_runs(home: Path, instrument: str, result, single_seed: bool = False)
     ``--seeds`` existed) instead."""
     import re
 
-    from ddx7.run import runs_dir
+    from ddx7.rank.ranking import ranking_path
     from ddx7.rank.choose import paper_config
+    from ddx7.run import RECORD_FILE, iter_runs
 
     paper = paper_config(instrument)
-    saved_at = (home / "rankings" / f"{instrument}.json").stat().st_mtime
+    saved_at = ranking_path(home, instrument).stat().st_mtime
     found: dict[str, list[tuple[int, Path]]] = {}
-    for run in sorted(runs_dir(home).glob(f"{instrument}-*/run.json")):
-        m = re.fullmatch(rf"{instrument}-(rank(\d+)|paper)(-seed(\d+))?", run.parent.name)
-        info = json.loads(run.read_text())
+    for one in iter_runs(home):
+        run, info = one.path / RECORD_FILE, one.record
+        m = re.fullmatch(rf"{instrument}-(rank(\d+)|paper)(-seed(\d+))?", one.name)
         if not m or info.get("status") != "trained" or (m.group(3) is None) != single_seed:
             continue
         if run.stat().st_mtime < saved_at:
@@ -411,12 +412,13 @@ def probe(args) -> None:
     from ddx7.fit import train
     from ddx7.rank.choose import paper_config
     from ddx7.rank.ranking import descent_probe, pick_excerpts
+    from ddx7.run import Run
 
     torch.set_num_threads(args.threads)
     home = ROOT / ".cache" / "bench-select-real"
     report = {}
     for instrument, result in saved_rankings(home, args.instruments):
-        trained = {key: [float(json.loads((run / "run.json").read_text())["best_valid_loss"]) for run in runs]
+        trained = {key: [float(Run.at(run).record["best_valid_loss"]) for run in runs]
                    for key, runs in trained_runs(home, instrument, result, args.single_seed_runs).items()}
         paper = paper_config(instrument)
         data = train.load_examples(home, instrument, train.FitConfig(corpus=instrument, crepe="tiny"))

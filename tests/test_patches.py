@@ -25,7 +25,7 @@ def test_committed_cartridge_is_what_build_writes(tmp_path):
 
 
 def test_paper_configurations():
-    # ../shared/ddx7-notes.md: algorithm and OP1..OP6 ratios of the paper's three voices
+    # the DDX7 paper (Caspe, McPherson and Sandler, ISMIR 2022): algorithm and OP1..OP6 ratios of its three voices
     voices = {r.voice.name: r.voice for r in read_file(PATCHES / "dx7tools-starters.syx").voices}
     configs = json.loads((PATCHES / "paper_configs.json").read_text())
     expected = {

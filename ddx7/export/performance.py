@@ -37,7 +37,7 @@ from dx7tools import performance as perf
 from dx7tools.audio import FRAME_RATE, HOP, SAMPLE_RATE
 from dx7tools.errors import DX7Error
 from dx7tools.levels import STEP_DB
-from dx7tools.midi import ASSIGN_EG_BIAS, Event
+from dx7tools.midi import ASSIGN_EG_BIAS, WIRE_BYTES_PER_SECOND, Event
 from dx7tools.voice import Voice
 
 from ddx7.export.voice import CorpusStats, VoiceExport, ddx7_run, export_voice
@@ -341,7 +341,7 @@ def plan_performance(run: Run | str | Path, voice_export: VoiceExport, f0_hz, lo
         wire.add(e.time, e.data)
     if wire.worst()["bytes per 1 s"] > 1.0:
         raise DX7Error(f"the notes and pitch bends alone need more than {budget:.0f} bytes in one second "
-                       "(raise --budget, at most 3125)")
+                       f"(raise --budget, at most {WIRE_BYTES_PER_SECOND:.0f})")
 
     wanted_ol, voice_amp = wanted_output_levels(voice, notes, velocities, wanted_amp)
     sysex_ops = [k for k in range(1, 7) if voice[f"op{k}_output_level"] > 0 and not (breath and k in modulators)]

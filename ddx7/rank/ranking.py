@@ -849,11 +849,16 @@ def _rankings_dir(home) -> Path:
     return resolve_home(home) / "rankings"
 
 
-def save_ranking(home, ranking: Ranking) -> Path:
-    """Write ``rankings/CORPUS.json`` atomically (the corpus name is validated, never a raw path)."""
+def ranking_path(home, corpus: str) -> Path:
+    """``<home>/rankings/CORPUS.json`` (the corpus name is validated, never a raw path)."""
     from ddx7.data.corpus import check_name
 
-    path = _rankings_dir(home) / f"{check_name(ranking.corpus)}.json"
+    return _rankings_dir(home) / f"{check_name(corpus)}.json"
+
+
+def save_ranking(home, ranking: Ranking) -> Path:
+    """Write :func:`ranking_path` atomically."""
+    path = ranking_path(home, ranking.corpus)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(ranking.to_dict(), indent=1).encode())
     return path
@@ -861,9 +866,7 @@ def save_ranking(home, ranking: Ranking) -> Path:
 
 def load_ranking(home, corpus: str) -> Ranking | None:
     """The saved ranking of ``corpus``, or None."""
-    from ddx7.data.corpus import check_name
-
-    path = _rankings_dir(home) / f"{check_name(corpus)}.json"
+    path = ranking_path(home, corpus)
     if not path.exists():
         return None
     try:
