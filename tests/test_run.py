@@ -162,3 +162,16 @@ def test_a_missing_default_corpus_is_built_and_others_get_a_hint(tmp_path):
     assert not built and again.path == corpus.path
     with pytest.raises(DX7Error, match="no corpus named 'mine'.*corpus add"):
         open_or_build(tmp_path, "mine")
+
+
+def test_uncached_seconds_counts_what_features_would_compute(tmp_path):
+    from ddx7.data.corpus import build_corpus
+    from ddx7.data.examples import load_examples, uncached_seconds
+
+    corpus = build_corpus(tmp_path, "trumpet", minutes=0.05)
+    cfg = runs.FitConfig(corpus="trumpet", crepe="tiny")
+    before = uncached_seconds(tmp_path, "trumpet", cfg)
+    assert before == pytest.approx(sum(corpus.durations().values()), abs=0.05) and before > 0
+    load_examples(tmp_path, "trumpet", cfg)
+    assert uncached_seconds(tmp_path, "trumpet", cfg) == 0.0
+    assert uncached_seconds(tmp_path, "trumpet", runs.FitConfig(corpus="trumpet", crepe="full")) == before

@@ -47,6 +47,31 @@ def voiced_f0(f0_hz: np.ndarray, confidence: np.ndarray, threshold: float = 0.85
     return np.where(confidence >= threshold, f0_hz, 0.0).astype(np.float32)
 
 
+def _feature_settings(cfg: FitConfig) -> dict:
+    """What a segment's cached features depend on besides its audio."""
+    return {"hop": HOP, "model": cfg.crepe, "crepe_hop": cfg.crepe_hop, "sample_rate": SAMPLE_RATE}
+
+
+def _frames_audio(audio: np.ndarray) -> np.ndarray | None:
+    """A segment cut to whole frames (float32), or None below 8 frames (32 ms: left out)."""
+    t = len(audio) // HOP
+    return None if t < 8 else np.ascontiguousarray(audio[: t * HOP], dtype=np.float32)
+
+
+def uncached_seconds(home, corpus_name: str, cfg: FitConfig) -> float:
+    """Seconds of the corpus's audio whose features :func:`load_examples` would compute now."""
+    from ddx7.data.corpus import Corpus
+    from ddx7.data.features import FeatureCache
+
+    corpus = Corpus.open(home, corpus_name)
+    cache, settings, seconds = FeatureCache(Path(corpus.path) / "features"), _feature_settings(cfg), 0.0
+    for seg in corpus.segments():
+        audio = _frames_audio(corpus.load(seg))
+        if audio is not None and not cache.path(cache.key(audio, SAMPLE_RATE, settings)).exists():
+            seconds += len(audio) / SAMPLE_RATE
+    return seconds
+
+
 def load_examples(home, corpus_name: str, cfg: FitConfig, progress: Callable | None = None) -> dict:
     """Features for every segment of a corpus, from the feature cache when possible.
 
@@ -58,17 +83,16 @@ def load_examples(home, corpus_name: str, cfg: FitConfig, progress: Callable | N
 
     corpus = Corpus.open(home, corpus_name)
     cache = FeatureCache(Path(corpus.path) / "features")
-    settings = {"hop": HOP, "model": cfg.crepe, "crepe_hop": cfg.crepe_hop, "sample_rate": SAMPLE_RATE}
+    settings = _feature_settings(cfg)
     segments = corpus.segments()
     total = sum(s["duration"] for s in segments)
     out: dict[str, list[Example]] = {"train": [], "valid": [], "test": []}
     done = 0.0
     for seg in segments:
-        audio = corpus.load(seg)
-        t = len(audio) // HOP
-        if t < 8:
+        audio = _frames_audio(corpus.load(seg))
+        if audio is None:
             continue
-        audio = np.ascontiguousarray(audio[: t * HOP], dtype=np.float32)
+        t = len(audio) // HOP
 
         def compute(a, sr):
             return compute_features(a, sr, hop=HOP, model=cfg.crepe, crepe_hop=cfg.crepe_hop)

@@ -74,6 +74,9 @@ from dx7tools.audio import HOP, SAMPLE_RATE
 from dx7tools.errors import DX7Error
 
 CREPE_SAMPLE_RATE = 16000
+COST_SECONDS_PER_SECOND = {"full": 10.0, "tiny": 0.33}
+"""Seconds of compute per second of audio at hop 64 without ``crepe_hop``, on 2 threads (the
+table above: full ~0.1x, tiny ~3x real time); for estimates shown to users."""
 """CREPE's only sample rate (Hz)."""
 CREPE_WINDOW = 1024
 """Samples per CREPE window (64 ms)."""

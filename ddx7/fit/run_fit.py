@@ -26,6 +26,10 @@ SETTINGS = tuple(f.name for f in fields(runs.FitConfig) if f.name not in ("corpu
 """The :class:`ddx7.run.FitConfig` fields ``fit_run`` takes as ``settings``."""
 
 
+LONG_FEATURES_SECONDS = 120.0
+"""Feature computations expected to take longer than this are announced with their cost."""
+
+
 def _quiet(stage: str, done: float, total: float, note: str = "") -> None:
     return None
 
@@ -42,6 +46,18 @@ def _corpus_instrument(home, corpus: str, progress: Progress, say: Callable[[str
         say(f"corpus {corpus!r} did not exist: built the default one ({minutes:.1f} min of General MIDI {corpus} "
             f"phrases, as `dx7tools corpus build {corpus}` does)")
     return built.instrument
+
+
+def _say_feature_cost(home, cfg: runs.FitConfig, say: Callable[[str], None]) -> None:
+    """Warn before a long feature computation (CREPE full on audio not seen before)."""
+    from ddx7.data.examples import uncached_seconds
+    from ddx7.data.features import COST_SECONDS_PER_SECOND
+
+    seconds = uncached_seconds(home, cfg.corpus, cfg) * COST_SECONDS_PER_SECOND[cfg.crepe]
+    if cfg.crepe_hop is None and seconds > LONG_FEATURES_SECONDS:
+        faster = COST_SECONDS_PER_SECOND["full"] / COST_SECONDS_PER_SECOND["tiny"]
+        say(f"features: CREPE {cfg.crepe} on audio not seen before, about {seconds / 60:.0f} min on 2 cores "
+            f"(cached for later runs; --crepe tiny is about {faster:.0f}x faster, --crepe-hop 320 about 5x)")
 
 
 def _new_settings(home, corpus: str, *, voice, model, steps, minutes, settings: dict, progress: Progress,
@@ -107,6 +123,7 @@ def fit_run(home, corpus: str, *, voice: str | None = None, model: str = "ddx7",
                                            settings=settings or {}, progress=progress, say=say)
     if config is not None:
         say(f"fixed configuration: {config.describe()} ({config.name})")
+    _say_feature_cost(home, cfg, say)
     data = train.load_examples(home, cfg.corpus, cfg, progress=lambda done, total: progress("features", done,
                                                                                             total, ""))
     total = cfg.steps if cfg.steps is not None else cfg.minutes * 60.0
