@@ -96,6 +96,15 @@ def long_term_spectrum_db(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) 
     return 10.0 * np.log10(np.mean(10.0 ** (log_spectrogram(audio, n_fft, hop) / 10.0), axis=0) + 1e-18)
 
 
+def long_term_distance_db(ours: np.ndarray, reference: np.ndarray, *, range_db: float = 60.0) -> float:
+    """Mean absolute difference (dB) of the long-term spectra, over the bins within ``range_db``
+    of the reference's loudest in either (a distance that LFO phase does not affect)."""
+    lt_ours, lt_ref = long_term_spectrum_db(ours), long_term_spectrum_db(reference)
+    floor = lt_ref.max() - range_db
+    active = (lt_ours > floor) | (lt_ref > floor)
+    return float(np.mean(np.abs(np.maximum(lt_ours, floor) - np.maximum(lt_ref, floor))[active]))
+
+
 def compare_with_dexed(voice: Voice, note: int = 60, seconds: float = 1.0, sample_rate: int = SAMPLE_RATE,
                        hop: int = 256, range_db: float = 60.0, chaos_db: float = 1.0) -> dict:
     """Render ``voice`` with both engines and measure how far apart they are.
@@ -125,14 +134,11 @@ def compare_with_dexed(voice: Voice, note: int = 60, seconds: float = 1.0, sampl
     def mean(sel):
         return float(d[sel].mean()) if sel.any() else float("nan")
 
-    lt_ours, lt_ref = long_term_spectrum_db(ours), long_term_spectrum_db(ref)
-    floor = lt_ref.max() - range_db
-    active = (lt_ours > floor) | (lt_ref > floor)
     return {
         "attack_db": mean(calm & (frames < split)),
         "sustain_db": mean(calm & (frames >= split)),
         "worst_db": float(d[calm].max()) if calm.any() else float("nan"),
         "chaotic": float(1.0 - calm.mean()),
-        "long_term_db": float(np.mean(np.abs(np.maximum(lt_ours, floor) - np.maximum(lt_ref, floor))[active])),
+        "long_term_db": long_term_distance_db(ours, ref, range_db=range_db),
         "ddx7": ours, "dexed": ref,
     }

@@ -2,9 +2,10 @@
 
 With ``engine="ddx7"`` the voice's fixed configuration goes into :class:`ddx7.synth.fm.FMSynth`
 and its output levels and envelopes -- :func:`dx7tools.envelope.operator_levels`, which includes
-velocity, keyboard level and rate scaling -- become the per-frame indexes. What the ddx7 engine
-does not model: the LFO, the pitch EG, and Dexed's output quantisation. With ``engine="dexed"``
-dexed-py (optional GPL extra ``dexed``) renders the same voice.
+velocity, keyboard level and rate scaling -- become the per-frame indexes, scaled by the LFO's
+amplitude modulation; the pitch EG and the LFO's pitch modulation move the ratio-mode operators'
+frequencies (:mod:`dx7tools.modulation`). Not modelled: Dexed's output quantisation. With
+``engine="dexed"`` dexed-py (optional GPL extra ``dexed``) renders the same voice.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dx7tools.audio import FRAME_RATE, SAMPLE_RATE
 from dx7tools.envelope import operator_levels
 from dx7tools.errors import DX7Error, MissingExtra
 from dx7tools.fixed_config import FixedConfig
+from dx7tools.modulation import amp_mod_gain, pitch_cents
 
 from ddx7.synth.fm import FMSynth
 
@@ -33,15 +35,9 @@ def voice_pitch(voice, note: int) -> float:
 
 
 def unmodelled_features(voice) -> list[str]:
-    """Voice features the ddx7 engine leaves out (so its preview will differ from a DX7)."""
-    out = []
-    if voice["lfo_pitch_mod_depth"] and voice["pitch_mod_sensitivity"]:
-        out.append("LFO pitch modulation")
-    if voice["lfo_amp_mod_depth"] and any(voice[f"op{n}_amp_mod_sensitivity"] for n in range(1, 7)):
-        out.append("LFO amplitude modulation")
-    if any(voice[f"pitch_eg_level_{i}"] != 50 for i in range(1, 5)):
-        out.append("pitch EG")
-    return out
+    """Voice features the ddx7 engine leaves out of a held note (none since the LFO and the pitch
+    EG are modelled; kept so callers can still ask)."""
+    return []
 
 
 def _check(note, velocity, seconds, tail, sample_rate):
@@ -83,8 +79,11 @@ def render_ddx7(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0
     levels = operator_levels(voice, note, velocity, seconds, total_seconds=(n_frames + 1) * hop / sample_rate,
                              frame_rate=sample_rate / hop, sample_rate=sample_rate)
     levels = levels[: n_frames + 1]
-    index = torch.from_numpy(2.0 * levels).to(dtype)[None]
-    f0 = torch.full((1, n_frames), voice_pitch(voice, note))
+    frame_rate = sample_rate / hop
+    gain = amp_mod_gain(voice, levels[1:], frame_rate)
+    index = torch.from_numpy(2.0 * levels * np.vstack([gain[:1], gain])).to(dtype)[None]
+    cents = pitch_cents(voice, n_frames, seconds, frame_rate)
+    f0 = torch.from_numpy(voice_pitch(voice, note) * 2.0 ** (cents / 1200)).float()[None]
     state = synth.initial_state(f0, index[:, 1:])
     state.index = index[:, 0]
     with torch.no_grad():
