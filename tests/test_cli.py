@@ -361,3 +361,16 @@ def test_cli_defaults_that_restate_torch_side_constants_match_them():
              (("rank", "--candidates"), DEFAULT_CANDIDATES), (("corpus build", "--minutes"), DEFAULT_MINUTES)]
     for (path, option), constant in pairs:
         assert default(path, option) == constant, (path, option)
+
+
+def test_every_package_folder_is_installed():
+    """pyproject lists packages explicitly: a new subpackage left out would be missing from a
+    (non-editable) install."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    for top in ("dx7tools", "ddx7"):
+        for init in (root / top).rglob("__init__.py"):
+            package = ".".join(init.parent.relative_to(root).parts)
+            assert package in listed, f"{package} is not in pyproject's [tool.setuptools] packages"
