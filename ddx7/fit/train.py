@@ -130,6 +130,100 @@ def evaluate(model, examples: list[Example], max_frames: int = 2500) -> float:
     return float(np.mean(losses)) if losses else float("nan")
 
 
+@dataclass
+class Tally:
+    """Where a run's training stands: what a checkpoint saves and the loop updates."""
+
+    step: int = 0
+    best: float = math.inf
+    skipped: int = 0                  # steps skipped for a non-finite loss or gradient
+    bad_in_row: int = 0
+    rows: list = field(default_factory=list)   # metrics.csv rows so far
+    before: float = 0.0               # seconds trained before this session (a resumed run's)
+    started: float | None = None      # perf_counter() at elapsed 0, set by start_clock
+
+    def start_clock(self) -> None:
+        """Count training time from now on, after what was trained before."""
+        self.started = time.perf_counter() - self.before
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def lr_at(cfg: FitConfig, step: int) -> float:
+    """The learning rate of ``step``: exponential decay by ``lr_decay`` every ``lr_decay_steps``."""
+    return cfg.learning_rate * cfg.lr_decay ** (step / cfg.lr_decay_steps)
+
+
+def _start(run_dir: Path, cfg: FitConfig, config: FixedConfig | None, resume: bool, extra: dict | None):
+    """The model, optimizer, record and tally of a new run, or of a resumed one as its checkpoint
+    left it; the record is written."""
+    saved = runs.start(run_dir, resume=resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if saved is not None:
+        # The weights were trained with (or without) the feedback cap: keep it as it was.
+        cfg = replace(cfg, feedback_cap=bool(saved["config"].get("feedback_cap", False)))
+    torch.manual_seed(cfg.seed)  # the initial weights, too, are a function of the seed
+    model = build_model(cfg.model, config, **runs.model_kwargs(cfg.model, cfg))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    record = {"name": run_dir.name, "model": cfg.model, "config": asdict(cfg),
+              "fixed_config": config.to_dict() if config is not None else None,
+              "parameters": count_parameters(model), "sample_rate": SAMPLE_RATE, "hop": HOP, "status": "training"}
+    if saved is not None:
+        record.update({k: v for k, v in saved.items() if k not in record})
+    record.update(extra or {})
+    tally = Tally()
+    ckpt_path = run_dir / runs.CHECKPOINT_FILE
+    if resume and ckpt_path.exists():
+        meta = load_checkpoint(ckpt_path, model, optimizer)
+        tally = Tally(meta["step"], meta["best_valid"], int(meta.get("skipped_steps", 0)),
+                      rows=_read_metrics(run_dir / runs.METRICS_FILE, meta["step"]), before=meta["elapsed_s"])
+    runs.write_record(run_dir, record)
+    return cfg, model, optimizer, record, tally
+
+
+def _train_step(model, optimizer, cfg: FitConfig, examples: list[Example], frames: int, tally: Tally,
+                run_dir: Path) -> float:
+    """One optimisation step (step ``tally.step``); its spectral loss.
+
+    A non-finite loss or gradient (one bad batch) would poison every weight through Adam: the step
+    is skipped, and only :data:`MAX_NONFINITE_STEPS` of them in a row stop training (DX7Error).
+    """
+    step = tally.step
+    rng = np.random.default_rng([cfg.seed, step])
+    torch.manual_seed(cfg.seed * 1_000_003 + step)
+    f0, loud, target = make_batch(examples, frames, cfg.batch_size, rng)
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(cfg, step)
+    loss = multiscale_spectral_loss(model(f0, loud), target)
+    loss_value = loss.item()
+    loss = loss + SATURATION_WEIGHT * getattr(model, "saturation", 0.0)   # 0 unless the levels saturate
+    optimizer.zero_grad(set_to_none=True)
+    finite = math.isfinite(loss_value)
+    if finite:
+        loss.backward()
+        finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
+    if finite:
+        optimizer.step()
+        tally.bad_in_row = 0
+    else:
+        tally.skipped, tally.bad_in_row = tally.skipped + 1, tally.bad_in_row + 1
+        if tally.bad_in_row >= MAX_NONFINITE_STEPS:
+            raise DX7Error(f"training diverged: non-finite loss or gradients in {tally.bad_in_row} steps in a row "
+                           f"(up to step {step + 1}); the last checkpoint is kept (try a lower --learning-rate)",
+                           str(run_dir))
+    tally.step += 1
+    return loss_value
+
+
+def _checkpoint(run_dir: Path, model, optimizer, tally: Tally) -> None:
+    """The metrics so far and a resumable checkpoint, each written atomically."""
+    meta = {"step": tally.step, "best_valid": tally.best, "elapsed_s": tally.elapsed(),
+            "skipped_steps": tally.skipped}
+    atomic_write_bytes(run_dir / runs.METRICS_FILE, _metrics_csv(tally.rows))
+    save_checkpoint(run_dir / runs.CHECKPOINT_FILE, model, optimizer, meta)
+
+
 def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resume: bool = False,
         progress: Callable[[dict], None] | None = None, data: dict | None = None,
         extra: dict | None = None) -> FitResult:
@@ -139,102 +233,41 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run_dir = Path(run_dir)
-    ckpt_path, best_path = run_dir / runs.CHECKPOINT_FILE, run_dir / runs.MODEL_FILE
-    saved = runs.start(run_dir, resume=resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if saved is not None:
-        # The weights were trained with (or without) the feedback cap: keep it as it was.
-        cfg = replace(cfg, feedback_cap=bool(saved["config"].get("feedback_cap", False)))
+    cfg, model, optimizer, record, tally = _start(run_dir, cfg, config, resume, extra)
     data = data if data is not None else load_examples(home, cfg.corpus, cfg)
-    torch.manual_seed(cfg.seed)  # the initial weights, too, are a function of the seed
-    model = build_model(cfg.model, config, **runs.model_kwargs(cfg.model, cfg))
-    params = count_parameters(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    run_info = {"name": run_dir.name, "model": cfg.model, "config": asdict(cfg),
-                "fixed_config": config.to_dict() if config is not None else None,
-                "parameters": params, "sample_rate": SAMPLE_RATE, "hop": HOP, "status": "training"}
-    if saved is not None:
-        run_info.update({k: v for k, v in saved.items() if k not in run_info})
-    run_info.update(extra or {})
-
-    step, best, elapsed, rows = 0, math.inf, 0.0, []
-    skipped, bad_in_row = 0, 0
-    if resume and ckpt_path.exists():
-        meta = load_checkpoint(ckpt_path, model, optimizer)
-        step, best, elapsed = meta["step"], meta["best_valid"], meta["elapsed_s"]
-        skipped = int(meta.get("skipped_steps", 0))
-        rows = _read_metrics(run_dir / runs.METRICS_FILE, step)
-    runs.write_record(run_dir, run_info)
-
     frames = int(round(cfg.segment_seconds * SAMPLE_RATE / HOP))
     budget = cfg.minutes * 60.0 if cfg.minutes is not None and cfg.steps is None else math.inf
+
+    def done() -> bool:
+        return (cfg.steps is not None and tally.step >= cfg.steps) or tally.elapsed() >= budget
+
+    tally.start_clock()     # the features are not part of the training budget
     last_ckpt = time.perf_counter()
-    started = time.perf_counter() - elapsed
     model.train()
-
-    def lr_at(s: int) -> float:
-        return cfg.learning_rate * cfg.lr_decay ** (s / cfg.lr_decay_steps)
-
-    def checkpoint() -> None:
-        meta = {"step": step, "best_valid": best, "elapsed_s": time.perf_counter() - started,
-                "skipped_steps": skipped}
-        atomic_write_bytes(run_dir / runs.METRICS_FILE, _metrics_csv(rows))
-        save_checkpoint(ckpt_path, model, optimizer, meta)
-
-    while True:
-        elapsed = time.perf_counter() - started
-        if (cfg.steps is not None and step >= cfg.steps) or elapsed >= budget:
-            break
-        rng = np.random.default_rng([cfg.seed, step])
-        torch.manual_seed(cfg.seed * 1_000_003 + step)
-        f0, loud, target = make_batch(data["train"], frames, cfg.batch_size, rng)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        loss = multiscale_spectral_loss(model(f0, loud), target)
-        loss_value = loss.item()
-        loss = loss + SATURATION_WEIGHT * getattr(model, "saturation", 0.0)   # 0 unless the levels saturate
-        optimizer.zero_grad(set_to_none=True)
-        # A non-finite loss or gradient (one bad batch) would poison every weight through Adam:
-        # the step is skipped, and only a run of them stops training.
-        finite = math.isfinite(loss_value)
-        if finite:
-            loss.backward()
-            finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
-        if finite:
-            optimizer.step()
-            bad_in_row = 0
-        else:
-            skipped, bad_in_row = skipped + 1, bad_in_row + 1
-            if bad_in_row >= MAX_NONFINITE_STEPS:
-                raise DX7Error(f"training diverged: non-finite loss or gradients in {bad_in_row} steps in a row "
-                               f"(up to step {step + 1}); the last checkpoint is kept (try a lower --learning-rate)",
-                               str(run_dir))
-        step += 1
-        row = {"step": step, "train_loss": f"{loss_value:.6f}", "valid_loss": "", "lr": f"{lr_at(step - 1):.6g}",
-               "elapsed_s": f"{time.perf_counter() - started:.2f}"}
-        final = (cfg.steps is not None and step >= cfg.steps) or time.perf_counter() - started >= budget
-        if step % cfg.valid_every == 0 or final:
+    while not done():
+        loss_value = _train_step(model, optimizer, cfg, data["train"], frames, tally, run_dir)
+        row = {"step": tally.step, "train_loss": f"{loss_value:.6f}", "valid_loss": "",
+               "lr": f"{lr_at(cfg, tally.step - 1):.6g}", "elapsed_s": f"{tally.elapsed():.2f}"}
+        final = done()
+        if tally.step % cfg.valid_every == 0 or final:
             valid = evaluate(model, data["valid"] or data["train"][:4])
             row["valid_loss"] = f"{valid:.6f}"
-            if valid < best:
-                best = valid
-                _save(best_path, {f"model.{k}": v for k, v in model.state_dict().items()},
-                      {"step": step, "valid_loss": valid})
-        rows.append(row)
+            if valid < tally.best:
+                tally.best = valid
+                _save(run_dir / runs.MODEL_FILE, {f"model.{k}": v for k, v in model.state_dict().items()},
+                      {"step": tally.step, "valid_loss": valid})
+        tally.rows.append(row)
         if progress:
-            progress({"step": step, "steps": cfg.steps, "loss": loss_value, "best_valid": best,
-                      "elapsed_s": time.perf_counter() - started, "budget_s": budget})
+            progress({"step": tally.step, "steps": cfg.steps, "loss": loss_value, "best_valid": tally.best,
+                      "elapsed_s": tally.elapsed(), "budget_s": budget})
         if final or time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds:
-            checkpoint()
+            _checkpoint(run_dir, model, optimizer, tally)
             last_ckpt = time.perf_counter()
-    elapsed = time.perf_counter() - started
-    run_info["status"] = "trained"
-    run_info["steps"] = step
-    run_info["skipped_steps"] = skipped
-    run_info["best_valid_loss"] = best
-    run_info["elapsed_s"] = round(elapsed, 2)
-    runs.write_record(run_dir, run_info)
-    return FitResult(run_dir, step, best, params, elapsed)
+    elapsed = tally.elapsed()
+    record.update(status="trained", steps=tally.step, skipped_steps=tally.skipped, best_valid_loss=tally.best,
+                  elapsed_s=round(elapsed, 2))
+    runs.write_record(run_dir, record)
+    return FitResult(run_dir, tally.step, tally.best, record["parameters"], elapsed)
 
 
 def write_test_resynthesis(run_dir: Path, data: dict, limit: int | None = None) -> list[Path]:
