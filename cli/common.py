@@ -64,18 +64,27 @@ def progress_bar(label: str) -> Progress:
 
 
 @contextmanager
-def stage_progress() -> Iterator[Callable[[str, float, float], None]]:
-    """A progress callback ``(stage, done, total)`` drawing one bar per stage on stderr."""
-    progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
-                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True)
+def stage_progress(labels: dict[str, str] | None = None,
+                   time_left: bool = False) -> Iterator[Callable[..., None]]:
+    """A progress callback ``(stage, done, total, note="")`` drawing one bar per stage on stderr.
+
+    Args:
+        labels: the text shown for a stage (default: the stage's own name); ``note`` follows it.
+        time_left: add a column with the time left at the rate so far (:class:`TimeLeft`).
+    """
+    columns = [TextColumn("[bold]{task.fields[label]}[/] {task.description}"), BarColumn(),
+               TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn()]
+    if time_left:
+        columns += [TextColumn("left"), TimeLeft()]
+    progress = Progress(*columns, console=err, transient=True)
     tasks: dict[str, int] = {}
 
-    def update(stage: str, done: float, total: float) -> None:
+    def update(stage: str, done: float, total: float, note: str = "") -> None:
         if stage not in tasks:
             for other in tasks.values():
                 progress.update(other, visible=False)
-            tasks[stage] = progress.add_task(stage, total=max(total, 1e-9))
-        progress.update(tasks[stage], completed=done, total=max(total, 1e-9))
+            tasks[stage] = progress.add_task("", total=max(total, 1e-9), label=(labels or {}).get(stage, stage))
+        progress.update(tasks[stage], completed=done, total=max(total, 1e-9), description=note)
 
     with progress:
         yield update

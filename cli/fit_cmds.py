@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-
-from .common import HomeOption, JsonOption, TimeLeft, err, out, print_json, print_rows, progress_bar
+from .common import HomeOption, JsonOption, err, out, print_json, print_rows, progress_bar, stage_progress
 
 
 _STAGE_LABELS = {"corpus": "building the corpus", "configuration": "choosing the configuration",
                  "features": "features", "training": "training"}
-
-
-@contextmanager
-def _fit_progress():
-    """``progress(stage, done, total, note)`` for :func:`ddx7.fit.run_fit.fit_run`: one bar per stage,
-    the training bar with the step, its loss and the time left."""
-    progress = Progress(TextColumn("[bold]{task.fields[label]}[/] {task.description}"), BarColumn(),
-                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("left"),
-                        TimeLeft(), console=err, transient=True)
-    tasks: dict[str, int] = {}
-
-    def update(stage: str, done: float, total: float, note: str = "") -> None:
-        if stage not in tasks:
-            for other in tasks.values():
-                progress.update(other, visible=False)
-            tasks[stage] = progress.add_task("", total=max(total, 1e-9), label=_STAGE_LABELS.get(stage, stage))
-        progress.update(tasks[stage], completed=done, total=max(total, 1e-9), description=note)
-
-    with progress:
-        yield update
 
 
 def fit(
@@ -73,7 +50,7 @@ def fit(
     settings = dict(segment_seconds=segment_seconds, batch_size=batch_size, learning_rate=learning_rate, crepe=crepe,
                     crepe_hop=crepe_hop, seed=seed, threads=threads, valid_every=valid_every,
                     checkpoint_seconds=checkpoint_seconds, feedback_cap=feedback_cap)
-    with _fit_progress() as progress:
+    with stage_progress(_STAGE_LABELS, time_left=True) as progress:
         info = fit_run(home, corpus, voice=voice, model=model, run=run, resume=resume, steps=steps, minutes=minutes,
                        settings=settings, test_audio=test_audio, progress=progress,
                        say=lambda line: err.print(line, highlight=False, markup=False))

@@ -50,11 +50,16 @@ def _corpus_instrument(home, corpus: str, progress: Progress, say: Callable[[str
 
 def _say_feature_cost(home, cfg: runs.FitConfig, say: Callable[[str], None]) -> None:
     """Warn before a long feature computation (CREPE full on audio not seen before)."""
+    from ddx7.data.corpus import Corpus
     from ddx7.data.examples import uncached_seconds
     from ddx7.data.features import COST_SECONDS_PER_SECOND
 
-    seconds = uncached_seconds(home, cfg.corpus, cfg) * COST_SECONDS_PER_SECOND[cfg.crepe]
-    if cfg.crepe_hop is None and seconds > LONG_FEATURES_SECONDS:
+    rate = COST_SECONDS_PER_SECOND[cfg.crepe]
+    if cfg.crepe_hop is not None or sum(Corpus.open(home, cfg.corpus).durations().values()) * rate \
+            <= LONG_FEATURES_SECONDS:
+        return      # short even if nothing is cached: no need to read and hash the corpus twice
+    seconds = uncached_seconds(home, cfg.corpus, cfg) * rate
+    if seconds > LONG_FEATURES_SECONDS:
         faster = COST_SECONDS_PER_SECOND["full"] / COST_SECONDS_PER_SECOND["tiny"]
         say(f"features: CREPE {cfg.crepe} on audio not seen before, about {seconds / 60:.0f} min on 2 cores "
             f"(cached for later runs; --crepe tiny is about {faster:.0f}x faster, --crepe-hop 320 about 5x)")
