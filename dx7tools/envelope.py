@@ -269,6 +269,68 @@ def eg_corners(rates, levels, note_seconds, *, outlevel=4064, rate_delta=0,
     return blocks[last] * BLOCK / float(sample_rate), values[last]
 
 
+# -- the EG as a stream: paths from a state, for an engine driven by MIDI ------------------------
+class OperatorEG:
+    """What the engine fixes for one operator at a note-on: its EG rates and levels, its output
+    level in microsteps (keyboard level scaling and velocity included), its rate-scaling delta
+    and the sample rate whose block timing is reproduced.
+
+    The paths below are corners ``(blocks, q24)`` of a piecewise-linear curve in 64-sample blocks
+    (int arrays; Q24 log-amplitude, ``q24 >> 16`` microsteps), constant after the last corner;
+    :func:`level_at` evaluates one. They reproduce the engine's block-by-block EG exactly at the
+    blocks (see :func:`eg_corners`), so a note can be released or changed at any block.
+    """
+
+    __slots__ = ("rates", "levels", "outlevel", "rate_delta", "mult")
+
+    def __init__(self, rates, levels, outlevel: int, rate_delta: int = 0, sample_rate: float = DEFAULT_SAMPLE_RATE):
+        self.rates = _check_stages("EG rates", rates)
+        self.levels = _check_stages("EG levels", levels)
+        self.outlevel = int(_as_int("outlevel", outlevel, 0, 4288))
+        self.rate_delta = int(_as_int("rate delta", rate_delta, 0, 63))
+        self.mult = _sr_multiplier(sample_rate)
+
+    def _path(self, first: int, last: int, level: int, at: int) -> tuple[np.ndarray, np.ndarray]:
+        corners = [(at, int(level))]
+        _run(self.rates, self.levels, self.outlevel, self.rate_delta, self.mult, first, last, int(level), at, corners)
+        blocks = np.array([c[0] for c in corners], dtype=np.int64)
+        values = np.array([c[1] for c in corners], dtype=np.int64)
+        keep = np.append(blocks[1:] != blocks[:-1], True)  # a stage ending where the next begins
+        return blocks[keep], values[keep]
+
+    def key_down(self, at: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Note-on at block ``at``: from level 0 through stages 1-3, then held at level 3."""
+        return self._path(0, 3, 0, at)
+
+    def key_up(self, level: int, at: int) -> tuple[np.ndarray, np.ndarray]:
+        """Key-up at block ``at`` with the EG at ``level`` (Q24): stage 4 from there."""
+        return self._path(3, 4, level, at)
+
+    def retarget(self, level: int, at: int) -> tuple[np.ndarray, np.ndarray]:
+        """A held note's EG after a live voice edit (Dexed's ``Env::update`` while the key is down):
+        from ``level`` to the (new) level 3 at rate 3, then held."""
+        return self._path(2, 3, level, at)
+
+
+def operator_egs(voice, key: int, velocity: int, sample_rate: float = DEFAULT_SAMPLE_RATE) -> list[OperatorEG]:
+    """The six :class:`OperatorEG` (OP1 first) of ``voice`` for a (transposed) ``key`` and ``velocity``."""
+    egs = []
+    for n in range(1, 7):
+        op = voice.op(n)
+        kls = keyboard_level_scaling(key, op.breakpoint, op.left_depth, op.right_depth,
+                                     op.left_curve, op.right_curve)
+        egs.append(OperatorEG([voice[f"op{n}_eg_rate_{i}"] for i in range(1, 5)],
+                              [voice[f"op{n}_eg_level_{i}"] for i in range(1, 5)],
+                              outlevel_microsteps(op.output_level, kls, velocity_offset(velocity, op.velocity_sensitivity)),
+                              rate_scaling_delta(key, op.rate_scaling), sample_rate))
+    return egs
+
+
+def level_at(path: tuple[np.ndarray, np.ndarray], blocks) -> np.ndarray:
+    """A path's level (Q24, float) at ``blocks`` (int array); constant outside its corners."""
+    return np.interp(np.asarray(blocks, dtype=np.float64), path[0], path[1])
+
+
 def _frame_times(total_seconds, frame_rate, end_seconds) -> np.ndarray:
     if not np.isfinite(frame_rate) or frame_rate <= 0:
         raise DX7Error(f"frame_rate must be > 0, got {frame_rate!r}")
@@ -351,17 +413,8 @@ def operator_levels(voice, note=60, velocity=100, note_seconds=1.0, *, total_sec
         (a modulator's index in radians is 4*pi times this, see :mod:`dx7tools.levels`).
     """
     key = int(np.clip(int(_as_int("note", note, 0, 127)) + voice["transpose"] - 24, 0, 127))
-    curves = []
-    for n in range(1, 7):
-        op = voice.op(n)
-        rates = [voice[f"op{n}_eg_rate_{i}"] for i in range(1, 5)]
-        levels = [voice[f"op{n}_eg_level_{i}"] for i in range(1, 5)]
-        kls = keyboard_level_scaling(key, op.breakpoint, op.left_depth, op.right_depth,
-                                     op.left_curve, op.right_curve)
-        out = outlevel_microsteps(op.output_level, kls, velocity_offset(velocity, op.velocity_sensitivity))
-        curves.append(eg_corners(rates, levels, note_seconds, outlevel=out,
-                                 rate_delta=rate_scaling_delta(key, op.rate_scaling),
-                                 sample_rate=sample_rate))
+    curves = [eg_corners(eg.rates, eg.levels, note_seconds, outlevel=eg.outlevel, rate_delta=eg.rate_delta,
+                         sample_rate=sample_rate) for eg in operator_egs(voice, key, velocity, sample_rate)]
     # Without a length, run until the last audible operator has finished its release.
     audible = [times[-1] for times, values in curves if values.max() > FLOOR]
     end = max([float(note_seconds)] + audible)

@@ -44,21 +44,16 @@ import numpy as np
 
 from . import params
 from .errors import DX7Error
+from .function import ASSIGN_AMPLITUDE, ASSIGN_EG_BIAS, ASSIGN_PITCH, FUNCTION_TABLE  # noqa: F401 (re-exported)
+from .function import check as check_function
 from .sysex import (VCED_MESSAGE_SIZE, VMEM_MESSAGE_SIZE, YAMAHA, checksum, parse_bytes, vced_message)
 from .voice import Voice
 
 WIRE_BYTES_PER_SECOND = 31250 / 10
 """MIDI wire speed: 31,250 baud, one start bit, 8 data bits, one stop bit per byte."""
 
-# DX7 function parameters (parameter-change group 2; DX7 manual, MIDI data format).
-FUNCTION_PARAMETERS = {
-    "mono_poly": 64, "pitch_bend_range": 65, "pitch_bend_step": 66, "portamento_mode": 67,
-    "portamento_gliss": 68, "portamento_time": 69, "mod_wheel_range": 70, "mod_wheel_assign": 71,
-    "foot_control_range": 72, "foot_control_assign": 73, "breath_control_range": 74,
-    "breath_control_assign": 75, "aftertouch_range": 76, "aftertouch_assign": 77,
-}
-ASSIGN_PITCH, ASSIGN_AMPLITUDE, ASSIGN_EG_BIAS = 1, 2, 4
-"""Bits of a controller's ASSIGN function parameter."""
+FUNCTION_PARAMETERS = {p.key: p.number for p in FUNCTION_TABLE}
+"""DX7 function parameters (parameter-change group 2) by key: their numbers (:mod:`dx7tools.function`)."""
 
 KIND_VOICE, KIND_BANK, KIND_PARAMETER, KIND_OTHER = "single voice", "32-voice bank", "parameter change", "other"
 
@@ -169,12 +164,23 @@ def parameter_change(key: str, value: int, channel: int = 1) -> bytes:
 
 def function_parameter_change(name: str, value: int, channel: int = 1) -> bytes:
     """A DX7 function parameter change (group 2), e.g. ``("pitch_bend_range", 2)``."""
-    if name not in FUNCTION_PARAMETERS:
-        raise DX7Error(f"unknown DX7 function parameter {name!r}")
-    if not 0 <= value <= 127 or not 1 <= channel <= 16:
+    value = check_function(name, value)
+    if not 1 <= channel <= 16:
         raise DX7Error(f"bad function parameter change {name} = {value} on channel {channel}")
     number = FUNCTION_PARAMETERS[name]
     return bytes([0xF0, YAMAHA, 0x10 | (channel - 1), (2 << 2) | (number >> 7), number & 0x7F, value, 0xF7])
+
+
+def parse_function_change(message: bytes) -> tuple[str, int] | None:
+    """``(key, value)`` of a function parameter change (group 2), or ``None`` for anything else."""
+    from .function import BY_NUMBER
+
+    m = bytes(message)
+    if len(m) == 7 and m[0] == 0xF0 and m[1] == YAMAHA and m[2] >> 4 == 1 and m[3] >> 2 == 2:
+        p = BY_NUMBER.get(((m[3] & 3) << 7) | m[4])
+        if p is not None:
+            return p.key, m[5]
+    return None
 
 
 def parse_parameter_change(message: bytes) -> tuple[str, int] | None:

@@ -119,35 +119,168 @@ def _sample_and_hold(cycles: np.ndarray) -> np.ndarray:
     return np.asarray(values)[cycles]
 
 
+def _sh_draws(r: int, n: int) -> tuple[np.ndarray, int]:
+    """``n`` sample-and-hold values from generator state ``r`` and the state after them."""
+    values = np.empty(n)
+    for i in range(n):
+        values[i] = ((r ^ 128) + 1) / 256
+        r = (179 * r + 17) % 256
+    return values, r
+
+
+class LFO:
+    """The instrument's one LFO, shared by every note, stepped once per block (Dexed's rule).
+
+    ``blocks_per_second`` is the engine's update rate (sample rate / 64). Block ``g``'s value is
+    read after the LFO has advanced ``g - anchor + 1`` steps since its last anchor (a start,
+    a key-sync restart or a change of speed), as :func:`lfo` does for one note.
+    """
+
+    def __init__(self, blocks_per_second: float):
+        self.bps = float(blocks_per_second)
+        self.speed, self.delay, self.wave, self.sync = 35, 0, 0, False
+        self.anchor, self.phase, self.r = 0, 0.0, 0        # block, phase (cycles) and S&H state there
+        self.delay_start = 0                                # block the delay envelope restarted
+
+    def _advance_to(self, block: int) -> None:
+        """Move the anchor to ``block`` (phase and generator state as they stand there)."""
+        cycles = self.phase + lfo_hz(self.speed) * (block - self.anchor) / self.bps
+        whole = int(np.floor(cycles))
+        if whole > 0:
+            self.r = _sh_draws(self.r, whole)[1] if whole < 4096 else self._skip(whole)
+        self.anchor, self.phase = block, cycles - whole
+
+    def _skip(self, n: int) -> int:
+        r = self.r
+        for _ in range(n % 256):                          # the generator's period is 256
+            r = (179 * r + 17) % 256
+        return r
+
+    def set_voice(self, voice, block: int) -> None:
+        """Take ``voice``'s LFO SPEED, DELAY, WAVE and KEY SYNC from ``block`` on."""
+        self._advance_to(block)
+        self.speed, self.delay = int(voice["lfo_speed"]), int(voice["lfo_delay"])
+        self.wave, self.sync = int(voice["lfo_waveform"]), bool(voice["lfo_key_sync"])
+
+    def key_down(self, block: int) -> None:
+        """A note-on while no key is held: the delay restarts, and with KEY SYNC the phase goes to
+        half a cycle (Dexed ``Lfo::keydown``)."""
+        self._advance_to(block)
+        self.delay_start = block
+        if self.sync:
+            self.phase = 0.5
+
+    def values(self, start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(value, delay)`` for blocks ``start .. start + n - 1`` (float (n,), 0..1 each)."""
+        g = start + np.arange(n)
+        cycles = self.phase + lfo_hz(self.speed) * (g - self.anchor + 1) / self.bps
+        whole = np.floor(cycles).astype(np.int64)
+        if self.wave == 5:
+            draws, _ = _sh_draws(self.r, int(whole.max(initial=0)) + 1)
+            value = draws[whole]
+        else:
+            value = lfo_wave(self.wave, cycles - whole, whole)
+        return value, lfo_delay(self.delay, (g - self.delay_start + 1) / self.bps)
+
+
+def pmd_share(value: int) -> float:
+    """PITCH (or AMP) MOD DEPTH 0-99 as the engine scales it: floor(v * 165 / 64) / 256."""
+    return int(value) * 165 // 64 / 256
+
+
+def pitch_mod_cents(pmd: float, pms: int, value, delay, controller: float = 0.0) -> np.ndarray:
+    """The LFO's pitch offset (cents): the voice's depth (``pmd`` from :func:`pmd_share`, scaled
+    by the delay) or the controllers' (``controller`` 0..1, no delay), whichever is larger, times
+    PITCH MOD SENSITIVITY, on the LFO's swing ``2 * value - 1`` (Dexed ``Dx7Note::compute``)."""
+    swing = 2 * np.asarray(value, dtype=np.float64) - 1
+    depth = np.maximum(pmd * np.asarray(delay, dtype=np.float64), controller)
+    return 1200 * depth * PITCH_MOD_SENSITIVITY[int(pms)] * swing
+
+
+def amp_mod_depth(amd: float, value, delay, controller: float = 0.0, eg_bias: float = 0.0) -> np.ndarray:
+    """The amplitude-modulation depth (0..1) every operator sees before its sensitivity: the
+    largest of the voice's depth (``amd`` from :func:`pmd_share`, scaled by the delay), the
+    controllers' (``controller`` 0..1, no delay), both on the inverted LFO ``1 - value``, and the
+    EG bias (:func:`eg_bias`)."""
+    down = 1 - np.asarray(value, dtype=np.float64)
+    return np.maximum(np.maximum(amd * np.asarray(delay, dtype=np.float64), controller) * down, eg_bias)
+
+
+def eg_bias(amount: int | None) -> float:
+    """The EG-bias depth for a controller total 0-127 assigned to EG bias (``None``: no controller
+    is assigned, no bias): 1 - (amount + 1) / 128, so a closed controller cuts nearly all the way."""
+    return 0.0 if amount is None else 1.0 - (int(amount) + 1) / 128
+
+
+def am_cut(microsteps: np.ndarray, ams, depth) -> np.ndarray:
+    """Operator levels (microsteps, (..., 6)) after amplitude modulation at ``depth`` (0..1, (...,)):
+    an operator with AMP MOD SENSITIVITY ``ams[k]`` > 0 loses the share
+    exp(12.2 + 4.48 * depth * AMS) / 2^24 of its level (Dexed's formula; at or below the floor it
+    is silent)."""
+    m = np.asarray(microsteps, dtype=np.float64)
+    ams = np.asarray(ams, dtype=np.int64)
+    s = np.asarray(depth, dtype=np.float64)[..., None] * AMP_MOD_SENSITIVITY[ams]
+    k = np.where(ams > 0, np.exp(AM_CUT_LOG[0] + AM_CUT_LOG[1] * s) / 2 ** 24, 0.0)
+    return np.maximum(m * (1 - k), 0.0)
+
+
 def lfo(voice, frames: int, frame_rate: float = FRAME_RATE) -> tuple[np.ndarray, np.ndarray]:
     """The LFO of one note, per frame: ``(value, delay)``, each float (frames,), 0..1.
 
     Frame k is the value at the end of frame k (the engine advances, then reads), counted from
     the note-on; with LFO KEY SYNC the phase starts at half a cycle, else at 0.
     """
-    t = (np.arange(frames) + 1) / frame_rate
-    start = 0.5 if voice["lfo_key_sync"] else 0.0
-    cycles_float = start + lfo_hz(voice["lfo_speed"]) * t
-    cycles = np.floor(cycles_float).astype(np.int64)
-    return lfo_wave(voice["lfo_waveform"], cycles_float - cycles, cycles), lfo_delay(voice["lfo_delay"], t)
+    one = LFO(frame_rate)
+    one.set_voice(voice, 0)
+    one.key_down(0)
+    return one.values(0, frames)
+
+
+class PitchEG:
+    """The pitch EG of one note as paths of corners ``(blocks, level)`` (level in 1/32 octave,
+    float), constant after the last corner, for an engine stepping ``blocks_per_second`` times a
+    second: at note-on it starts at LEVEL 4 and moves to LEVELs 1, 2 and 3 (held while the key is
+    down), and at key-up back to LEVEL 4, each at its RATE, linearly in pitch. Each block advances
+    first (block ``b`` of a path holds the level after ``b - at`` steps); a segment that reaches
+    its target ends there, the rest of its step is dropped, and the next segment starts with the
+    next block (Dexed ``PitchEnv``)."""
+
+    def __init__(self, voice, blocks_per_second: float):
+        self.levels = [float(PITCH_EG_LEVELS[voice[f"pitch_eg_level_{i}"]]) for i in range(1, 5)]
+        self.steps = [PITCH_EG_RATES[voice[f"pitch_eg_rate_{i}"]] * 32 / PITCH_EG_SECONDS / blocks_per_second
+                      for i in range(1, 5)]
+
+    def _path(self, segments, level: float, at: int) -> tuple[np.ndarray, np.ndarray]:
+        blocks, values = [at], [level]
+        for seg in segments:
+            target, step = self.levels[seg], self.steps[seg]
+            n = max(1, int(np.ceil(abs(target - level) / step - 1e-9)))
+            if n > 1:
+                blocks.append(at + n - 1)
+                values.append(level + np.sign(target - level) * (n - 1) * step)
+            at, level = at + n, target
+            blocks.append(at)
+            values.append(level)
+        return np.array(blocks, dtype=np.float64), np.array(values)
+
+    def key_down(self, at: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        return self._path((0, 1, 2), self.levels[3], at)
+
+    def key_up(self, level: float, at: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._path((3,), level, at)
 
 
 def pitch_eg_cents(voice, frames: int, note_seconds: float, frame_rate: float = FRAME_RATE) -> np.ndarray:
-    """The pitch EG's offset (cents) per frame: from LEVEL 4 to 1, 2 and 3 (held while the key is
-    down), to LEVEL 4 at key-up, each at its RATE (linear in cents)."""
-    levels = [int(PITCH_EG_LEVELS[voice[f"pitch_eg_level_{i}"]]) for i in range(1, 5)]
-    steps = [PITCH_EG_RATES[voice[f"pitch_eg_rate_{i}"]] * 32 / PITCH_EG_SECONDS / frame_rate for i in range(1, 5)]
+    """The pitch EG's offset (cents) per frame of one note held ``note_seconds``: frame k is the
+    level after k + 1 steps; the key-up takes effect at the first frame at or after it."""
+    eg = PitchEG(voice, frame_rate)
     key_up = int(np.ceil(note_seconds * frame_rate))     # the first frame after the key is released
-    out = np.empty(frames)
-    level, segment = float(levels[3]), 0
-    for k in range(frames):
-        if k == key_up:
-            segment = 3
-        target = levels[segment]
-        level = min(level + steps[segment], target) if target > level else max(level - steps[segment], target)
-        if level == target and segment < 2:
-            segment += 1                                   # a segment reached ends its frame; L3 is held
-        out[k] = level
+    down = eg.key_down(0)
+    frames_at = np.arange(frames) + 1.0
+    out = np.interp(frames_at, *down)
+    if key_up < frames:
+        up = eg.key_up(float(np.interp(key_up, *down)), key_up)
+        out = np.where(frames_at > key_up, np.interp(frames_at, *up), out)
     return out * PITCH_EG_UNIT_CENTS
 
 
@@ -155,9 +288,8 @@ def pitch_cents(voice, frames: int, note_seconds: float, frame_rate: float = FRA
     """Pitch offset (cents) of every ratio-mode operator per frame: the pitch EG plus the LFO's
     pitch modulation (PMD x PMS x the LFO delay, centred on the LFO's middle)."""
     value, delay = lfo(voice, frames, frame_rate)
-    depth = np.floor(voice["lfo_pitch_mod_depth"] * 165 / 64) / 256 * PITCH_MOD_SENSITIVITY[
-        voice["pitch_mod_sensitivity"]]
-    return pitch_eg_cents(voice, frames, note_seconds, frame_rate) + 1200 * depth * delay * (2 * value - 1)
+    return pitch_eg_cents(voice, frames, note_seconds, frame_rate) + pitch_mod_cents(
+        pmd_share(voice["lfo_pitch_mod_depth"]), voice["pitch_mod_sensitivity"], value, delay)
 
 
 def amp_mod_gain(voice, amplitudes: np.ndarray, frame_rate: float = FRAME_RATE) -> np.ndarray:
@@ -173,13 +305,8 @@ def amp_mod_gain(voice, amplitudes: np.ndarray, frame_rate: float = FRAME_RATE) 
     """
     a = np.asarray(amplitudes, dtype=np.float64)
     value, delay = lfo(voice, len(a), frame_rate)
-    depth = np.floor(voice["lfo_amp_mod_depth"] * 165 / 64) / 256 * delay * (1 - value)
-    gain = np.ones_like(a)
-    for n in range(1, 7):
-        ams = voice[f"op{n}_amp_mod_sensitivity"]
-        if ams == 0:
-            continue
-        cut = np.exp(AM_CUT_LOG[0] + AM_CUT_LOG[1] * depth * AMP_MOD_SENSITIVITY[ams]) / 2 ** 24
-        octaves = np.maximum(ENGINE_OCTAVES_AT_FULL + np.log2(np.maximum(a[:, n - 1], 1e-30)), 0.0)
-        gain[:, n - 1] = np.where(cut >= 1, 0.0, 2.0 ** (-cut * octaves))
-    return gain
+    depth = amp_mod_depth(pmd_share(voice["lfo_amp_mod_depth"]), value, delay)
+    octaves = np.maximum(ENGINE_OCTAVES_AT_FULL + np.log2(np.maximum(a, 1e-30)), 0.0)
+    ams = [voice[f"op{n}_amp_mod_sensitivity"] for n in range(1, 7)]
+    cut = am_cut(octaves, ams, depth)
+    return np.where(cut > 0, np.exp2(cut - octaves), 0.0)
