@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -151,46 +151,132 @@ def send(
                   f"{report.seconds:.2f} s", highlight=False)
 
 
-def render(
-    voice_ref: Annotated[str, typer.Argument(metavar="VOICE|FILE.syx", help="A library voice or a SysEx file "
-                                             "(its first voice).")],
-    song: Annotated[Path, typer.Argument(metavar="SONG.mid", help="The MIDI file to play.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="WAV to write (32-bit float).")],
-    sample_rate: Annotated[int, typer.Option("--sample-rate", min=8000, max=192000)] = 44100,
-    json_: JsonOption = False,
-    home: HomeOption = None,
-) -> None:
-    """Play a MIDI file with a voice through dexed-py, to hear an export without a DX7
-    (Python: ddx7.export.render_midi; needs the dexed extra)."""
-    from ddx7.export import render_midi
-    from dx7tools.audio import write_wav
+EngineOption = Annotated[str, typer.Option("--engine", help="dx7 (the project's DX7 engine) or dexed (dexed-py, "
+                                           "one held note at a time; needs the dexed extra).")]
+ReceiverOption = Annotated[str, typer.Option("--receiver", help="mk1: voice changes are heard from the next note-on, "
+                                             "as on a DX7 Mark I; dexed: they act at once, as in Dexed.")]
+FunctionOption = Annotated[Optional[List[str]], typer.Option(
+    "--function", metavar="KEY=VALUE", help="A DX7 function parameter, e.g. pitch_bend_range=12 or "
+    "breath_control_assign=4 (repeatable; keys: docs/engine.md).")]
+RateOption = Annotated[int, typer.Option("--sample-rate", min=8000, max=192000, help="Hz.")]
+
+
+def _voice_and_bank(voice_ref: str, home) -> tuple:
+    """The voice (and, for a 32-voice file, the bank for program changes) of a render/play argument."""
     from dx7tools.sysex import read_file
 
     path = Path(voice_ref)
-    voice = read_file(path).voices[0].voice if path.is_file() else _voice_or_file(voice_ref, home)[0]
+    if path.is_file():
+        voices = [v.voice for v in read_file(path).voices]
+        if not voices:
+            raise DX7Error("no DX7 voice in this file", str(path))
+        return voices[0], voices if len(voices) > 1 else None
+    voice = _voice_or_file(voice_ref, home)[0]
     if voice is None:
         raise DX7Error("the first argument must be a voice or a SysEx file", voice_ref)
-    if not song.exists():
-        raise DX7Error("no such file", str(song))
-    with progress_bar("rendering with dexed") as bar:
-        task = bar.add_task("render", total=1)
-        audio, info = render_midi(voice, song, sample_rate=sample_rate,
-                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
-    write_wav(output, audio, sample_rate)
-    info = {**info, "output": str(output), "voice": voice.name}
+    return voice, None
+
+
+def _render_report(info: dict, output: Path, json_: bool) -> None:
     if json_:
         print_json(info)
-    else:
-        skipped = {k: v for k, v in info["ignored"].items() if v}
-        if skipped:
-            warn(["not rendered by dexed-py (one held note at a time): "
-                  + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items())])
-        out.print(f"wrote {info['seconds']:.1f} s, {info['notes']} notes -> {output}", highlight=False)
+        return
+    lines = list(info.get("warnings", []))
+    ignored = {k: v for k, v in info.get("ignored", {}).items() if v}
+    if info["engine"] == "dexed" and ignored:
+        lines.append("not heard with dexed-py (one held note at a time): "
+                     + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in ignored.items()))
+    elif ignored:
+        lines.append("not acted on: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in ignored.items()))
+    if info.get("stutter_prone"):
+        lines.append(f"{info['stutter_prone']} voice change(s) arrived while notes sounded: a DX7 Mark I applies them "
+                     "at the next note-on and may stutter (--receiver dexed plays them live, as Dexed does)")
+    if info.get("capped"):
+        lines.append(f"{info['held_at_end']} note(s) still sounded at the end and were cut (--tail)")
+    warn(lines)
+    extra = f", {info['receiver']} receiver" if info["engine"] == "dx7" else ""
+    out.print(f"wrote {info['seconds']:.1f} s, {info['notes']} notes ({info['engine']} engine{extra}, "
+              f"{info['sample_rate']} Hz) -> {output}", highlight=False)
+
+
+def render(
+    voice_ref: Annotated[str, typer.Argument(metavar="VOICE|FILE.syx", help="A library voice or a SysEx file "
+                                             "(its first voice; a 32-voice file is also the bank that program "
+                                             "changes pick from).")],
+    song: Annotated[Path, typer.Argument(metavar="SONG.mid", help="The MIDI file to play.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="WAV to write (32-bit float).")],
+    engine: EngineOption = "dx7",
+    receiver: ReceiverOption = "mk1",
+    sample_rate: RateOption = 44100,
+    function: FunctionOption = None,
+    tail: Annotated[Optional[float], typer.Option("--tail", min=0.0, help="Seconds rendered after the last "
+                                                  "message at most (default 10; dexed: 4 after each note).")] = None,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Play a MIDI file with a voice as a DX7 would, to hear an export without one
+    (Python: ddx7.export.render_midi_to_wav)."""
+    from ddx7.export.render import ENGINES, render_midi_to_wav
+    from dx7tools.function import parse_assignments
+    from dx7tools.instrument import RECEIVERS
+
+    if engine not in ENGINES:
+        raise DX7Error(f"unknown engine {engine!r}; choose {', '.join(ENGINES)}")
+    if receiver not in RECEIVERS:
+        raise DX7Error(f"unknown receiver {receiver!r}; choose {', '.join(RECEIVERS)}")
+    functions = parse_assignments(function or [])
+    voice, bank = _voice_and_bank(voice_ref, home)
+    if not song.is_file():
+        raise DX7Error("no such file", str(song))
+    options = {"engine": engine, "sample_rate": sample_rate, "max_tail": tail}
+    if engine == "dx7":
+        options.update(receiver=receiver, functions=functions, bank=bank)
+    elif functions or receiver != "mk1":
+        warn(["--function and --receiver apply to the dx7 engine only; dexed-py ignores them"])
+    with progress_bar(f"rendering with {engine}") as bar:
+        task = bar.add_task("render", total=1)
+        info = render_midi_to_wav(voice, song, output, **options,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+    _render_report({**info, "output": str(output), "voice": voice.name}, output, json_)
+
+
+def play(
+    voice_ref: Annotated[str, typer.Argument(metavar="VOICE|FILE.syx", help="A library voice or a SysEx file.")],
+    notes: Annotated[str, typer.Option("--notes", help="Steps played one after another: NOTE[:VELOCITY[:SECONDS]], "
+                                       "notes as numbers or names (C4 = 60), + for chords, e.g. "
+                                       "\"60:100:1 C5+E5+G5:90:2\".")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="WAV to write (32-bit float).")],
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="Sweep a controller from low to high across the "
+                                                 "phrase: mod_wheel, breath, foot, aftertouch or bend.")] = None,
+    receiver: ReceiverOption = "mk1",
+    sample_rate: RateOption = 44100,
+    function: FunctionOption = None,
+    json_: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Audition a voice with a few notes (and a controller sweep) through the DX7 engine
+    (Python: dx7tools.phrase.phrase_events + ddx7.synth.dx7.DX7)."""
+    from dx7tools.audio import write_wav
+    from dx7tools.function import parse_assignments
+    from dx7tools.phrase import phrase_events
+
+    from ddx7.synth.dx7 import DX7
+
+    functions = parse_assignments(function or [])
+    events = phrase_events(notes, sweep)
+    voice, bank = _voice_and_bank(voice_ref, home)
+    engine = DX7(voice, sample_rate=sample_rate, receiver=receiver, functions=functions, bank=bank)
+    audio = engine.render(events)
+    write_wav(output, audio, sample_rate)
+    info = {"engine": "dx7", **engine.summary, "peak": round(float(abs(audio).max(initial=0.0)), 6),
+            "output": str(output), "voice": voice.name}
+    _render_report(info, output, json_)
 
 
 def register(app: typer.Typer) -> None:
-    """Add export, ports, send and render to ``app``."""
+    """Add export, ports, send, render and play to ``app``."""
     app.command("export")(export)
     app.command("ports")(ports)
     app.command("send")(send)
     app.command("render")(render)
+    app.command("play")(play)

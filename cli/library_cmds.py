@@ -218,7 +218,8 @@ def preview(
     velocity: Annotated[int, typer.Option("--velocity", min=1, max=127, help="MIDI velocity.")] = 100,
     seconds: Annotated[float, typer.Option("--seconds", min=0.0, help="How long the key is held (s).")] = 2.0,
     tail: Annotated[float, typer.Option("--tail", min=0.0, help="Seconds rendered after key-up.")] = 0.5,
-    engine: Annotated[str, typer.Option("--engine", help="ddx7 (our synth) or dexed (needs the dexed extra).")] = "ddx7",
+    engine: Annotated[str, typer.Option("--engine", help="dx7 (the DX7 engine), ddx7 (the training synth: no "
+                                         "controllers) or dexed (needs the dexed extra).")] = "dx7",
     sample_rate: Annotated[int, typer.Option("--sample-rate", min=1000, help="Hz.")] = SAMPLE_RATE,
     json_: JsonOption = False,
     home: HomeOption = None,
@@ -226,14 +227,12 @@ def preview(
     """Render a held note of a library voice to WAV (Python: ddx7.synth.preview.preview)."""
     from dx7tools.audio import write_wav
 
-    if engine not in ("ddx7", "dexed"):
-        raise DX7Error(f"unknown engine {engine!r}; choose ddx7 or dexed")
-    entry = Library(home).get(voice)
-    from ddx7.synth.preview import preview as render, unmodelled_features
+    from ddx7.synth.preview import ENGINES, preview as render
 
-    missing = unmodelled_features(entry.voice) if engine == "ddx7" else []
-    if missing:
-        warn([f"{entry.voice.name!r} uses {', '.join(missing)}, which the ddx7 engine does not model"])
+    if engine not in ENGINES:
+        raise DX7Error(f"unknown engine {engine!r}; choose {', '.join(ENGINES)}")
+    entry = Library(home).get(voice)
+    missing: list[str] = []  # kept in --json for scripts; every engine plays the LFO and the pitch EG
     audio = render(entry.voice, note, velocity, seconds, engine=engine, tail=tail, sample_rate=sample_rate)
     write_wav(output, audio, sample_rate)
     info = {"file": str(output), "voice": entry.id, "name": entry.voice.name, "engine": engine,

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from .errors import DX7Error
-from .files import atomic_write_bytes
+from .files import atomic_target, atomic_write_bytes
 
 SAMPLE_RATE = 16000
 """Hz: the rate of corpora, features and DDX7 models (the paper's)."""
@@ -44,6 +44,34 @@ def write_wav(path: str | os.PathLike, audio, sample_rate: int) -> None:
     if peak > 0:  # libsndfile stamps its PEAK chunk with the time: zero it, same audio -> same bytes
         data[peak + 12: peak + 16] = b"\0\0\0\0"
     atomic_write_bytes(path, bytes(data))
+
+
+def write_wav_stream(path: str | os.PathLike, chunks, sample_rate: int) -> int:
+    """Write audio that arrives in chunks (float32 (samples,) each) as a 32-bit float WAV, in
+    constant memory and atomically: if the chunks stop with an error, no file is left.
+
+    Returns:
+        the number of samples written.
+
+    Raises:
+        DX7Error: a chunk with non-finite samples, or no audio at all.
+    """
+    import soundfile
+
+    if int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise DX7Error(f"sample rate must be a whole number > 0, got {sample_rate!r}", str(path))
+    written = 0
+    with atomic_target(path) as tmp:
+        with soundfile.SoundFile(tmp, "w", int(sample_rate), 1, subtype="FLOAT", format="WAV") as f:
+            for chunk in chunks:
+                x = np.asarray(chunk, dtype=np.float32)
+                if not np.all(np.isfinite(x)):
+                    raise DX7Error("audio has non-finite samples", str(path))
+                f.write(x)
+                written += len(x)
+        if written == 0:
+            raise DX7Error("nothing to write: the audio is empty", str(path))
+    return written
 
 
 def read_audio(path: str | os.PathLike, *, mono: bool = True) -> tuple[np.ndarray, int]:

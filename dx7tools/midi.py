@@ -346,14 +346,18 @@ def fold_into_voice_dumps(events: Sequence[Event], voice: Voice | None, channel:
 
 
 # -- reading .mid files ------------------------------------------------------------------------
-def read_midi_events(path, channel: int | None = None) -> list[Event]:
+def read_midi_events(path, channel: int | None = None, on_bad_sysex: Callable[[str], None] | None = None) -> list[Event]:
     """Every message of a Standard MIDI File with its time in seconds (tempo map applied).
 
     Meta messages are dropped; SysEx is validated; ``channel`` (1-16) moves every channel
     message and every Yamaha SysEx to that channel.
 
+    Args:
+        on_bad_sysex: called with a one-line description of each SysEx message that is not
+            valid (a bad checksum, a wrong length), which is then skipped; ``None``: raise.
+
     Raises:
-        DX7Error: not a MIDI file, or a bad SysEx inside.
+        DX7Error: not a MIDI file, or (without ``on_bad_sysex``) a bad SysEx inside.
     """
     import mido
 
@@ -375,7 +379,10 @@ def read_midi_events(path, channel: int | None = None) -> list[Event]:
             try:
                 validate_sysex(data, source)
             except DX7Error as exc:
-                raise DX7Error(f"SysEx at {now:.3f} s: {exc.problem}", source) from None
+                if on_bad_sysex is None:
+                    raise DX7Error(f"SysEx at {now:.3f} s: {exc.problem}", source) from None
+                on_bad_sysex(f"{source}: SysEx at {now:.3f} s skipped: {exc.problem}")
+                continue
             if channel is not None:
                 data = with_channel(data, channel)
         elif channel is not None and 0x80 <= data[0] < 0xF0:

@@ -1,47 +1,134 @@
-"""Hear a performance without a DX7: a .mid played note by note through dexed-py (optional extra)."""
+"""Hear a performance without a DX7: a .mid played with a voice through the DX7 engine (or dexed-py).
+
+``engine="dx7"`` (default) plays the whole stream through :class:`ddx7.synth.dx7.DX7` as a
+Mark I (``receiver="mk1"``) or Dexed (``receiver="dexed"``) takes it: notes, velocities,
+sustain, pitch bend, the controllers through the function parameters, voice dumps, parameter
+and function changes, program changes. It streams: a long .mid renders in constant memory.
+
+``engine="dexed"`` renders with dexed-py (optional GPL extra ``dexed``), which plays one held
+note at a time: each note with the voice in force at its note-on, mixed at its onset; bends,
+controllers and changes within a note are not heard (counted in ``ignored``).
+"""
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import numpy as np
 
-from dx7tools.audio import FRAME_RATE
+from dx7tools.audio import FRAME_RATE, write_wav_stream
 from dx7tools.errors import DX7Error
 from dx7tools.voice import Voice
 
-RELEASE_MARGIN_SECONDS = 0.05   # rendered past the end of a note's release curve
+ENGINES = ("dx7", "dexed")
+RELEASE_MARGIN_SECONDS = 0.05   # dexed engine: rendered past the end of a note's release curve
 
 
-def render_midi(voice: Voice, song, *, sample_rate: int = 44100, max_tail: float = 4.0,
-                progress=None) -> tuple[np.ndarray, dict]:
-    """Play a .mid with ``voice`` through dexed-py (optional GPL extra), note by note.
+def _events(song, warnings: list[str]):
+    from dx7tools.midi import read_midi_events
 
-    dexed-py renders one held note at a time, so each note is rendered on its own -- with the
-    voice as it stands at its note-on (:func:`dx7tools.performance.replay`: voice dumps and
-    parameter changes in the file apply from the next note-on) -- until its release has died
-    away (at most ``max_tail`` s), and mixed at its onset. Not heard: pitch bend, controllers
-    (breath, mod wheel, the CC lanes), parameter changes within a note; these are counted in
-    the returned ``ignored``.
+    events = read_midi_events(song, on_bad_sysex=warnings.append)
+    if not any(e.data[0] & 0xF0 == 0x90 and len(e.data) > 2 and e.data[2] > 0 for e in events):
+        raise DX7Error("the MIDI file has no notes to play", str(song))
+    return events
 
-    Args:
-        progress: called with ``(notes rendered, notes)`` after each note.
+
+def stream_midi(voice: Voice, song, *, receiver: str = "mk1", sample_rate: int = 44100, functions=None,
+                bank=None, tail: float | None = None, progress: Callable[[float, float], None] | None = None,
+                ) -> tuple[Iterator[np.ndarray], dict]:
+    """Play a .mid through the DX7 engine, chunk by chunk.
 
     Returns:
-        ``(audio, info)``: float32 (samples,) at ``sample_rate``, and a dict (notes, seconds,
-        sample_rate, ignored counts).
+        ``(chunks, info)``: an iterator of float32 chunks and a dict that is filled in when the
+        iterator is exhausted (see :func:`render_midi`).
+    """
+    from ddx7.synth.dx7 import DEFAULT_TAIL, DX7
+
+    warnings: list[str] = []
+    events = _events(song, warnings)
+    engine = DX7(voice, sample_rate=sample_rate, receiver=receiver, functions=functions, bank=bank)
+    length = events[-1].time
+    info: dict = {}
+
+    def chunks():
+        for chunk in engine.stream(events, tail=DEFAULT_TAIL if tail is None else tail):
+            if progress:
+                progress(min(engine.seconds, length), length)
+            yield chunk
+        info.update(engine="dx7", **engine.summary, skipped_sysex=len(warnings), warnings=warnings)
+
+    return chunks(), info
+
+
+def render_midi(voice: Voice, song, *, engine: str = "dx7", receiver: str = "mk1", sample_rate: int = 44100,
+                functions=None, bank=None, max_tail: float | None = None, progress=None) -> tuple[np.ndarray, dict]:
+    """Play a .mid with ``voice`` (see the module notes) into one array.
+
+    Args:
+        engine: ``"dx7"`` or ``"dexed"``.
+        receiver: ``"mk1"`` or ``"dexed"`` (dx7 engine).
+        functions: function parameters by key (dx7 engine; defaults: :mod:`dx7tools.function`).
+        bank: voices for program changes (dx7 engine).
+        max_tail: seconds rendered after the last message at most (dx7: default 10 s), or after
+            each note's key-up (dexed: default 4 s).
+        progress: called with ``(done, total)`` (seconds for dx7, notes for dexed).
+
+    Returns:
+        ``(audio, info)``: float32 (samples,) and a dict: ``engine``, ``notes``, ``seconds``,
+        ``sample_rate``; for dx7 also ``receiver``, ``stolen``, ``voice_changes``,
+        ``stutter_prone``, ``function_changes``, ``ignored`` (what the engine did not act on),
+        ``skipped_sysex``, ``capped`` and ``held_at_end``; for dexed ``ignored`` counts what it
+        cannot play.
 
     Raises:
-        DX7Error: not a MIDI file, or one without notes.
-        MissingExtra: dexed-py is not installed.
+        DX7Error: not a MIDI file, or one without notes; unknown engine or receiver.
+        MissingExtra: engine dexed without dexed-py.
     """
+    if engine == "dexed":
+        return _render_dexed(voice, song, sample_rate=sample_rate, max_tail=4.0 if max_tail is None else max_tail,
+                             progress=progress)
+    if engine != "dx7":
+        raise DX7Error(f"unknown engine {engine!r}; choose {', '.join(ENGINES)}")
+    chunks, info = stream_midi(voice, song, receiver=receiver, sample_rate=sample_rate, functions=functions,
+                               bank=bank, tail=max_tail, progress=progress)
+    audio = np.concatenate(list(chunks))
+    return audio, info
+
+
+def render_midi_to_wav(voice: Voice, song, output, **options) -> dict:
+    """:func:`render_midi` written to ``output`` (32-bit float WAV); the dx7 engine streams, so a
+    long .mid needs no more memory than a short one. Nothing is left at ``output`` on error."""
+    if options.get("engine", "dx7") == "dexed":
+        from dx7tools.audio import write_wav
+
+        audio, info = render_midi(voice, song, **options)
+        write_wav(output, audio, options.get("sample_rate", 44100))
+    else:
+        options.pop("engine", None)
+        tail = options.pop("max_tail", None)
+        chunks, info = stream_midi(voice, song, tail=tail, **options)
+        peak = [0.0]
+
+        def measured():
+            for c in chunks:
+                peak[0] = max(peak[0], float(np.max(np.abs(c), initial=0.0)))
+                yield c
+
+        write_wav_stream(output, measured(), info_rate := options.get("sample_rate", 44100))
+        info["peak"] = round(peak[0], 6)
+        info["sample_rate"] = info_rate
+    return info
+
+
+def _render_dexed(voice: Voice, song, *, sample_rate: int, max_tail: float, progress) -> tuple[np.ndarray, dict]:
+    """The dexed-py path: one held note at a time (see the module notes)."""
     from dx7tools.envelope import operator_levels
-    from dx7tools.midi import read_midi_events
     from dx7tools.performance import replay
 
     from ddx7.synth.preview import render_dexed
 
-    played = replay(read_midi_events(song), voice, str(song))
-    if not played.notes:
-        raise DX7Error("the MIDI file has no notes to play", str(song))
+    warnings: list[str] = []
+    played = replay(_events(song, warnings), voice, str(song))
     rendered, cache = [], {}
     for i, n in enumerate(played.notes):
         held_s = max(n.end - n.start, 1.0 / sample_rate)
@@ -58,5 +145,6 @@ def render_midi(voice: Voice, song, *, sample_rate: int = 44100, max_tail: float
     out = np.zeros(length, np.float32)
     for start, a in rendered:
         out[start: start + len(a)] += a
-    return out, {"notes": len(played.notes), "seconds": round(length / sample_rate, 3), "sample_rate": sample_rate,
-                 "ignored": played.ignored}
+    return out, {"engine": "dexed", "notes": len(played.notes), "seconds": round(length / sample_rate, 3),
+                 "sample_rate": sample_rate, "ignored": played.ignored, "skipped_sysex": len(warnings),
+                 "warnings": warnings}

@@ -150,7 +150,7 @@ class DX7:
         yield from self._flush()
         held = sum(1 for n in self.instrument.slots if n is not None and (n.keydown or n.sustained))
         self.summary = {**self.instrument.stats, "seconds": round(self.seconds, 3), "capped": capped,
-                        "held_at_end": held, "sample_rate": self.sample_rate,
+                        "held_at_end": held, "sample_rate": int(self.sample_rate) if self.sample_rate.is_integer() else self.sample_rate,
                         "receiver": self.instrument.receiver}
 
     def render(self, events: Iterable[Event], *, tail: float = DEFAULT_TAIL) -> np.ndarray:

@@ -1,5 +1,8 @@
-"""Hear a library voice: render a held note through our synth (``ddx7``) or through Dexed.
+"""Hear a library voice: render a held note through the DX7 engine (``dx7``), the training synth
+(``ddx7``) or Dexed.
 
+With ``engine="dx7"`` (the default) the note goes through :class:`ddx7.synth.dx7.DX7`, the whole
+voice as a DX7 plays it (LFO, pitch EG, every scaling), 64-sample control blocks at any rate.
 With ``engine="ddx7"`` the voice's fixed configuration goes into :class:`ddx7.synth.fm.FMSynth`
 and its output levels and envelopes -- :func:`dx7tools.envelope.operator_levels`, which includes
 velocity, keyboard level and rate scaling -- become the per-frame indexes, scaled by the LFO's
@@ -21,7 +24,7 @@ from dx7tools.modulation import amp_mod_gain, pitch_cents
 
 from ddx7.synth.fm import FMSynth
 
-ENGINES = ("ddx7", "dexed")
+ENGINES = ("dx7", "ddx7", "dexed")
 
 
 def midi_to_hz(note: float) -> float:
@@ -91,6 +94,24 @@ def render_ddx7(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0
     return audio[0, : int(round((seconds + tail) * sample_rate))].numpy()
 
 
+def render_dx7(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0, *, tail: float = 0.5,
+               sample_rate: float = 44100, **engine_options) -> np.ndarray:
+    """A held note of ``voice`` through the DX7 engine (:class:`ddx7.synth.dx7.DX7`): key-up at
+    the first 64-sample block at or after ``seconds``; exactly ``(seconds + tail) * sample_rate``
+    samples. ``engine_options`` go to :class:`~ddx7.synth.dx7.DX7` (``functions``, ``dtype`` ...)."""
+    from ddx7.synth.dx7 import DX7
+
+    _check(note, velocity, seconds, tail, sample_rate)
+    engine = DX7(voice, sample_rate=sample_rate, **engine_options)
+    total = int(round((seconds + tail) * sample_rate))
+    key_up = engine.block_of(seconds)
+    engine.receive(bytes([0x90, int(note), int(velocity)]))
+    held = engine.advance(key_up)
+    engine.receive(bytes([0x80, int(note), 0]))
+    rest = engine.advance(max(0, -(-total // 64) - key_up))
+    return np.concatenate([held, rest])[:total]
+
+
 def render_dexed(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0, *, tail: float = 0.5,
                  sample_rate: float = SAMPLE_RATE) -> np.ndarray:
     """The same note rendered by Dexed's engine (needs the optional ``dexed`` extra)."""
@@ -105,9 +126,11 @@ def render_dexed(voice, note: int = 60, velocity: int = 100, seconds: float = 2.
     return np.asarray(audio, dtype=np.float32)[: int(round((seconds + tail) * sample_rate))]
 
 
-def preview(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0, *, engine: str = "ddx7",
+def preview(voice, note: int = 60, velocity: int = 100, seconds: float = 2.0, *, engine: str = "dx7",
             tail: float = 0.5, sample_rate: float = SAMPLE_RATE) -> np.ndarray:
-    """Render a held note of ``voice`` with ``engine`` ("ddx7" or "dexed"); see the module notes."""
+    """Render a held note of ``voice`` with ``engine`` ("dx7", "ddx7" or "dexed"); see the module notes."""
+    if engine == "dx7":
+        return render_dx7(voice, note, velocity, seconds, tail=tail, sample_rate=sample_rate)
     if engine == "ddx7":
         return render_ddx7(voice, note, velocity, seconds, tail=tail, sample_rate=sample_rate)
     if engine == "dexed":
