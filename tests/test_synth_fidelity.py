@@ -87,18 +87,19 @@ def test_preview_writes_wav(starters, tmp_path):
     info = r.json()
     audio, sr = soundfile.read(out)
     assert sr == 16000 and len(audio) == 20000 and info["seconds"] == 1.25
-    assert info["engine"] == "ddx7" and info["peak"] == pytest.approx(np.abs(audio).max(), rel=1e-5)
+    assert info["engine"] == "dx7" and info["peak"] == pytest.approx(np.abs(audio).max(), rel=1e-5)
     assert np.abs(audio[:16000]).max() > 0.1  # it sounds while held
 
 
-def test_preview_dexed_engine_matches_ddx7(starters, tmp_path, dexed):
+@pytest.mark.parametrize("ours_engine", ["dx7", "ddx7"])
+def test_preview_dexed_engine_matches_ours(starters, tmp_path, dexed, ours_engine):
     import soundfile
 
-    for engine in ("ddx7", "dexed"):
+    for engine in (ours_engine, "dexed"):
         r = starters("preview", "DDX7 FLUTE", "-o", str(tmp_path / f"{engine}.wav"), "--seconds", "0.8",
                      "--tail", "0", "--note", "67", "--engine", engine)
         assert r.returncode == 0, r.stderr
-    ours, _ = soundfile.read(tmp_path / "ddx7.wav")
+    ours, _ = soundfile.read(tmp_path / f"{ours_engine}.wav")
     ref, _ = soundfile.read(tmp_path / "dexed.wav")
     assert len(ours) == len(ref) == 12800
     assert spectral_distance_db(ours, ref)[10:].mean() < 1.5
