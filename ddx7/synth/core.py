@@ -8,7 +8,10 @@ Units: frequencies in Hz, phases in cycles unless a name says radians, amplitude
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
+import numba
+import numpy as np
 import torch
 
 from dx7tools.algorithms import Algorithm
@@ -97,10 +100,31 @@ def accumulate_phase(freq_hz: torch.Tensor, previous_hz: torch.Tensor, sample_ra
                               _PHASE_ONE - 1)
     ends = torch.cumsum(total, dim=-1)
     frame_start = torch.bitwise_and(start[..., None] + ends - total, _PHASE_ONE - 1).double() / _PHASE_ONE
+    end = torch.bitwise_and(start + ends[..., -1], _PHASE_ONE - 1)
+    if cur.device.type == "cpu":
+        out = np.empty((b, c, t * hop), dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+        _phase_samples(frame_start.numpy(), before.contiguous().numpy(), slope.contiguous().numpy(),
+                       ramp[:hop].numpy(), out)
+        return torch.from_numpy(out), end
     phase = frame_start[..., None] + before[..., None] * j[:hop] + slope[..., None] * ramp[:hop]
     phase = (phase - torch.floor(phase)).reshape(b, c, t * hop)
-    end = torch.bitwise_and(start + ends[..., -1], _PHASE_ONE - 1)
     return phase.to(dtype), end
+
+
+@numba.njit(cache=True, nogil=True)
+def _phase_samples(frame_start, before, slope, ramp, out):  # pragma: no cover - compiled
+    """The per-sample part of :func:`accumulate_phase` in one pass (the same float64 arithmetic,
+    without its full-size temporaries): ``frac(start + before * j + slope * ramp[j])``."""
+    batch, chans, frames = frame_start.shape
+    hop = ramp.shape[0]
+    for b in range(batch):
+        for c in range(chans):
+            for f in range(frames):
+                fs, be, sl = frame_start[b, c, f], before[b, c, f], slope[b, c, f]
+                base = f * hop
+                for j in range(hop):
+                    p = fs + be * j + sl * ramp[j]
+                    out[b, c, base + j] = p - math.floor(p)
 
 
 def antialias_gain(freq_hz: torch.Tensor, sample_rate: float, fade_start: float = 0.45) -> torch.Tensor:
@@ -116,7 +140,7 @@ def antialias_gain(freq_hz: torch.Tensor, sample_rate: float, fade_start: float 
 
 
 def fm_operators(phase: torch.Tensor, amp: torch.Tensor, algorithm: Algorithm,
-                 beta: torch.Tensor, memory: torch.Tensor):
+                 beta: torch.Tensor, memory: torch.Tensor, silent: Iterable[int] = ()):
     """Six DX7 operators wired as ``algorithm``: the one core function every render goes through.
 
     Operator ``k`` outputs ``amp_k * sin(2 pi phase_k + 4 pi * sum(y_j for j modulating k))``,
@@ -129,6 +153,8 @@ def fm_operators(phase: torch.Tensor, amp: torch.Tensor, algorithm: Algorithm,
         algorithm: a :class:`dx7tools.algorithms.Algorithm`.
         beta: (B,) feedback gain, radians per unit amplitude (0 = no feedback).
         memory: (B, 2) the feedback source's last two outputs before this block.
+        silent: operators (1-6) whose ``amp`` is 0 over the whole block for every batch item: their
+            output is 0 without computing it (ignored when ``amp`` needs a gradient).
 
     Returns:
         ``(outputs, memory)``: outputs (B, 6, N) of every operator, memory (B, 2) for the next
@@ -147,8 +173,12 @@ def fm_operators(phase: torch.Tensor, amp: torch.Tensor, algorithm: Algorithm,
 
     # With no feedback (and none to learn) the loop is an ordinary chain: skip the serial kernel.
     looped = beta.requires_grad or bool((beta != 0).any())
+    silent = set() if amp.requires_grad else set(silent)
     for op in algorithm.render_order:
         if op in outs:
+            continue
+        if op in silent and op not in chain:
+            outs[op] = torch.zeros_like(amp[:, op - 1])
             continue
         if op != chain[0] or not looped:
             outs[op] = amp[:, op - 1] * torch.sin(theta(op))

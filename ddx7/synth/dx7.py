@@ -46,8 +46,11 @@ from ddx7.synth import core
 from ddx7.synth.feedback import feedback_beta
 
 DEFAULT_SAMPLE_RATE = 44100
-CHUNK_BLOCKS = 256
-"""Blocks rendered per torch call at most (256 x 64 samples = 0.37 s at 44.1 kHz)."""
+CHUNK_BLOCKS = 2048
+"""Blocks rendered per torch call at most (2048 x 64 samples = 3 s at 44.1 kHz) ..."""
+CHUNK_SLOT_BLOCKS = 2048
+"""... and at most this many blocks x sounding slots (one voice: 3 s; sixteen: 0.19 s), which
+bounds the memory of a chunk (about 100 MB) whatever the polyphony."""
 DEFAULT_TAIL = 10.0
 """Seconds rendered after the last message at most (releases normally end well before)."""
 
@@ -92,6 +95,7 @@ class DX7:
         self.prev_freq = np.zeros((VOICES, 6))
         self._fresh: set[int] = set()
         self._pending: list[tuple[int, int, list]] = []    # (start block, blocks, SlotControls)
+        self._pending_blocks = self._pending_work = 0
         self.summary: dict = {}
 
     @property
@@ -160,12 +164,16 @@ class DX7:
 
     # -- rendering -----------------------------------------------------------------------------
     def _run(self, until: int, flush_at_end: bool) -> Iterator[np.ndarray]:
+        """Compute controls up to block ``until``, rendering whenever the pending work reaches a
+        chunk: ``chunk_blocks`` blocks, or :data:`CHUNK_SLOT_BLOCKS` blocks x sounding slots."""
         while self.block < until:
-            pending = sum(p[1] for p in self._pending)
-            n = min(until - self.block, self.chunk_blocks - pending)
-            self._pending.append((self.block, n, self.instrument.controls(self.block, n)))
+            n = min(until - self.block, self.chunk_blocks - self._pending_blocks)
+            ctrls = self.instrument.controls(self.block, n)
+            self._pending.append((self.block, n, ctrls))
+            self._pending_blocks += n
+            self._pending_work += n * max(1, len(ctrls))
             self.block += n
-            if pending + n >= self.chunk_blocks:
+            if self._pending_blocks >= self.chunk_blocks or self._pending_work >= CHUNK_SLOT_BLOCKS:
                 yield from self._flush()
         if flush_at_end:
             yield from self._flush()
@@ -194,7 +202,7 @@ class DX7:
         if not self._pending:
             return
         total, per_slot = self._gather()
-        self._pending = []
+        self._pending, self._pending_blocks, self._pending_work = [], 0, 0
         audio = torch.zeros(total * BLOCK, dtype=torch.float64)
         groups: dict[int, list[int]] = {}
         for s in per_slot:
@@ -219,11 +227,12 @@ class DX7:
         idx = torch.tensor(slots)
         phase, end = core.accumulate_phase(freq_t, torch.from_numpy(prev_freq), self.sample_rate, BLOCK,
                                            self.phase[idx], self.dtype)
-        gains = core.upsample_causal(amp_t, prev_amp, BLOCK).to(self.dtype)
+        gains = core.upsample_causal(amp_t.to(self.dtype), prev_amp.to(self.dtype), BLOCK)
+        silent = [k + 1 for k in range(6) if not amp[:, :, k].any() and not self.prev_amp[slots, k].any()]
         notes = [self.instrument.slots[s] for s in slots]
         beta = torch.tensor([feedback_beta(n.feedback if n else 0, algorithm) for n in notes], dtype=self.dtype)
         with torch.no_grad():
-            outs, memory = core.fm_operators(phase, gains, spec, beta, self.memory[idx])
+            outs, memory = core.fm_operators(phase, gains, spec, beta, self.memory[idx], silent)
         self.phase[idx] = end
         self.memory[idx] = memory.to(torch.float64)
         self.prev_freq[slots] = freq[:, -1]
