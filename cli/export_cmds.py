@@ -35,9 +35,15 @@ def export(
     mid: Annotated[Optional[Path], typer.Option("--mid", help="Write a Standard MIDI File performance here.")] = None,
     from_: Annotated[Optional[Path], typer.Option("--from", help="With --mid: the recording to perform.")] = None,
     channel: Annotated[int, typer.Option("--channel", min=1, max=16, help="MIDI channel of the .mid.")] = 1,
-    breath: Annotated[bool, typer.Option("--breath", help="With --mid: modulators follow a breath (CC 2) "
-                                         "brightness lane via EG bias instead of parameter changes.")] = False,
-    cc_lanes: Annotated[bool, typer.Option("--cc-lanes", help="With --mid: also per-operator CC 102-107 lanes.")] = False,
+    target: Annotated[Optional[str], typer.Option("--target", help="With --mid: mk1 (default: what a DX7 Mark I "
+                                                  "follows: notes, bends, one controller lane, no parameter "
+                                                  "changes while notes sound), dexed (live output-level automation, "
+                                                  "Dexed only) or cc (dexed plus per-operator CC 102-107 lanes).")] = None,
+    controller: Annotated[str, typer.Option("--controller", help="With --target mk1: the lane's controller: breath "
+                                            "(CC 2), foot (CC 4), mod_wheel (CC 1) or aftertouch.")] = "breath",
+    breath: Annotated[bool, typer.Option("--breath", help="With --target dexed (implied): modulators follow a breath "
+                                         "(CC 2) brightness lane via EG bias instead of parameter changes.")] = False,
+    cc_lanes: Annotated[bool, typer.Option("--cc-lanes", help="Same as --target cc.")] = False,
     budget: Annotated[float, typer.Option("--budget", min=100, max=int(WIRE_BYTES_PER_SECOND),
                                           help="Most bytes in any one second of the .mid stream (the wire "
                                           "carries 3,125); wire time, pauses included, is held to the same "
@@ -61,7 +67,8 @@ def export(
             bar.update(task, completed=1)
 
     info = export_run(home, run, syx=syx, bank=bank, mid=mid, wav=from_, channel=channel, budget=budget,
-                      breath=breath, cc_lanes=cc_lanes, fidelity=fidelity, stage=stage,
+                      breath=breath, cc_lanes=cc_lanes, fidelity=fidelity, target=target, controller=controller,
+                      stage=stage,
                       warn=lambda line: warn([line]))
     if json_:
         print_json(info)
@@ -77,7 +84,15 @@ def export(
                       f"{fid['exported']['spectral_loss']:.2f} / {fid['exported']['spectral_db']:.2f} dB, "
                       f"unfitted {fid['baseline_voice']} {fid['baseline']['spectral_loss']:.2f} / "
                       f"{fid['baseline']['spectral_db']:.2f} dB", highlight=False)
-    if mid is not None:
+    if mid is not None and info["mid"].get("target") == "mk1":
+        s, lane = info["mid"]["stream"], info["mid"]["controllers"]["lane"]
+        fitted = info["mid"]["level_fit"]
+        out.print(f"wrote {info['mid']['notes']} notes for a DX7 Mark I -> {mid} (sidecar {info['mid']['sidecar']}): "
+                  f"bends, " + (f"a {lane['controller']} lane on EG bias (operator levels RMS "
+                                f"{fitted['rms_db_voice_alone']:.1f} dB from the model with the voice alone, "
+                                f"{fitted['rms_db_with_lane']:.1f} dB with the lane)" if lane else "no controller lane")
+                  + f"; at most {s['max_bytes_in_one_second']} bytes in one second", highlight=False)
+    elif mid is not None:
         s = info["mid"]["stream"]
         out.print(f"wrote {info['mid']['notes']} notes, {s['parameter_changes']} parameter changes -> {mid} "
                   f"(sidecar {info['mid']['sidecar']}); at most {s['max_bytes_in_one_second']} bytes in one second "

@@ -99,6 +99,60 @@ def segment_notes(f0_hz, loudness_db, *, min_frames: int = 6, split_semitones: f
     return notes
 
 
+DIP_DB = 3.0
+"""A re-attack needs the loudness to have fallen this much first (a rising onset is not one)."""
+SETTLE_FRAMES = 6
+"""Frames the pitch must stay beyond the bend's reach before a new note takes over."""
+
+
+def segment_attacks(f0_hz, loudness_db, *, bend_range: float = 12.0, min_frames: int = 10,
+                    reattack_db: float = 9.0, silence_db: float | None = None) -> list[Note]:
+    """Notes as a player would write a legato line: a new note only where the sound re-attacks.
+
+    A voiced run (frames with f0 above the silence floor) is one note, split only where the
+    loudness, having dipped by :data:`DIP_DB`, jumps by ``reattack_db`` within 48 ms (a bow change,
+    a tongued attack) or where the pitch stays more than ``bend_range`` - 0.5 semitones from the
+    note's for :data:`SETTLE_FRAMES` frames (the pitch bend carries everything in between). Runs and pieces shorter than ``min_frames`` (40 ms) are not notes:
+    a short run is dropped, a split that would leave one is not made. Each note's pitch is the
+    median of its frames, rounded.
+
+    Args:
+        f0_hz, loudness_db: (T,) each; f0 0 where unvoiced.
+        silence_db: frames quieter than this are unvoiced too (default: 50 dB below the peak).
+
+    Returns:
+        list of :class:`Note` in time order, non-overlapping.
+    """
+    f0 = np.asarray(f0_hz, dtype=np.float64)
+    loud = np.asarray(loudness_db, dtype=np.float64)
+    if f0.shape != loud.shape or f0.ndim != 1:
+        raise DX7Error(f"f0 and loudness must be (frames,) arrays of one length, got {f0.shape} and {loud.shape}")
+    floor = loud.max() - 50.0 if silence_db is None else silence_db
+    voiced = (f0 > 0) & (loud > floor)
+    notes: list[Note] = []
+    edges = np.flatnonzero(np.diff(np.r_[0, voiced.astype(np.int8), 0]))
+    for a, b in zip(edges[::2], edges[1::2]):
+        if b - a < min_frames:
+            continue
+        pitch = _median_filter(midi_pitch(f0[a:b]), 5)
+        cuts, away = [a], 0
+        for t in range(a + min_frames, b - min_frames + 1):
+            start = cuts[-1]
+            away = away + 1 if abs(pitch[t - a] - np.median(pitch[start - a: t - a])) > bend_range - 0.5 else 0
+            if t - start < min_frames:
+                continue
+            window = loud[max(start, t - 12): t]
+            lo = window.min()
+            dipped = loud[start: max(start, t - 12) + int(np.argmin(window)) + 1].max() - lo > DIP_DB
+            reattack = dipped and loud[t] - lo > reattack_db and loud[t] - loud[t - 1] > 1.5
+            if reattack or away >= SETTLE_FRAMES:
+                cuts.append(t - away + 1 if away >= SETTLE_FRAMES else t)
+                away = 0
+        cuts.append(b)
+        notes += [Note(s, e, int(round(np.median(pitch[s - a: e - a])))) for s, e in zip(cuts[:-1], cuts[1:])]
+    return notes
+
+
 def pitch_bend_values(pitch: np.ndarray, note: int, bend_range: float = 2.0) -> np.ndarray:
     """14-bit pitch-bend values (-8192..8191, 0 = centre) for fractional ``pitch`` around ``note``."""
     x = np.clip((np.asarray(pitch, dtype=np.float64) - note) / bend_range, -1.0, 1.0)

@@ -146,6 +146,32 @@ def test_performance_export_stays_within_the_wire_and_reads_back(trained, export
     assert report.max_lag < 0.045 and lag.max() < 0.045  # the budget keeps send on the file's time
 
 
+def test_mk1_performance_sends_nothing_a_mark_i_ignores_or_stutters_on(trained, exported, tmp_path):
+    from ddx7.synth.dx7 import DX7
+
+    home, run_dir, rec = trained
+    run = runs.Run.at(run_dir)
+    f0, loud = export.performance_features(run, rec / "take1.wav")
+    plan = export.plan_performance(run, exported, f0, loud)  # the default target
+    info = export.write_performance(plan, tmp_path / "mk1.mid")
+    assert info["target"] == "mk1" and info["controllers"]["dx7_parameter_changes"] == []
+    events = midi.read_midi_events(tmp_path / "mk1.mid")
+    assert midi.message_kind(events[0].data) == midi.KIND_VOICE
+    sysex_after_notes = [e for e in events[1:] if e.data[0] == 0xF0 and midi.parse_function_change(e.data) is None]
+    assert not sysex_after_notes  # one voice dump, then only function parameter changes before the notes
+    assert midi.function_parameter_change("pitch_bend_range", 12) in [e.data for e in events]
+    # notes are attacks, not fragments: none shorter than 40 ms, fewer than a pitch-split segmentation
+    notes = perf.segment_attacks(f0, loud, bend_range=12)
+    assert len(notes) == info["notes"] and min(n.end - n.start for n in notes) >= 10
+    assert info["notes"] < len(perf.segment_notes(f0, loud))
+    engine = DX7(read_file_bytes_voice(events[0].data), sample_rate=16000)
+    audio = engine.render(events)
+    assert engine.summary["stutter_prone"] == 0 and engine.summary["notes"] == info["notes"]
+    assert np.abs(audio).max() > 0.05
+    fit = info["level_fit"]
+    assert fit["rms_db_with_lane"] <= fit["rms_db_voice_alone"]
+
+
 def test_breath_lane(trained, exported, tmp_path, monkeypatch):
     home, run_dir, rec = trained
     # A 3-step model's modulators barely leave the levels the exported voice's envelopes give

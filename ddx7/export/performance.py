@@ -138,8 +138,9 @@ def note_events(notes: list, velocities: list[int], times: np.ndarray, channel: 
     return events
 
 
-def bend_events(notes: list, pitch: np.ndarray, times: np.ndarray, channel: int) -> list[Event]:
-    """Pitch bend for each note's pitch between semitones (range :data:`BEND_RANGE`).
+def bend_events(notes: list, pitch: np.ndarray, times: np.ndarray, channel: int,
+                bend_range: int = BEND_RANGE) -> list[Event]:
+    """Pitch bend for each note's pitch between semitones (``bend_range`` semitones at full bend).
 
     The first bend goes just before the note-on; later ones when the bend moved by
     :data:`BEND_STEP` or more, on every :data:`BEND_EVERY_FRAMES`-th frame of the note.
@@ -148,8 +149,9 @@ def bend_events(notes: list, pitch: np.ndarray, times: np.ndarray, channel: int)
     events = []
     for n in notes:
         last = None
-        for i, b in enumerate(perf.pitch_bend_values(pitch[n.start:n.end], n.pitch, BEND_RANGE)):
-            if i == 0 or (abs(b - last) >= BEND_STEP and i % BEND_EVERY_FRAMES == 0):
+        step = max(1, round(BEND_STEP * BEND_RANGE / bend_range))  # 1 cent whatever the range
+        for i, b in enumerate(perf.pitch_bend_values(pitch[n.start:n.end], n.pitch, bend_range)):
+            if i == 0 or (abs(b - last) >= step and i % BEND_EVERY_FRAMES == 0):
                 t = times[n.start + i] - (BEND_LEAD_SECONDS if i == 0 else 0.0)
                 events.append(Event(t, perf.pitch_bend_message(b, channel)))
                 last = b
@@ -308,17 +310,42 @@ class PerformancePlan:
     sidecar: dict
 
 
+TARGETS = ("mk1", "dexed", "cc")
+"""What a performance is written for: ``mk1`` a DX7 Mark I (:mod:`ddx7.export.mk1`: no parameter
+changes while notes sound), ``dexed`` live output-level automation that only Dexed follows (this
+module), ``cc`` the same plus per-operator CC lanes for soft synths with MIDI learn."""
+
+
+def resolve_target(target: str | None, breath: bool = False, cc_lanes: bool = False) -> str:
+    """The target: ``target`` if given, else what the older flags asked for (``cc_lanes`` -> cc,
+    ``breath`` -> dexed with its breath lane), else ``mk1``."""
+    if target is None:
+        return "cc" if cc_lanes else "dexed" if breath else "mk1"
+    if target not in TARGETS:
+        raise DX7Error(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    return target
+
+
 def plan_performance(run: Run | str | Path, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int = 1,
                      budget: float = WIRE_BUDGET, breath: bool = False, cc_lanes: bool = False,
-                     source: str | None = None) -> PerformancePlan:
+                     source: str | None = None, target: str | None = None,
+                     controller: str = "breath") -> PerformancePlan:
     """The stream that plays ``f0_hz`` / ``loudness_db`` ((T,) each, 250 frames/s) with the
-    exported voice (module notes); ``source`` names the recording in errors.
+    exported voice for ``target`` (:data:`TARGETS`, :func:`resolve_target`); ``source`` names the
+    recording in errors; ``controller`` is the mk1 lane's (breath, foot, mod_wheel, aftertouch).
 
     Raises:
         DX7Error: no voiced frames or no notes; notes and pitch bends alone over ``budget``.
     """
     from dx7tools.midi import sort_events
 
+    target = resolve_target(target, breath, cc_lanes)
+    if target == "mk1":
+        from ddx7.export.mk1 import plan_mk1
+
+        return plan_mk1(run, voice_export, f0_hz, loudness_db, channel=channel, budget=budget,
+                        controller=controller, source=source)
+    cc_lanes = cc_lanes or target == "cc"
     run = ddx7_run(run)
     f0, loud = np.asarray(f0_hz), np.asarray(loudness_db)
     if not np.any(f0 > 0):
@@ -351,7 +378,7 @@ def plan_performance(run: Run | str | Path, voice_export: VoiceExport, f0_hz, lo
     events = sort_events(mandatory + perf.thin_lanes(lanes, wire, times, initial))
 
     used, cc_map = controllers(voice, sysex_ops, modulators, breath, cc_lanes)
-    sidecar = {"voice": voice.name, "run": run.record.get("name"), "channel": channel,
+    sidecar = {"voice": voice.name, "run": run.record.get("name"), "channel": channel, "target": target,
                "lead_in_seconds": LEAD_IN_SECONDS, "notes": len(notes),
                "velocity_loudness_range_db": list(voice_export.stats.loudness_range),
                "controllers": used, "cc_map": cc_map, "stream": stream_figures(events, lanes, times, budget)}
@@ -381,7 +408,8 @@ def write_performance(plan: PerformancePlan, out_mid) -> dict:
 
 def export_performance(run: Run | str | Path, wav, out_mid, *, home=None, voice_export: VoiceExport | None = None,
                        channel: int = 1, budget: float = WIRE_BUDGET, breath: bool = False,
-                       cc_lanes: bool = False, features=None) -> dict:
+                       cc_lanes: bool = False, features=None, target: str | None = None,
+                       controller: str = "breath") -> dict:
     """A recording as a Standard MIDI File played by the run's exported voice (module notes).
 
     Args:
@@ -391,6 +419,7 @@ def export_performance(run: Run | str | Path, wav, out_mid, *, home=None, voice_
         home: data home of the run's corpus, for :func:`ddx7.export.voice.export_voice`
             when no ``voice_export`` is given.
         channel: MIDI channel 1-16; budget: most bytes in any one-second window.
+        target, controller: see :func:`plan_performance`.
 
     Returns:
         dict: the sidecar's content (voice, controllers, CC map, ``stream`` figures: bytes/s,
@@ -406,7 +435,7 @@ def export_performance(run: Run | str | Path, wav, out_mid, *, home=None, voice_
         voice_export = export_voice(run, home)
     f0, loud = features if features is not None else performance_features(run, wav)
     plan = plan_performance(run, voice_export, f0, loud, channel=channel, budget=budget, breath=breath,
-                            cc_lanes=cc_lanes, source=str(wav))
+                            cc_lanes=cc_lanes, source=str(wav), target=target, controller=controller)
     written = write_performance(plan, out_mid)
     return {**plan.sidecar, "seconds_to_export": round(time.perf_counter() - started, 3),
             "output": written["output"], "sidecar": written["sidecar"]}

@@ -9,7 +9,7 @@ from typing import Callable, ContextManager
 
 from dx7tools.errors import DX7Error, MissingExtra
 
-from ddx7.export.performance import WIRE_BUDGET, export_performance
+from ddx7.export.performance import WIRE_BUDGET, export_performance, resolve_target
 from ddx7.export.voice import POOR_FIT_DB, baseline_voice, export_voice, fidelity as voice_fidelity, write_voice
 from ddx7.run import Run
 
@@ -20,7 +20,7 @@ def _warn(line: str) -> None:
 
 def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid=None, wav=None, channel: int = 1,
                budget: float = WIRE_BUDGET, breath: bool = False, cc_lanes: bool = False, fidelity: bool = True,
-               stage: Callable[[str], ContextManager] | None = None,
+               target: str | None = None, controller: str = "breath", stage: Callable[[str], ContextManager] | None = None,
                warn: Callable[[str], None] | None = None) -> dict:
     """Fit a DX7 voice to a DDX7 run; write it as SysEx and/or play ``wav`` as a .mid with it.
 
@@ -32,7 +32,8 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
             with ``fidelity`` measure it against the model with dexed-py (skipped, with a
             warning, when the ``dexed`` extra is not installed).
         mid, wav: write ``wav`` performed as a .mid here (:func:`ddx7.export.performance.export_performance`
-            with ``channel``, ``budget``, ``breath``, ``cc_lanes``).
+            with ``channel``, ``budget``, ``breath``, ``cc_lanes``, ``target`` -- mk1 by default --
+            and ``controller``).
         stage: ``stage(label)`` gives a context manager around each long step ("fitting the
             voice", "rendering with dexed", "performance"), e.g. a progress bar.
         warn: called with each warning line (default: :func:`warnings.warn`).
@@ -51,11 +52,12 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
         raise DX7Error("nothing to export: give --syx OUT.syx and/or --mid OUT.mid --from IN.wav")
     if mid is not None and wav is None:
         raise DX7Error("--mid needs --from IN.wav (the recording to perform)")
+    resolve_target(target, breath, cc_lanes)  # an unknown target fails before any work
     if wav is not None and not Path(wav).exists():
         raise DX7Error("no such file", str(wav))
-    for target in (syx, mid):
-        if target is not None and not Path(target).parent.resolve().is_dir():
-            raise DX7Error("cannot write: the folder does not exist", str(target))
+    for out_path in (syx, mid):
+        if out_path is not None and not Path(out_path).parent.resolve().is_dir():
+            raise DX7Error("cannot write: the folder does not exist", str(out_path))
     run = (run if isinstance(run, Run) else Run.open(home, run)).require_ddx7()  # before the corpus work
     with stage("fitting the voice"):
         voice_export = export_voice(run, home)
@@ -73,7 +75,8 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
     if mid is not None:
         with stage("performance"):
             info["mid"] = export_performance(run, wav, mid, home=home, voice_export=voice_export, channel=channel,
-                                             budget=budget, breath=breath, cc_lanes=cc_lanes)
+                                             budget=budget, breath=breath, cc_lanes=cc_lanes, target=target,
+                                             controller=controller)
     return info
 
 

@@ -1,0 +1,143 @@
+"""The performance a DX7 Mark I can play: nothing it ignores, nothing it stutters on.
+
+A Mark I takes a voice's output levels and EGs at note-on (notes already sounding keep theirs:
+Dexed issue 106, its author's test on a Mark I) and may stutter on parameter SysEx while notes
+sound (MiniDexed issue 80). What it follows live is pitch bend and the performance controllers.
+So this stream (:func:`plan_mk1`) carries:
+
+* **set-up**: the voice as a single-voice dump -- the exported voice with each operator's AMP
+  MOD SENSITIVITY and output level refitted for the controller lane (:mod:`ddx7.export.lanes`)
+  and no LFO amplitude depth -- then function parameter changes: pitch-bend range
+  :data:`BEND_RANGE` (12 semitones) and the lane's controller (breath, CC 2, by default) at range
+  99 assigned to EG bias;
+* **notes where the sound re-attacks** (:func:`dx7tools.performance.segment_attacks`): a legato
+  line is one note whose pitch the bend carries, so the DX7's EGs attack only where the
+  recording does; velocity from the loudness of each note's first 40 ms;
+* **pitch bend** per frame, thinned (vibrato included: the bend lane follows f0 every 20 ms);
+* **the controller lane**: the phrase's dynamics and brightness through EG bias.
+
+No voice parameter changes are sent while a note sounds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dx7tools import performance as perf
+from dx7tools.audio import FRAME_RATE
+from dx7tools.errors import DX7Error
+from dx7tools.function import ASSIGN_EG_BIAS
+from dx7tools.midi import Event
+from dx7tools.voice import Voice
+
+from ddx7.export import lanes as lane_fit
+from ddx7.export.voice import VoiceExport, ddx7_run
+
+BEND_RANGE = 12
+"""Semitones at full bend: a legato line's pitch changes within a note are bends."""
+CONTROLLERS = {"breath": (2, "breath_control"), "foot": (4, "foot_control"), "mod_wheel": (1, "mod_wheel"),
+               "aftertouch": (None, "aftertouch")}
+"""Lane controllers: MIDI CC number (None: channel aftertouch) and their function parameters' prefix."""
+LANE_STEP, LANE_WEIGHT = 1.0, 0.4   # a lane value worth a message, and its priority per value (dB-ish)
+
+
+def lane_message(controller: str, channel: int):
+    """value -> raw MIDI bytes of ``controller``'s lane."""
+    cc, _ = CONTROLLERS[controller]
+    ch = channel - 1
+    if cc is None:
+        return lambda v: bytes([0xD0 | ch, v])
+    return lambda v: bytes([0xB0 | ch, cc, v])
+
+
+def mk1_voice(voice: Voice, fit: lane_fit.LaneFit) -> Voice:
+    """``voice`` with the lane fit's AMS and output levels, and no LFO amplitude modulation."""
+    changes = {"lfo_amp_mod_depth": 0}
+    for k in range(1, 7):
+        changes[f"op{k}_amp_mod_sensitivity"] = int(fit.ams[k - 1])
+        changes[f"op{k}_output_level"] = int(min(99, voice[f"op{k}_output_level"] + fit.level_shift[k - 1]))
+    return voice.replace(**changes)
+
+
+def setup_events(voice: Voice, controller: str, channel: int) -> list[Event]:
+    """The voice dump at 0 s, then bend range and the lane controller's range and assign."""
+    from dx7tools.midi import function_parameter_change
+    from dx7tools.sysex import vced_message
+
+    from ddx7.export.performance import SETUP_GAP_SECONDS, SETUP_SECONDS
+
+    prefix = CONTROLLERS[controller][1]
+    changes = [("pitch_bend_range", BEND_RANGE), ("pitch_bend_step", 0), (f"{prefix}_range", lane_fit.RANGE),
+               (f"{prefix}_assign", ASSIGN_EG_BIAS)]
+    return [Event(0.0, vced_message(voice, channel))] + [
+        Event(round(SETUP_SECONDS + i * SETUP_GAP_SECONDS, 6), function_parameter_change(name, value, channel))
+        for i, (name, value) in enumerate(changes)]
+
+
+def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int = 1, budget: float = 3000.0,
+             controller: str = "breath", source: str | None = None):
+    """The Mark I stream (module notes) as a :class:`ddx7.export.performance.PerformancePlan`.
+
+    Raises:
+        DX7Error: no voiced frames or no notes; notes and bends alone over ``budget``; unknown
+            ``controller``.
+    """
+    from dx7tools.midi import WIRE_BYTES_PER_SECOND, sort_events
+
+    from ddx7.export.performance import (LEAD_IN_SECONDS, PerformancePlan, bend_events, note_events,
+                                         note_velocities, stream_figures, wanted_output_levels)
+
+    if controller not in CONTROLLERS:
+        raise DX7Error(f"unknown controller {controller!r}; choose one of {', '.join(CONTROLLERS)}")
+    run = ddx7_run(run)
+    f0, loud = np.asarray(f0_hz), np.asarray(loudness_db)
+    if not np.any(f0 > 0):
+        raise DX7Error("no voiced frames: nothing to play (is it silence, noise or unpitched?)", source)
+    notes = perf.segment_attacks(f0, loud, bend_range=BEND_RANGE)
+    if not notes:
+        raise DX7Error("no notes found: the voiced parts are all shorter than 40 ms", source)
+    with torch.no_grad():
+        index = run.model().controls(torch.from_numpy(f0)[None], torch.from_numpy(loud)[None])
+    amp = index[0].double().numpy() / 2.0
+    wanted_amp = np.vstack([amp[:1], amp[:-1]])   # the level at frame i's start is frame i - 1's
+    times = LEAD_IN_SECONDS + np.arange(len(f0)) / FRAME_RATE
+    velocities = note_velocities(notes, loud, voice_export.stats)
+
+    base = voice_export.voice.replace(**{f"op{k}_amp_mod_sensitivity": 0 for k in range(1, 7)}, lfo_amp_mod_depth=0)
+    _, voice_amp = wanted_output_levels(base, notes, velocities, wanted_amp)
+    fit = lane_fit.fit_lane(voice_amp, wanted_amp, [base[f"op{k}_output_level"] for k in range(1, 7)])
+    voice = mk1_voice(base, fit)
+
+    mandatory = (setup_events(voice, controller, channel) + note_events(notes, velocities, times, channel)
+                 + bend_events(notes, perf.midi_pitch(f0), times, channel, BEND_RANGE))
+    wire = perf.WireBudget(len(f0) + int(LEAD_IN_SECONDS * FRAME_RATE) + 2, FRAME_RATE, budget)
+    for e in mandatory:
+        wire.add(e.time, e.data)
+    if wire.worst()["bytes per 1 s"] > 1.0:
+        raise DX7Error(f"the notes and pitch bends alone need more than {budget:.0f} bytes in one second "
+                       f"(raise --budget, at most {WIRE_BYTES_PER_SECOND:.0f})")
+    uses_lane = bool(np.any(fit.ams > 0))
+    lanes = [perf.Lane(controller, fit.lane, lane_message(controller, channel), 0, 127, LANE_STEP, LANE_WEIGHT)] \
+        if uses_lane else []
+    events = sort_events(mandatory + perf.thin_lanes(lanes, wire, times, {}))
+    stream = stream_figures(events, lanes, times, budget)
+    if lanes:
+        ok = np.isfinite(lanes[0].sent) & np.isfinite(lanes[0].wanted)
+        stream["lane_rms_values"] = round(float(np.sqrt(np.mean((lanes[0].sent - lanes[0].wanted)[ok] ** 2))), 3) \
+            if ok.any() else 0.0
+    sidecar = {"voice": voice.name, "run": run.record.get("name"), "channel": channel, "target": "mk1",
+               "lead_in_seconds": LEAD_IN_SECONDS, "notes": len(notes),
+               "velocity_loudness_range_db": list(voice_export.stats.loudness_range),
+               "controllers": {"pitch_bend_range_semitones": BEND_RANGE, "dx7_parameter_changes": [],
+                               "lane": ({"controller": controller, "cc": CONTROLLERS[controller][0],
+                                         "function": f"{CONTROLLERS[controller][1]} range {lane_fit.RANGE}, "
+                                                     "assign EG BIAS",
+                                         "amp_mod_sensitivity": [int(a) for a in fit.ams],
+                                         "output_level_shift": [int(s) for s in fit.level_shift]}
+                                        if uses_lane else None)},
+               "cc_map": {str(CONTROLLERS[controller][0] or "aftertouch"): "dynamics and brightness (EG bias)"}
+               if uses_lane else {},
+               "level_fit": {"rms_db_voice_alone": fit.rms_db_before, "rms_db_with_lane": fit.rms_db_after},
+               "stream": stream}
+    return PerformancePlan(events, times, lanes, sidecar)
