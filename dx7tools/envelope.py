@@ -19,7 +19,8 @@ the envelope in closed form and interpolates between them:
   integer bands of one octave).
 * A stage whose target equals the current level is a timed hold (the DX7 keeps going through
   its rate even when there is nothing to move): the hold lasts ``statics[rate]`` samples at
-  44.1 kHz for rates below 77, ``20 * (99 - rate)`` above.
+  44.1 kHz for rates below 77, ``20 * (99 - rate)`` above. An attack to LEVEL 1 = 0 is such a
+  hold too, a twentieth as long below rate 77 (Dexed ``Env::advance``).
 * Key-off starts stage 4 from wherever the envelope is.
 
 Between the 64-sample blocks the level is interpolated linearly in the log domain, which is
@@ -161,9 +162,12 @@ class _Stage:
         q = min(63, ((rates[ix] * 41) >> 6) + rate_delta)
         self.inc = (((4 + (q & 3)) << (8 + (q >> 2))) * mult) >> 24
         self.hold = 0  # blocks; 0 = not a hold
-        if self.target == level:
+        silent_attack = ix == 0 and levels[0] == 0  # LEVEL 1 = 0: the attack waits (a short hold)
+        if self.target == level or silent_attack:
             r = min(99, rates[ix] + rate_delta)
             samples = _STATICS[r] if r < 77 else 20 * (99 - r)
+            if silent_attack and r < 77:
+                samples //= 20  # Dexed: "attack is scaled faster"
             samples = (samples * mult) >> 24  # Dexed's (sample-rate dependent) scaling
             self.hold = -(-samples // BLOCK)
 

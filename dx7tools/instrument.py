@@ -200,7 +200,7 @@ class Instrument:
             return True
         for op in ALGORITHMS[note.algorithm - 1].carriers:
             blocks, values = note.paths[op - 1]
-            if block + 1 < blocks[-1] or values[-1] > FLOOR * _Q24:
+            if block < blocks[-1] or values[-1] > FLOOR * _Q24:   # block ramps from level(block)
                 return True
         return False
 
@@ -276,7 +276,7 @@ class Instrument:
         return self._set_voice(self.bank[number], block)
 
     def _sysex(self, data: bytes, block: int) -> str | None:
-        from .midi import KIND_BANK, KIND_VOICE, parse_function_change, validate_sysex
+        from .midi import KIND_BANK, KIND_VOICE, OPERATOR_SWITCH, parse_function_change, validate_sysex
         from .sysex import parse_bytes
 
         try:
@@ -300,7 +300,7 @@ class Instrument:
             return None
         if len(data) == 7 and data[1] == 0x43 and data[2] >> 4 == 1 and data[3] >> 2 == 0:
             number = ((data[3] & 3) << 7) | data[4]
-            if number == VCED_SIZE:
+            if number == OPERATOR_SWITCH:
                 self.edit_ops = data[5] & ALL_OPERATORS
                 return self._voice_changed(block)
             if number < VCED_SIZE:
@@ -340,10 +340,10 @@ class Instrument:
 
     def note_on(self, midi_note: int, velocity: int, block: int) -> str:
         key = int(np.clip(midi_note + self.edit["transpose"] - 24, 0, 127))
+        if self.receiver == "mk1":
+            self.lfo.set_voice(self.edit, block)   # the new note's voice, key sync included
         if not self.keys_held():
             self.lfo.key_down(block)
-        if self.receiver == "mk1":
-            self.lfo.set_voice(self.edit, block)
         self.stats["notes"] += 1
         if self.functions["mono_poly"]:
             return self._mono_on(midi_note, key, velocity, block)

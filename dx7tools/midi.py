@@ -55,6 +55,9 @@ WIRE_BYTES_PER_SECOND = 31250 / 10
 FUNCTION_PARAMETERS = {p.key: p.number for p in FUNCTION_TABLE}
 """DX7 function parameters (parameter-change group 2) by key: their numbers (:mod:`dx7tools.function`)."""
 
+OPERATOR_SWITCH = 155
+"""Voice parameter-change number of the operator on/off switches (six bits, bit 5 = OP1; DX7 manual)."""
+
 KIND_VOICE, KIND_BANK, KIND_PARAMETER, KIND_OTHER = "single voice", "32-voice bank", "parameter change", "other"
 
 
@@ -106,7 +109,10 @@ def validate_sysex(data: bytes, source: str = "<sysex>") -> str:
         if len(data) != 7:
             raise DX7Error(f"a DX7 parameter change is exactly 7 bytes, this one has {len(data)}", source)
         group, number, value = data[3] >> 2, ((data[3] & 3) << 7) | data[4], data[5]
-        if group == 0:
+        if group == 0 and number == OPERATOR_SWITCH:
+            if value > 63:
+                raise DX7Error(f"parameter change: operator on/off = {value} is above 63 (six bits)", source)
+        elif group == 0:
             if number >= params.VCED_SIZE:
                 raise DX7Error(f"parameter change: no voice parameter {number}", source)
             p = params.PARAMETERS[number]

@@ -51,6 +51,8 @@ CHUNK_BLOCKS = 2048
 CHUNK_SLOT_BLOCKS = 2048
 """... and at most this many blocks x sounding slots (one voice: 3 s; sixteen: 0.19 s), which
 bounds the memory of a chunk (about 100 MB) whatever the polyphony."""
+TAIL_STEP_BLOCKS = 4
+"""After the last message, whether anything still sounds is checked every 4 blocks (6 ms at 44.1 kHz)."""
 DEFAULT_TAIL = 10.0
 """Seconds rendered after the last message at most (releases normally end well before)."""
 
@@ -150,7 +152,7 @@ class DX7:
             if self.block >= cap:
                 capped = True
                 break
-            yield from self._run(min(cap, self.block + self.chunk_blocks), flush_at_end=False)
+            yield from self._run(min(cap, self.block + TAIL_STEP_BLOCKS), flush_at_end=False)
         yield from self._flush()
         held = sum(1 for n in self.instrument.slots if n is not None and (n.keydown or n.sustained))
         self.summary = {**self.instrument.stats, "seconds": round(self.seconds, 3), "capped": capped,
