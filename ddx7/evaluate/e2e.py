@@ -1,0 +1,169 @@
+"""How close a DX7 playing an export comes to the recording it was made from.
+
+For one recording (:func:`compare_take`): the run's export for a DX7 Mark I (``mk1``: voice +
+.mid, played by the project's DX7 engine with the ``mk1`` receiver), the ``dexed`` export (the
+engine with the ``dexed`` receiver), the starting voice the run was trained from played with the
+same notes, velocities and bends (the floor: what a user had before) and the model's own
+resynthesis (the ceiling a DX7 export can approach), each compared with the recording, gains
+matched (each rendering scaled to the recording's RMS), by
+
+* :func:`multires_distance_db`: the mean absolute difference of log-magnitude spectra (dB, each
+  spectrum floored 80 dB below the recording's peak) at FFT sizes 2048, 1024, 512, 256 and 128
+  (hop a quarter), averaged over the resolutions;
+* :func:`loudness_error_db`: the RMS difference of the A-weighted loudness envelopes (dB, 4 ms
+  frames, :func:`ddx7.data.features.a_weighted_loudness`) over the frames where the recording is
+  within 60 dB of its loudest.
+
+Renders are made at 44.1 kHz (the rate Dexed's EG timing was measured at) and resampled to the
+recording's 16 kHz.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from dx7tools.audio import SAMPLE_RATE, read_audio
+
+RESOLUTIONS = (2048, 1024, 512, 256, 128)
+SPECTRUM_RANGE_DB = 80.0
+LOUDNESS_RANGE_DB = 60.0
+RENDER_RATE = 44100
+ROWS = ("mk1", "dexed", "start voice", "model")
+"""Row keys of :func:`compare_take`: (a) the mk1 export, (b) the dexed export, (c) the floor, (d) the ceiling."""
+
+
+def match_gain(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``x`` scaled to ``reference``'s RMS over their common length (silence stays silence)."""
+    n = min(len(x), len(reference))
+    rx, rr = np.sqrt(np.mean(x[:n] ** 2)), np.sqrt(np.mean(reference[:n] ** 2))
+    return x * (rr / rx) if rx > 0 else x
+
+
+def _padded(x: np.ndarray, n: int) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)[:n]
+    return np.pad(x, (0, n - len(x)))
+
+
+def multires_distance_db(x: np.ndarray, reference: np.ndarray) -> float:
+    """Multi-resolution log-spectral distance (dB, see the module notes), ``x`` gain-matched."""
+    from dx7tools.audio import log_spectrogram
+
+    n = len(reference)
+    x, ref = _padded(match_gain(x, reference), n), _padded(reference, n)
+    out = []
+    for size in RESOLUTIONS:
+        a, b = log_spectrogram(x, size, size // 4), log_spectrogram(ref, size, size // 4)
+        floor = b.max() - SPECTRUM_RANGE_DB
+        out.append(float(np.mean(np.abs(np.maximum(a, floor) - np.maximum(b, floor)))))
+    return float(np.mean(out))
+
+
+def loudness_error_db(x: np.ndarray, reference: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """RMS difference of the A-weighted loudness envelopes (dB, module notes), ``x`` gain-matched."""
+    from ddx7.data.features import a_weighted_loudness
+
+    n = len(reference)
+    lx = np.asarray(a_weighted_loudness(_padded(match_gain(x, reference), n).astype(np.float32), sample_rate))
+    lr = np.asarray(a_weighted_loudness(_padded(reference, n).astype(np.float32), sample_rate))
+    m = min(len(lx), len(lr))
+    lx, lr = lx[:m], lr[:m]
+    active = lr > lr.max() - LOUDNESS_RANGE_DB
+    return float(np.sqrt(np.mean((np.maximum(lx, lr.max() - LOUDNESS_RANGE_DB) - lr)[active] ** 2)))
+
+
+def _to_recording_rate(audio: np.ndarray, rate: int) -> np.ndarray:
+    if rate == SAMPLE_RATE:
+        return audio
+    import soxr
+
+    return soxr.resample(audio, rate, SAMPLE_RATE)
+
+
+def play(voice, mid: Path, receiver: str, lead_in: float, length: int) -> np.ndarray:
+    """``mid`` played by the DX7 engine with ``voice``, from ``lead_in`` s on, ``length`` samples at 16 kHz."""
+    from dx7tools.midi import read_midi_events
+
+    from ddx7.synth.dx7 import DX7
+
+    audio = DX7(voice, sample_rate=RENDER_RATE, receiver=receiver).render(read_midi_events(mid), tail=1.0)
+    audio = _to_recording_rate(audio, RENDER_RATE)
+    start = int(round(lead_in * SAMPLE_RATE))
+    return _padded(audio[start:], length)
+
+
+def start_voice_events(mk1_mid: Path, start_voice):
+    """The mk1 performance's notes, velocities and bends (and bend range) with ``start_voice``: no
+    lane, no voice edits (what the user had before the export)."""
+    from dx7tools.midi import parse_function_change, read_midi_events
+    from dx7tools.sysex import vced_message
+
+    events = read_midi_events(mk1_mid)
+    kept = [e for e in events if e.data[0] != 0xF0 and e.data[0] & 0xF0 in (0x80, 0x90, 0xE0)]
+    setup = [e for e in events if e.data[0] == 0xF0 and (parse_function_change(e.data) or ("",))[0].startswith("pitch")]
+    return [type(events[0])(0.0, vced_message(start_voice))] + setup + kept
+
+
+def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, model_audio=None) -> dict:
+    """The end-to-end rows for one recording (module notes).
+
+    Args:
+        run: a DDX7 :class:`ddx7.run.Run` (or its folder).
+        wav: the recording (16 kHz or resampled).
+        voice_export: the run's :class:`ddx7.export.voice.VoiceExport` (fitted once and reused).
+        start_voice: the voice the run was trained from (default: the run's library voice).
+        model_audio: the model's resynthesis of ``wav`` (default: computed).
+
+    Returns:
+        ``{"rows": {row: {"spectral_db", "loudness_db"}}, "notes", "seconds"}``.
+    """
+    from dx7tools.performance import write_midi_file
+    from dx7tools.voice import Voice
+
+    from ddx7.export.performance import LEAD_IN_SECONDS, export_performance, performance_features
+    from ddx7.export.voice import export_voice
+    from ddx7.run import Run
+
+    run = run if isinstance(run, Run) else Run.at(run)
+    reference, sr = read_audio(wav)
+    reference = _to_recording_rate(reference.astype(np.float64), sr)
+    n = len(reference)
+    voice_export = voice_export or export_voice(run, home)
+    features = performance_features(run, wav)
+    renders = {}
+    with tempfile.TemporaryDirectory(prefix="dx7tools-e2e-") as tmp:
+        tmp = Path(tmp)
+        for target in ("mk1", "dexed"):   # each played by its own receiver
+            info = export_performance(run, wav, tmp / f"{target}.mid", voice_export=voice_export, target=target,
+                                      features=features)
+            renders[target] = play(voice_export.voice, tmp / f"{target}.mid", target, LEAD_IN_SECONDS, n)
+            if target == "mk1":
+                notes = info["notes"]
+                start = start_voice if start_voice is not None else _library_voice(run, home) or Voice.init()
+                write_midi_file(tmp / "start.mid", start_voice_events(tmp / "mk1.mid", start))
+                renders["start voice"] = play(start, tmp / "start.mid", "mk1", LEAD_IN_SECONDS, n)
+        if model_audio is None:
+            model_audio = _resynth(run, wav, tmp / "model.wav")
+    renders["model"] = _padded(model_audio, n)
+    rows = {k: {"spectral_db": round(multires_distance_db(renders[k], reference), 3),
+                "loudness_db": round(loudness_error_db(renders[k], reference), 3)} for k in ROWS}
+    return {"rows": rows, "notes": notes, "seconds": round(n / SAMPLE_RATE, 3), "audio": renders}
+
+
+def _library_voice(run, home):
+    """The library voice whose fixed configuration the run was trained with (None if not found)."""
+    from ddx7.export.voice import baseline_voice
+
+    try:
+        return baseline_voice(home, run.fixed_config)[0] if home is not None else None
+    except Exception:  # noqa: BLE001 - a missing library only loses the floor row's own voice
+        return None
+
+
+def _resynth(run, wav, out: Path) -> np.ndarray:
+    from ddx7.resynth import resynthesize_file
+
+    resynthesize_file(run.path, wav, out)
+    return read_audio(out)[0].astype(np.float64)
