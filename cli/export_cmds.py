@@ -10,7 +10,7 @@ import typer
 from dx7tools import DX7Error
 from dx7tools.midi import WIRE_BYTES_PER_SECOND
 
-from .common import HomeOption, JsonOption, err, out, print_json, progress_bar, warn
+from .common import HomeOption, JsonOption, err, out, print_json, print_rows, progress_bar, warn
 
 
 def _voice_or_file(ref: str, home) -> tuple:
@@ -48,6 +48,9 @@ def export(
                                           help="Most bytes in any one second of the .mid stream (the wire "
                                           "carries 3,125); wire time, pauses included, is held to the same "
                                           "share.")] = 3000.0,
+    check: Annotated[bool, typer.Option("--check", help="With --from: play the export on the DX7 engine and measure "
+                                        "how close it comes to the recording, beside the model and the starting "
+                                        "voice (kept in the run folder for `report`).")] = False,
     fidelity: Annotated[bool, typer.Option("--fidelity/--no-fidelity", help="With --syx: render with dexed-py and "
                                            "measure the distance to the model (needs the dexed extra).")] = True,
     json_: JsonOption = False,
@@ -68,7 +71,7 @@ def export(
 
     info = export_run(home, run, syx=syx, bank=bank, mid=mid, wav=from_, channel=channel, budget=budget,
                       breath=breath, cc_lanes=cc_lanes, fidelity=fidelity, target=target, controller=controller,
-                      stage=stage,
+                      check=check, stage=stage,
                       warn=lambda line: warn([line]))
     if json_:
         print_json(info)
@@ -98,6 +101,14 @@ def export(
                   f"(sidecar {info['mid']['sidecar']}); at most {s['max_bytes_in_one_second']} bytes in one second "
                   f"(budget {s['budget_bytes_per_second']:.0f}), level error RMS {s['level_rms_levels']:.2f} levels "
                   f"({s['level_rms_db']:.2f} dB)", highlight=False)
+    if check:
+        from ddx7.evaluate.e2e import ROW_LABELS
+
+        rows = info["check"]["rows"]
+        print_rows([{"row": ROW_LABELS[k], **v} for k, v in rows.items()], ["row", "spectral dB", "loudness dB"],
+                   lambda r: [r["row"], f"{r['spectral_db']:.2f}", f"{r['loudness_db']:.2f}"], False)
+        out.print(f"distances to the recording (lower is better; multi-resolution log spectra and A-weighted loudness "
+                  f"envelope); kept in {info['check']['json']}", highlight=False)
 
 
 def ports(json_: JsonOption = False) -> None:

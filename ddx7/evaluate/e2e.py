@@ -33,6 +33,8 @@ LOUDNESS_RANGE_DB = 60.0
 RENDER_RATE = 44100
 ROWS = ("mk1", "dexed", "start voice", "model")
 """Row keys of :func:`compare_take`: (a) the mk1 export, (b) the dexed export, (c) the floor, (d) the ceiling."""
+ROW_LABELS = {"mk1": "mk1 export on a DX7 (Mark I receiver)", "dexed": "dexed export (Dexed receiver)",
+              "start voice": "starting voice, same notes, velocities and bends", "model": "the DDX7 model (resynthesis)"}
 
 
 def match_gain(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -167,3 +169,37 @@ def _resynth(run, wav, out: Path) -> np.ndarray:
 
     resynthesize_file(run.path, wav, out)
     return read_audio(out)[0].astype(np.float64)
+
+
+def save_check(run, wav, *, home=None, voice_export=None) -> dict:
+    """:func:`compare_take` for ``wav``, kept in the run folder for the report: ``e2e/STEM.json``
+    (the rows) and ``e2e/STEM-{original,model,mk1,dexed,start}.wav`` (16 kHz).
+
+    Returns:
+        the rows, notes, seconds and the JSON's path.
+    """
+    import json
+
+    from dx7tools.audio import write_wav
+    from dx7tools.files import atomic_write_bytes
+
+    from ddx7.run import Run
+
+    run = run if isinstance(run, Run) else Run.at(run)
+    result = compare_take(run, wav, home=home, voice_export=voice_export)
+    folder = run.path / "e2e"
+    folder.mkdir(exist_ok=True)
+    stem = Path(wav).stem
+    audio, rate = read_audio(wav)
+    reference = _to_recording_rate(audio.astype(np.float64), rate)
+    write_wav(folder / f"{stem}-original.wav", reference, SAMPLE_RATE)
+    for key, name in AUDIO_FILES.items():
+        write_wav(folder / f"{stem}-{name}.wav", result["audio"][key], SAMPLE_RATE)
+    record = {"recording": str(wav), "rows": result["rows"], "notes": result["notes"], "seconds": result["seconds"]}
+    path = folder / f"{stem}.json"
+    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+    return {**record, "json": str(path)}
+
+
+AUDIO_FILES = {"mk1": "mk1", "dexed": "dexed", "start voice": "start", "model": "model"}
+"""Row -> file name suffix of the renders :func:`save_check` keeps."""

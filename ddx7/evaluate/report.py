@@ -197,6 +197,38 @@ def _fad_html(run_dir: Path) -> str:
     return "".join(blocks)
 
 
+def _e2e_html(run_dir: Path) -> str:
+    """The ``export --check`` results kept in the run folder: rows and players."""
+    from dx7tools.audio import read_audio
+
+    from ddx7.evaluate.e2e import AUDIO_FILES, ROW_LABELS
+
+    blocks = []
+    for path in sorted((Path(run_dir) / "e2e").glob("*.json")):
+        try:
+            r = json.loads(path.read_text())
+            rows = r["rows"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            continue
+        body = "".join(f"<tr><td>{html.escape(ROW_LABELS.get(k, k))}</td><td class='num'>{v['spectral_db']:.2f}</td>"
+                       f"<td class='num'>{v['loudness_db']:.2f}</td></tr>" for k, v in rows.items())
+        players = []
+        for label, suffix in (("original", "original"), ("model", AUDIO_FILES["model"]),
+                              ("DX7 (mk1 export)", AUDIO_FILES["mk1"]), ("starting voice", AUDIO_FILES["start voice"])):
+            wav = path.with_name(f"{path.stem}-{suffix}.wav")
+            if wav.exists():
+                players.append(f"{html.escape(label)} <audio controls src='{_wav(read_audio(wav)[0])}'></audio>")
+        blocks.append(f"<h3>{html.escape(Path(r.get('recording', path.stem)).name)} ({r.get('notes', '?')} notes, "
+                      f"{r.get('seconds', 0):.1f} s)</h3><p>{' '.join(players)}</p>"
+                      "<table><tr><th>row</th><th>spectral distance (dB)</th><th>loudness envelope error (dB)</th>"
+                      f"</tr>{body}</table>")
+    if not blocks:
+        return ("<p>Not measured yet: <code>dx7tools export RUN --syx V.syx --mid P.mid --from TAKE.wav --check</code>, "
+                "then make the report again.</p>")
+    return ("".join(blocks) + "<p class='note'>The recording, exported as a voice and a .mid and played by the "
+            "project's DX7 engine, against the recording (gains matched; lower is better).</p>")
+
+
 CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%;display:block;margin:.5em 0}
@@ -258,6 +290,7 @@ def build_report(home, run, *, excerpts: int = 3, max_seconds: float = 8.0, prog
             "<h2>Loss</h2>" + (f"<img alt='loss curves' src='{loss}'>" if loss else "<p>No metrics.csv.</p>")
             + "<h2>Fixed configuration</h2>" + _configuration_html(info.get("fixed_config"))
             + "<h2>FAD</h2>" + _fad_html(run_dir)
+            + "<h2>A DX7 playing the export</h2>" + _e2e_html(run_dir)
             + f"<h2>Excerpts ({split} split)</h2>" + ("".join(parts) or "<p>No excerpts.</p>")
             + "<p class='note'>Made by dx7tools report.</p></body></html>")
 

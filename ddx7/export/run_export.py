@@ -20,7 +20,7 @@ def _warn(line: str) -> None:
 
 def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid=None, wav=None, channel: int = 1,
                budget: float = WIRE_BUDGET, breath: bool = False, cc_lanes: bool = False, fidelity: bool = True,
-               target: str | None = None, controller: str = "breath", stage: Callable[[str], ContextManager] | None = None,
+               target: str | None = None, controller: str = "breath", check: bool = False, stage: Callable[[str], ContextManager] | None = None,
                warn: Callable[[str], None] | None = None) -> dict:
     """Fit a DX7 voice to a DDX7 run; write it as SysEx and/or play ``wav`` as a .mid with it.
 
@@ -34,6 +34,9 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
         mid, wav: write ``wav`` performed as a .mid here (:func:`ddx7.export.performance.export_performance`
             with ``channel``, ``budget``, ``breath``, ``cc_lanes``, ``target`` -- mk1 by default --
             and ``controller``).
+        check: with ``wav``, measure how close the DX7 engine playing the export comes to the
+            recording, beside the model and the starting voice (:func:`ddx7.evaluate.e2e.compare_take`);
+            the figures and the renders are kept in the run folder (``e2e/``) for ``report``.
         stage: ``stage(label)`` gives a context manager around each long step ("fitting the
             voice", "rendering with dexed", "performance"), e.g. a progress bar.
         warn: called with each warning line (default: :func:`warnings.warn`).
@@ -77,6 +80,13 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
             info["mid"] = export_performance(run, wav, mid, home=home, voice_export=voice_export, channel=channel,
                                              budget=budget, breath=breath, cc_lanes=cc_lanes, target=target,
                                              controller=controller)
+    if check:
+        if wav is None:
+            raise DX7Error("--check needs --from IN.wav (the recording to compare with)")
+        from ddx7.evaluate.e2e import save_check
+
+        with stage("checking on the DX7 engine"):
+            info["check"] = save_check(run, wav, home=home, voice_export=voice_export)
     return info
 
 
