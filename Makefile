@@ -31,13 +31,21 @@ install-test: $(VENV)/.installed-test
 demo: install
 	rm -rf $(DEMO_HOME)
 	$(BIN)/dx7tools import patches/*.syx --home $(DEMO_HOME)
-	$(BIN)/dx7tools list --home $(DEMO_HOME)
 	$(BIN)/dx7tools preview "DDX7 VIOLN" --seconds 2 -o $(DEMO_HOME)/violin-preview.wav --home $(DEMO_HOME)
 	$(BIN)/dx7tools corpus build violin --home $(DEMO_HOME)
+	$(BIN)/dx7tools rank --corpus violin --budget 30 --top 5 --home $(DEMO_HOME)
 	$(BIN)/dx7tools fit --corpus violin --minutes $(DEMO_MINUTES) --crepe tiny --home $(DEMO_HOME)
-	@echo "resynthesised test phrases (and the originals): $(DEMO_HOME)/runs/violin-ddx7/test/"
+	$(BIN)/dx7tools export violin-ddx7 --syx $(DEMO_HOME)/demo.syx --mid $(DEMO_HOME)/demo.mid \
+	    --from $(DEMO_HOME)/runs/violin-ddx7/test/000-original.wav --check --no-fidelity --home $(DEMO_HOME)
+	$(BIN)/dx7tools render $(DEMO_HOME)/demo.syx $(DEMO_HOME)/demo.mid -o $(DEMO_HOME)/demo-dx7.wav --home $(DEMO_HOME)
+	$(BIN)/dx7tools report violin-ddx7 -o $(DEMO_HOME)/report.html --home $(DEMO_HOME)
+	@echo
+	@echo "the voice:            $(DEMO_HOME)/demo.syx"
+	@echo "the performance:      $(DEMO_HOME)/demo.mid (a test phrase of the violin corpus, for a DX7 Mark I)"
+	@echo "the DX7 playing it:   $(DEMO_HOME)/demo-dx7.wav"
+	@echo "the report:           $(DEMO_HOME)/report.html (original / model / DX7, side by side)"
+	@echo "to a DX7 or Dexed:    $(BIN)/dx7tools send $(DEMO_HOME)/demo.mid --port NAME   (ports: $(BIN)/dx7tools ports)"
 
-# Debian hexter's factory banks: the oracle tests' real-world cartridges (skipped if unreachable).
 hexter:
 	@scripts/fetch_hexter.sh $(HEXTER_DIR) || echo "hexter banks not available; their tests will skip"
 

@@ -96,16 +96,26 @@ def play(voice, mid: Path, receiver: str, lead_in: float, length: int) -> np.nda
     return _padded(audio[start:], length)
 
 
-def start_voice_events(mk1_mid: Path, start_voice):
-    """The mk1 performance's notes, velocities and bends (and bend range) with ``start_voice``: no
-    lane, no voice edits (what the user had before the export)."""
-    from dx7tools.midi import parse_function_change, read_midi_events
+def variant_events(mk1_mid: Path, voice, *, lane: bool = False, bends: bool = True, velocity: int | None = None):
+    """The mk1 performance's events played with ``voice`` and fewer of its parts: notes always (at
+    ``velocity`` if given, else their own), pitch bends (and the bend range) if ``bends``, the
+    controller lane and its function set-up if ``lane``. Used for the floor row (the starting voice,
+    no lane) and for the benchmark's ablation."""
+    from dx7tools.midi import Event, parse_function_change, read_midi_events
     from dx7tools.sysex import vced_message
 
-    events = read_midi_events(mk1_mid)
-    kept = [e for e in events if e.data[0] != 0xF0 and e.data[0] & 0xF0 in (0x80, 0x90, 0xE0)]
-    setup = [e for e in events if e.data[0] == 0xF0 and (parse_function_change(e.data) or ("",))[0].startswith("pitch")]
-    return [type(events[0])(0.0, vced_message(start_voice))] + setup + kept
+    out = [Event(0.0, vced_message(voice))]
+    for e in read_midi_events(mk1_mid):
+        d, status = e.data, e.data[0] & 0xF0
+        if d[0] == 0xF0:
+            change = parse_function_change(d)
+            if change and (change[0].startswith("pitch_bend") and bends or not change[0].startswith("pitch") and lane):
+                out.append(e)
+        elif status in (0x80, 0x90):
+            out.append(Event(e.time, bytes([d[0], d[1], velocity])) if velocity and status == 0x90 and d[2] else e)
+        elif status == 0xE0 and bends or status in (0xB0, 0xD0) and lane:
+            out.append(e)
+    return out
 
 
 def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, model_audio=None) -> dict:
@@ -144,7 +154,7 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
             if target == "mk1":
                 notes = info["notes"]
                 start = start_voice if start_voice is not None else _library_voice(run, home) or Voice.init()
-                write_midi_file(tmp / "start.mid", start_voice_events(tmp / "mk1.mid", start))
+                write_midi_file(tmp / "start.mid", variant_events(tmp / "mk1.mid", start))
                 renders["start voice"] = play(start, tmp / "start.mid", "mk1", LEAD_IN_SECONDS, n)
         if model_audio is None:
             model_audio = _resynth(run, wav, tmp / "model.wav")
