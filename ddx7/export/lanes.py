@@ -64,20 +64,23 @@ def _micro(amp: np.ndarray) -> np.ndarray:
         return np.maximum(FULL_SCALE + 256.0 * np.log2(np.maximum(amp, 1e-12)), _FLOOR)
 
 
-def _errors(voice: np.ndarray, target: np.ndarray, ams: np.ndarray, shift: np.ndarray, depths: np.ndarray):
-    """(values, frames) squared dB error summed over operators, for every lane value."""
+def _errors(voice: np.ndarray, target: np.ndarray, ams: np.ndarray, shift: np.ndarray, depths: np.ndarray,
+            weights: np.ndarray):
+    """(values, frames) weighted squared dB error summed over operators, for every lane value."""
     m = voice + LEVEL_STEP * shift
     fixed = ams == 0
-    base = np.nansum(((m[:, fixed] - target[:, fixed]) * MICROSTEP_DB) ** 2, axis=1) if fixed.any() else 0.0
+    w = weights
+    base = np.nansum(w[:, fixed] * ((m[:, fixed] - target[:, fixed]) * MICROSTEP_DB) ** 2, axis=1) \
+        if fixed.any() else 0.0
     if fixed.all():
         return np.broadcast_to(base, (len(depths), len(m)))
     cut = am_cut(m[None, :, ~fixed], ams[~fixed], np.broadcast_to(depths[:, None], (len(depths), len(m))))
     cut = np.maximum(cut, _FLOOR)
-    return base + np.nansum(((cut - target[None, :, ~fixed]) * MICROSTEP_DB) ** 2, axis=2)
+    return base + np.nansum(w[None, :, ~fixed] * ((cut - target[None, :, ~fixed]) * MICROSTEP_DB) ** 2, axis=2)
 
 
-def _cost(voice, target, ams, shift, depths) -> float:
-    return float(np.nanmin(_errors(voice, target, ams, shift, depths), axis=0).sum())
+def _cost(voice, target, ams, shift, depths, weights) -> float:
+    return float(np.nanmin(_errors(voice, target, ams, shift, depths, weights), axis=0).sum())
 
 
 def _shift_for(voice: np.ndarray, target: np.ndarray, op: int, ams: int, room: int, depths: np.ndarray) -> int:
@@ -93,7 +96,7 @@ def _shift_for(voice: np.ndarray, target: np.ndarray, op: int, ams: int, room: i
 
 
 def fit_lane(voice_amp: np.ndarray, model_amp: np.ndarray, output_levels, *, rounds: int = 2,
-             stride: int = 2) -> LaneFit:
+             stride: int = 2, weights: np.ndarray | None = None, operators=None) -> LaneFit:
     """Fit AMS, output-level shifts and a controller lane (module notes).
 
     Args:
@@ -102,6 +105,8 @@ def fit_lane(voice_amp: np.ndarray, model_amp: np.ndarray, output_levels, *, rou
         model_amp: (T, 6) the model's amplitude per operator and frame.
         output_levels: (6,) the voice's output levels (a shift never takes one above 99).
         stride: the search uses every ``stride``-th frame (the final lane uses all).
+        weights: (T, 6) or (6,) weight of each operator's squared dB error (default 1).
+        operators: the operators (1-6) whose AMS may change (default: every sounding one).
     """
     voice = _micro(np.asarray(voice_amp, dtype=np.float64))
     voice[~np.isfinite(np.asarray(voice_amp, dtype=np.float64))] = np.nan
@@ -109,19 +114,20 @@ def fit_lane(voice_amp: np.ndarray, model_amp: np.ndarray, output_levels, *, rou
     target[~np.isfinite(voice)] = np.nan
     depths = bias_depths()
     room = np.maximum(0, 99 - np.asarray(output_levels, dtype=np.int64))
-    sounding = [k for k in range(6) if np.isfinite(voice[:, k]).any()]
-    sv, st = voice[::stride], target[::stride]
+    w = np.broadcast_to(np.ones(6) if weights is None else np.asarray(weights, dtype=np.float64), voice.shape)
+    sounding = [k for k in range(6) if np.isfinite(voice[:, k]).any() and (operators is None or k + 1 in operators)]
+    sv, st, sw = voice[::stride], target[::stride], w[::stride]
     ams, shift = np.zeros(6, np.int64), np.zeros(6, np.int64)
-    best = _cost(sv, st, ams, shift, depths)
+    best = _cost(sv, st, ams, shift, depths, sw)
     for _ in range(rounds):
         for k in sounding:
             for a in range(4):
                 trial_ams, trial_shift = ams.copy(), shift.copy()
                 trial_ams[k], trial_shift[k] = a, _shift_for(sv, st, k, a, int(room[k]), depths)
-                cost = _cost(sv, st, trial_ams, trial_shift, depths)
+                cost = _cost(sv, st, trial_ams, trial_shift, depths, sw)
                 if cost < best - 1e-9:
                     best, ams, shift = cost, trial_ams, trial_shift
-    errors = _errors(voice, target, ams, shift, depths)
+    errors = _errors(voice, target, ams, shift, depths, w)
     notes = np.isfinite(voice).any(axis=1)
     lane = np.full(len(voice), np.nan)
     lane[notes] = np.nanargmin(errors[:, notes], axis=0).astype(np.float64)
@@ -129,7 +135,8 @@ def fit_lane(voice_amp: np.ndarray, model_amp: np.ndarray, output_levels, *, rou
     n = max(1, int(np.isfinite(voice).sum()))
     before = float(np.sqrt(np.nansum(((voice - target) * MICROSTEP_DB) ** 2) / n))
     picked = np.where(notes, np.nan_to_num(lane, nan=0.0), 0).astype(np.int64)
-    after_err = errors[picked, np.arange(len(voice))][notes]
+    plain = errors if weights is None else _errors(voice, target, ams, shift, depths, np.ones_like(w))
+    after_err = plain[picked, np.arange(len(voice))][notes]
     after = float(np.sqrt(after_err.sum() / n))
     return LaneFit(ams, shift, lane, round(before, 3), round(after, 3))
 

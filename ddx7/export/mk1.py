@@ -83,8 +83,6 @@ def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int
         DX7Error: no voiced frames or no notes; notes and bends alone over ``budget``; unknown
             ``controller``.
     """
-    from dx7tools.midi import WIRE_BYTES_PER_SECOND, sort_events
-
     from ddx7.export.performance import (LEAD_IN_SECONDS, PerformancePlan, bend_events, note_events,
                                          note_velocities, stream_figures, wanted_output_levels)
 
@@ -106,21 +104,19 @@ def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int
 
     base = voice_export.voice.replace(**{f"op{k}_amp_mod_sensitivity": 0 for k in range(1, 7)}, lfo_amp_mod_depth=0)
     _, voice_amp = wanted_output_levels(base, notes, velocities, wanted_amp)
-    fit = lane_fit.fit_lane(voice_amp, wanted_amp, [base[f"op{k}_output_level"] for k in range(1, 7)])
-    voice = mk1_voice(base, fit)
-
-    mandatory = (setup_events(voice, controller, channel) + note_events(notes, velocities, times, channel)
-                 + bend_events(notes, perf.midi_pitch(f0), times, channel, BEND_RANGE))
-    wire = perf.WireBudget(len(f0) + int(LEAD_IN_SECONDS * FRAME_RATE) + 2, FRAME_RATE, budget)
-    for e in mandatory:
-        wire.add(e.time, e.data)
-    if wire.worst()["bytes per 1 s"] > 1.0:
-        raise DX7Error(f"the notes and pitch bends alone need more than {budget:.0f} bytes in one second "
-                       f"(raise --budget, at most {WIRE_BYTES_PER_SECOND:.0f})")
-    uses_lane = bool(np.any(fit.ams > 0))
-    lanes = [perf.Lane(controller, fit.lane, lane_message(controller, channel), 0, 127, LANE_STEP, LANE_WEIGHT)] \
-        if uses_lane else []
-    events = sort_events(mandatory + perf.thin_lanes(lanes, wire, times, {}))
+    mandatory = note_events(notes, velocities, times, channel) + bend_events(notes, perf.midi_pitch(f0), times,
+                                                                              channel, BEND_RANGE)
+    model_audio = _model_audio(run, f0, loud)
+    tried = {}
+    for name, operators in _lane_candidates(base).items():
+        fit = lane_fit.fit_lane(voice_amp, wanted_amp, [base[f"op{k}_output_level"] for k in range(1, 7)],
+                                operators=operators)
+        voice = mk1_voice(base, fit)
+        events, lanes = _stream(voice, fit, mandatory, controller, channel, budget, times, len(f0))
+        tried[name] = (_distance_to_model(voice, events, model_audio), fit, voice, events, lanes)
+    kept = min(tried, key=lambda k: tried[k][0])
+    _, fit, voice, events, lanes = tried[kept]
+    uses_lane = bool(lanes)
     stream = stream_figures(events, lanes, times, budget)
     if lanes:
         ok = np.isfinite(lanes[0].sent) & np.isfinite(lanes[0].wanted)
@@ -138,6 +134,56 @@ def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int
                                         if uses_lane else None)},
                "cc_map": {str(CONTROLLERS[controller][0] or "aftertouch"): "dynamics and brightness (EG bias)"}
                if uses_lane else {},
-               "level_fit": {"rms_db_voice_alone": fit.rms_db_before, "rms_db_with_lane": fit.rms_db_after},
+               "level_fit": {"rms_db_voice_alone": fit.rms_db_before, "rms_db_with_lane": fit.rms_db_after,
+                             "lane_on": kept, "distance_to_model_db": {k: round(v[0], 3) for k, v in tried.items()}},
                "stream": stream}
     return PerformancePlan(events, times, lanes, sidecar)
+
+
+def _lane_candidates(voice: Voice) -> dict:
+    """The operator sets whose AMS the lane fit may change: the carriers (the lane shapes the
+    dynamics), or every sounding operator (dynamics and brightness); the one that plays closer
+    to the model is kept."""
+    from dx7tools.algorithms import get_algorithm
+
+    return {"carriers": set(get_algorithm(voice.algorithm).carriers), "all operators": None}
+
+
+def _stream(voice: Voice, fit, mandatory: list, controller: str, channel: int, budget: float, times, frames: int):
+    """The whole event list (set-up, notes, bends, the thinned lane) and the lanes, or a DX7Error
+    when the notes and bends alone exceed ``budget``."""
+    from dx7tools.midi import WIRE_BYTES_PER_SECOND, sort_events
+
+    from ddx7.export.performance import LEAD_IN_SECONDS
+
+    fixed = setup_events(voice, controller, channel) + mandatory
+    wire = perf.WireBudget(frames + int(LEAD_IN_SECONDS * FRAME_RATE) + 2, FRAME_RATE, budget)
+    for e in fixed:
+        wire.add(e.time, e.data)
+    if wire.worst()["bytes per 1 s"] > 1.0:
+        raise DX7Error(f"the notes and pitch bends alone need more than {budget:.0f} bytes in one second "
+                       f"(raise --budget, at most {WIRE_BYTES_PER_SECOND:.0f})")
+    lanes = [perf.Lane(controller, fit.lane, lane_message(controller, channel), 0, 127, LANE_STEP, LANE_WEIGHT)] \
+        if np.any(fit.ams > 0) else []
+    return sort_events(fixed + perf.thin_lanes(lanes, wire, times, {})), lanes
+
+
+def _model_audio(run, f0: np.ndarray, loud: np.ndarray) -> np.ndarray:
+    """The model's dry render of the phrase (its synth without the reverb a DX7 does not have)."""
+    model = run.model()
+    with torch.no_grad():
+        f0_t, loud_t = torch.from_numpy(f0).float()[None], torch.from_numpy(loud).float()[None]
+        return model.synth(f0_t, model.controls(f0_t, loud_t))[0].double().numpy()
+
+
+def _distance_to_model(voice: Voice, events: list, model_audio: np.ndarray) -> float:
+    """How far the DX7 engine playing ``events`` is from the model's render (multi-resolution dB)."""
+    from dx7tools.audio import SAMPLE_RATE
+
+    from ddx7.evaluate.e2e import multires_distance_db
+    from ddx7.export.performance import LEAD_IN_SECONDS
+    from ddx7.synth.dx7 import DX7
+
+    audio = DX7(voice, sample_rate=SAMPLE_RATE).render(events, tail=0.5)
+    start = int(round(LEAD_IN_SECONDS * SAMPLE_RATE))
+    return multires_distance_db(audio[start: start + len(model_audio)].astype(np.float64), model_audio)
