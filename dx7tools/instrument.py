@@ -113,6 +113,10 @@ class Note:
     peg_path: tuple = ()
     base_hz: np.ndarray = field(default_factory=lambda: np.zeros(6))
     fixed: np.ndarray = field(default_factory=lambda: np.zeros(6, bool))
+    ams: np.ndarray = field(default_factory=lambda: np.zeros(6, np.int64))   # AMP MOD SENSITIVITY, OP1 first
+    pmd: float = 0.0              # the voice's pitch and amp mod depths (modulation.pmd_share) and PMS
+    amd: float = 0.0
+    pms: int = 0
     porta_cents: float = 0.0      # glide offset left at porta_block
     porta_block: int = 0
     keydown: bool = True
@@ -379,6 +383,9 @@ class Instrument:
             note.voice, note.ops_on = self.edit, operators_on(self.edit_ops)
         v = note.voice
         self._retune(note)
+        note.ams = np.array([v[f"op{k}_amp_mod_sensitivity"] for k in range(1, 7)])
+        note.pmd, note.amd = pmd_share(v["lfo_pitch_mod_depth"]), pmd_share(v["lfo_amp_mod_depth"])
+        note.pms = int(v["pitch_mod_sensitivity"])
         egs = operator_egs(v, note.key, note.velocity, self.sample_rate)
         if fresh:
             note.egs = egs
@@ -519,15 +526,13 @@ class Instrument:
         for i, note in enumerate(self.slots):
             if note is None or not self.playing(i, start):
                 continue
-            v = note.voice
             micro = np.stack([level_at(p, blocks + 1) for p in note.paths], axis=1) / _Q24
-            depth = amp_mod_depth(pmd_share(v["lfo_amp_mod_depth"]), value, delay, amp_ctl, bias)
-            micro = am_cut(micro, [v[f"op{k}_amp_mod_sensitivity"] for k in range(1, 7)], depth)
+            if note.ams.any():
+                micro = am_cut(micro, note.ams, amp_mod_depth(note.amd, value, delay, amp_ctl, bias))
             amp = microsteps_to_amplitude(micro) * note.ops_on
-            cents = (np.interp(blocks + 1, *note.peg_path) * PITCH_EG_UNIT_CENTS
-                     + pitch_mod_cents(pmd_share(v["lfo_pitch_mod_depth"]), v["pitch_mod_sensitivity"], value, delay,
-                                       pitch_ctl)
-                     + self._porta_offset(note, blocks))
+            cents = np.interp(blocks + 1, *note.peg_path) * PITCH_EG_UNIT_CENTS + self._porta_offset(note, blocks)
+            if note.pms:
+                cents = cents + pitch_mod_cents(note.pmd, note.pms, value, delay, pitch_ctl)
             ratio = np.exp2((cents + bend) / 1200)[:, None]
             freq = note.base_hz * np.where(note.fixed, 2.0 ** (bend / 1200), ratio)
             out.append(SlotControls(i, freq, np.asarray(amp, dtype=np.float64)))
