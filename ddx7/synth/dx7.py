@@ -69,13 +69,19 @@ def log_gain_ramp(amp: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     20-35 samples later than a linear ramp would). Levels at or below the floor are 0."""
     floor = 2.0 ** FLOOR_LOG2
     b, c, t = amp.shape
-    gains = torch.zeros(b, c, t * BLOCK, dtype=amp.dtype)
     active = [k for k in range(c) if bool((amp[:, k] > floor).any() or (previous[:, k] > floor).any())]
-    if active:
-        log_amp = torch.log2(amp[:, active].clamp_min(floor))
-        log_prev = torch.log2(previous[:, active].clamp_min(floor))
-        ramp = torch.exp2(core.upsample_causal(log_amp, log_prev, BLOCK))
-        gains[:, active] = torch.where(ramp > floor * (1 + 1e-6), ramp, torch.zeros_like(ramp))
+    if not active:
+        return torch.zeros(b, c, t * BLOCK, dtype=amp.dtype)
+    every = len(active) == c
+    log_amp = torch.log2((amp if every else amp[:, active]).clamp_min(floor))
+    log_prev = torch.log2((previous if every else previous[:, active]).clamp_min(floor))
+    # From the floor, not from 0 (as Dexed); the floor itself is subtracted, so silence stays 0
+    # (everything else is lowered by 2^-14.9, -90 dB below full scale).
+    ramp = torch.exp2(core.upsample_causal(log_amp, log_prev, BLOCK)).sub_(floor).clamp_min_(0.0)
+    if every:
+        return ramp
+    gains = torch.zeros(b, c, t * BLOCK, dtype=amp.dtype)
+    gains[:, active] = ramp
     return gains
 
 
