@@ -55,6 +55,19 @@ def _median_filter(x: np.ndarray, width: int) -> np.ndarray:
     return np.median(np.lib.stride_tricks.sliding_window_view(xp, width), axis=1)
 
 
+def _voiced_runs(f0_hz, loudness_db, silence_db: float | None, min_frames: int):
+    """``(f0, loudness, runs)``: the arrays checked, and the ``(start, end)`` frame runs at least
+    ``min_frames`` long that are voiced and above the silence floor (50 dB below the peak by default)."""
+    f0 = np.asarray(f0_hz, dtype=np.float64)
+    loud = np.asarray(loudness_db, dtype=np.float64)
+    if f0.shape != loud.shape or f0.ndim != 1:
+        raise DX7Error(f"f0 and loudness must be (frames,) arrays of one length, got {f0.shape} and {loud.shape}")
+    floor = loud.max() - 50.0 if silence_db is None else silence_db
+    voiced = (f0 > 0) & (loud > floor)
+    edges = np.flatnonzero(np.diff(np.r_[0, voiced.astype(np.int8), 0]))
+    return f0, loud, [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_frames]
+
+
 def segment_notes(f0_hz, loudness_db, *, min_frames: int = 6, split_semitones: float = 0.7,
                   settle_frames: int = 6, reattack_db: float = 9.0, silence_db: float | None = None) -> list[Note]:
     """Notes (frame ranges and MIDI pitch) of a monophonic line; see the module notes.
@@ -68,17 +81,9 @@ def segment_notes(f0_hz, loudness_db, *, min_frames: int = 6, split_semitones: f
     Returns:
         list of :class:`Note` in time order, non-overlapping.
     """
-    f0 = np.asarray(f0_hz, dtype=np.float64)
-    loud = np.asarray(loudness_db, dtype=np.float64)
-    if f0.shape != loud.shape or f0.ndim != 1:
-        raise DX7Error(f"f0 and loudness must be (frames,) arrays of one length, got {f0.shape} and {loud.shape}")
-    floor = loud.max() - 50.0 if silence_db is None else silence_db
-    voiced = (f0 > 0) & (loud > floor)
+    f0, loud, runs = _voiced_runs(f0_hz, loudness_db, silence_db, min_frames)
     notes: list[Note] = []
-    edges = np.flatnonzero(np.diff(np.r_[0, voiced.astype(np.int8), 0]))
-    for a, b in zip(edges[::2], edges[1::2]):
-        if b - a < min_frames:
-            continue
+    for a, b in runs:
         pitch = _median_filter(midi_pitch(f0[a:b]), 5)
         start = a
         center = np.median(pitch[: min(len(pitch), settle_frames)])
@@ -123,17 +128,9 @@ def segment_attacks(f0_hz, loudness_db, *, bend_range: float = 12.0, min_frames:
     Returns:
         list of :class:`Note` in time order, non-overlapping.
     """
-    f0 = np.asarray(f0_hz, dtype=np.float64)
-    loud = np.asarray(loudness_db, dtype=np.float64)
-    if f0.shape != loud.shape or f0.ndim != 1:
-        raise DX7Error(f"f0 and loudness must be (frames,) arrays of one length, got {f0.shape} and {loud.shape}")
-    floor = loud.max() - 50.0 if silence_db is None else silence_db
-    voiced = (f0 > 0) & (loud > floor)
+    f0, loud, runs = _voiced_runs(f0_hz, loudness_db, silence_db, min_frames)
     notes: list[Note] = []
-    edges = np.flatnonzero(np.diff(np.r_[0, voiced.astype(np.int8), 0]))
-    for a, b in zip(edges[::2], edges[1::2]):
-        if b - a < min_frames:
-            continue
+    for a, b in runs:
         pitch = _median_filter(midi_pitch(f0[a:b]), 5)
         cuts, away = [a], 0
         for t in range(a + min_frames, b - min_frames + 1):

@@ -282,6 +282,34 @@ def test_bad_input(trained, tmp_path):
         export.export_voice(hpn_run, home)
 
 
+def test_check_measures_the_export_against_the_recording_and_the_report_shows_it(trained, run_cli, tmp_path):
+    from ddx7.evaluate import e2e
+
+    home, run_dir, rec = trained
+    r = run_cli("export", str(run_dir), "--mid", tmp_path / "c.mid", "--from", rec / "take0.wav", "--check",
+                "--no-fidelity", "--json", use_home=False, env={"DX7TOOLS_HOME": str(home), "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    check = r.json()["check"]
+    assert set(check["rows"]) == set(e2e.ROWS)
+    for row in check["rows"].values():
+        assert 0 < row["spectral_db"] < 60 and 0 <= row["loudness_db"] < 60
+    saved = json.loads(Path(check["json"]).read_text())
+    assert saved["rows"] == check["rows"] and Path(check["json"]).parent == run_dir / "e2e"
+    for suffix in ("original", "model", "mk1", "dexed", "start"):
+        audio, sr = soundfile.read(run_dir / "e2e" / f"take0-{suffix}.wav")
+        assert sr == 16000 and len(audio) > 16000
+    # the distances are the recording's: the recording against itself is 0, a silent take is far
+    original, _ = soundfile.read(run_dir / "e2e" / "take0-original.wav")
+    assert e2e.multires_distance_db(original, original) == 0.0
+    assert e2e.multires_distance_db(original * 0 + 1e-4 * np.random.default_rng(0).standard_normal(len(original)),
+                                    original) > check["rows"]["mk1"]["spectral_db"]
+    html = (tmp_path / "r.html")
+    r = run_cli("report", str(run_dir), "-o", html, use_home=False, env={"DX7TOOLS_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    text = html.read_text()
+    assert "A DX7 playing the export" in text and text.count("<audio") >= 4 and "mk1 export on a DX7" in text
+
+
 def test_commands_end_to_end(trained, run_cli, tmp_path, dexed):
     home, run_dir, rec = trained
     syx, mid = tmp_path / "v.syx", tmp_path / "p.mid"
