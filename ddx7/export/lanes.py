@@ -9,9 +9,10 @@ and its brightness (through the modulators), if each operator's AMS and output l
 with the lane in mind.
 
 :func:`fit_lane` does that against the model's per-frame operator levels: for each sounding
-operator in turn (two rounds) it tries AMS 0-3 -- with AMS > 0 the operator's output level is
-raised so that the lane, fully open, reaches the loud end (90th percentile) of what the model
-asks of it -- and for every candidate picks, frame by frame, the lane value (0-127) whose levels
+operator in turn (two rounds) it tries AMS 0-3 -- at AMS 0 the operator's output level moves by
+the median of what the model asks more (or less) than the voice gives over the phrase; with AMS
+> 0 it is raised so that the lane, fully open, reaches the loud end (90th percentile) of what the
+model asks of it -- and for every candidate picks, frame by frame, the lane value (0-127) whose levels
 come closest to the model's in dB (all operators together). It keeps what measures best.
 """
 
@@ -46,7 +47,7 @@ class LaneFit:
 
     Attributes:
         ams: (6,) AMP MOD SENSITIVITY per operator (OP1 first).
-        level_shift: (6,) output level steps added to each operator.
+        level_shift: (6,) output level steps added to each operator (negative: lowered).
         lane: (T,) controller value 0-127 per frame (float; NaN where no note sounds).
         rms_db_before: RMS level error (dB, every sounding operator and frame) of the voice alone.
         rms_db_after: the same with the lane and the chosen AMS and levels.
@@ -83,47 +84,57 @@ def _cost(voice, target, ams, shift, depths, weights) -> float:
     return float(np.nanmin(_errors(voice, target, ams, shift, depths, weights), axis=0).sum())
 
 
-def _shift_for(voice: np.ndarray, target: np.ndarray, op: int, ams: int, room: int, depths: np.ndarray) -> int:
-    """Output level steps for ``op`` at ``ams`` so that the open lane reaches the model's loud end."""
-    if ams == 0:
-        return 0
+def _shift_for(voice: np.ndarray, target: np.ndarray, op: int, ams: int, room: tuple[int, int],
+               depths: np.ndarray) -> int:
+    """Output level steps for ``op``: at AMS 0, the median of what the model asks more than the
+    voice gives over the phrase; at AMS > 0, enough for the open lane to reach the model's loud end
+    (90th percentile). Within ``room`` = (lowest, highest) steps the output level allows."""
     ok = np.isfinite(voice[:, op]) & np.isfinite(target[:, op])
     if not ok.any():
         return 0
+    if ams == 0:
+        return int(np.clip(np.round(np.median(target[ok, op] - voice[ok, op]) / LEVEL_STEP), *room))
     open_cut = am_cut(voice[ok, op][:, None], [ams], np.full(ok.sum(), depths[-1]))[:, 0]
     need = np.percentile(target[ok, op] - open_cut, 90) / LEVEL_STEP
-    return int(np.clip(np.ceil(need), 0, room))
+    return int(np.clip(np.ceil(need), *room))
 
 
 def fit_lane(voice_amp: np.ndarray, model_amp: np.ndarray, output_levels, *, rounds: int = 2,
-             stride: int = 2, weights: np.ndarray | None = None, operators=None) -> LaneFit:
+             stride: int = 2, weights: np.ndarray | None = None, operators=None, levels: bool = False) -> LaneFit:
     """Fit AMS, output-level shifts and a controller lane (module notes).
 
     Args:
         voice_amp: (T, 6) amplitude each operator has with the voice alone (its EG, output level,
             velocity and scaling; NaN where no note sounds or the operator is off).
         model_amp: (T, 6) the model's amplitude per operator and frame.
-        output_levels: (6,) the voice's output levels (a shift never takes one above 99).
+        output_levels: (6,) the voice's output levels (a shift keeps them within 20-99, or where
+            they are when below 20, where a level is not one step).
         stride: the search uses every ``stride``-th frame (the final lane uses all).
         weights: (T, 6) or (6,) weight of each operator's squared dB error (default 1).
         operators: the operators (1-6) whose AMS may change (default: every sounding one).
+        levels: also move the output level of operators left at AMS 0 by the median of what the
+            model asks more than the voice gives (else only AMS > 0 operators move).
     """
     voice = _micro(np.asarray(voice_amp, dtype=np.float64))
     voice[~np.isfinite(np.asarray(voice_amp, dtype=np.float64))] = np.nan
     target = _micro(np.asarray(model_amp, dtype=np.float64))
     target[~np.isfinite(voice)] = np.nan
     depths = bias_depths()
-    room = np.maximum(0, 99 - np.asarray(output_levels, dtype=np.int64))
+    room = [(int(20 - lv) if lv > 20 else 0, int(99 - lv))  # one step per level above 20
+            for lv in np.asarray(output_levels, dtype=np.int64)]
     w = np.broadcast_to(np.ones(6) if weights is None else np.asarray(weights, dtype=np.float64), voice.shape)
-    sounding = [k for k in range(6) if np.isfinite(voice[:, k]).any() and (operators is None or k + 1 in operators)]
+    audible = [k for k in range(6) if np.isfinite(voice[:, k]).any()]
+    sounding = [k for k in audible if operators is None or k + 1 in operators]
     sv, st, sw = voice[::stride], target[::stride], w[::stride]
-    ams, shift = np.zeros(6, np.int64), np.zeros(6, np.int64)
+    ams = np.zeros(6, np.int64)
+    shift = np.array([_shift_for(sv, st, k, 0, room[k], depths) if levels and k in audible else 0 for k in range(6)])
     best = _cost(sv, st, ams, shift, depths, sw)
     for _ in range(rounds):
         for k in sounding:
             for a in range(4):
                 trial_ams, trial_shift = ams.copy(), shift.copy()
-                trial_ams[k], trial_shift[k] = a, _shift_for(sv, st, k, a, int(room[k]), depths)
+                trial_ams[k] = a
+                trial_shift[k] = _shift_for(sv, st, k, a, room[k], depths) if a or levels else 0
                 cost = _cost(sv, st, trial_ams, trial_shift, depths, sw)
                 if cost < best - 1e-9:
                     best, ams, shift = cost, trial_ams, trial_shift
