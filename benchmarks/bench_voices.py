@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dx7tools.sysex import read_file  # noqa: E402
+from bench_engine import factory_voices  # noqa: E402 (this folder: the same voices, deduplicated)
 from ddx7.synth.fidelity import long_term_distance_db, spectral_distance_db  # noqa: E402
 from ddx7.synth.preview import render_ddx7, render_dexed  # noqa: E402
 
@@ -54,13 +54,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     folder = Path(os.environ.get("DX7TOOLS_HEXTER_DIR", "/usr/share/hexter"))
-    voices, seen = [], set()
-    for bank in sorted(folder.glob("*.dx7")):
-        for rec in read_file(bank).voices:
-            if rec.voice.content_hash not in seen:
-                seen.add(rec.voice.content_hash)
-                voices.append((bank.name, rec.voice))
-    voices = voices[: args.limit]
+    voices = factory_voices(folder)[: args.limit]
     rows, started = [], time.perf_counter()
     for i, (bank, voice) in enumerate(voices):
         reference = render_dexed(voice, 60, 100, 1.0, tail=0.3)
