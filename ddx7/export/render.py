@@ -95,29 +95,28 @@ def render_midi(voice: Voice, song, *, engine: str = "dx7", receiver: str = "mk1
     return audio, info
 
 
-def render_midi_to_wav(voice: Voice, song, output, **options) -> dict:
-    """:func:`render_midi` written to ``output`` (32-bit float WAV); the dx7 engine streams, so a
-    long .mid needs no more memory than a short one. Nothing is left at ``output`` on error."""
-    if options.get("engine", "dx7") == "dexed":
-        from dx7tools.audio import write_wav
+def render_midi_to_wav(voice: Voice, song, output, *, engine: str = "dx7", sample_rate: int = 44100,
+                       max_tail: float | None = None, **options) -> dict:
+    """:func:`render_midi` written to ``output`` (32-bit float WAV), with the ``peak`` sample in
+    the returned dict. The dx7 engine streams, so a long .mid needs no more memory than a short
+    one; nothing is left at ``output`` on error."""
+    from dx7tools.audio import write_wav
 
-        audio, info = render_midi(voice, song, **options)
-        write_wav(output, audio, options.get("sample_rate", 44100))
-    else:
-        options.pop("engine", None)
-        tail = options.pop("max_tail", None)
-        chunks, info = stream_midi(voice, song, tail=tail, **options)
-        peak = [0.0]
+    if engine != "dx7":
+        audio, info = render_midi(voice, song, engine=engine, sample_rate=sample_rate, max_tail=max_tail, **options)
+        write_wav(output, audio, sample_rate)
+        return {**info, "peak": round(float(np.max(np.abs(audio), initial=0.0)), 6)}
+    chunks, info = stream_midi(voice, song, sample_rate=sample_rate, tail=max_tail, **options)
+    peak = 0.0
 
-        def measured():
-            for c in chunks:
-                peak[0] = max(peak[0], float(np.max(np.abs(c), initial=0.0)))
-                yield c
+    def measured():
+        nonlocal peak
+        for chunk in chunks:
+            peak = max(peak, float(np.max(np.abs(chunk), initial=0.0)))
+            yield chunk
 
-        write_wav_stream(output, measured(), info_rate := options.get("sample_rate", 44100))
-        info["peak"] = round(peak[0], 6)
-        info["sample_rate"] = info_rate
-    return info
+    write_wav_stream(output, measured(), sample_rate)
+    return {**info, "peak": round(peak, 6)}
 
 
 def _render_dexed(voice: Voice, song, *, sample_rate: int, max_tail: float, progress) -> tuple[np.ndarray, dict]:
