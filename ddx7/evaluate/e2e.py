@@ -125,14 +125,14 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
         run: a DDX7 :class:`ddx7.run.Run` (or its folder).
         wav: the recording (16 kHz or resampled).
         voice_export: the run's :class:`ddx7.export.voice.VoiceExport` (fitted once and reused).
-        start_voice: the voice the run was trained from (default: the run's library voice).
+        start_voice: the voice the run was trained from (default: the library's voice of the run's
+            configuration, :func:`ddx7.export.voice.baseline_voice`).
         model_audio: the model's resynthesis of ``wav`` (default: computed).
 
     Returns:
         ``{"rows": {row: {"spectral_db", "loudness_db"}}, "notes", "seconds"}``.
     """
     from dx7tools.performance import write_midi_file
-    from dx7tools.voice import Voice
 
     from ddx7.export.performance import LEAD_IN_SECONDS, export_performance, performance_features
     from ddx7.export.voice import export_voice
@@ -153,7 +153,7 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
             renders[target] = play(voice_export.voice, tmp / f"{target}.mid", target, LEAD_IN_SECONDS, n)
             if target == "mk1":
                 notes = info["notes"]
-                start = start_voice if start_voice is not None else _library_voice(run, home) or Voice.init()
+                start = start_voice if start_voice is not None else _library_voice(run, home)
                 write_midi_file(tmp / "start.mid", variant_events(tmp / "mk1.mid", start))
                 renders["start voice"] = play(start, tmp / "start.mid", "mk1", LEAD_IN_SECONDS, n)
         if model_audio is None:
@@ -165,13 +165,10 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
 
 
 def _library_voice(run, home):
-    """The library voice whose fixed configuration the run was trained with (None if not found)."""
+    """The unfitted voice of the run's fixed configuration (:func:`ddx7.export.voice.baseline_voice`)."""
     from ddx7.export.voice import baseline_voice
 
-    try:
-        return baseline_voice(home, run.fixed_config)[0] if home is not None else None
-    except Exception:  # noqa: BLE001 - a missing library only loses the floor row's own voice
-        return None
+    return baseline_voice(home, run.fixed_config)[0]
 
 
 def _resynth(run, wav, out: Path) -> np.ndarray:
