@@ -20,7 +20,8 @@ def _warn(line: str) -> None:
 
 def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid=None, wav=None, channel: int = 1,
                budget: float = WIRE_BUDGET, breath: bool = False, cc_lanes: bool = False, fidelity: bool = True,
-               target: str | None = None, controller: str = "breath", check: bool = False, stage: Callable[[str], ContextManager] | None = None,
+               target: str | None = None, controller: str = "breath", check: bool = False,
+               stage: Callable[[str], ContextManager] | None = None,
                warn: Callable[[str], None] | None = None) -> dict:
     """Fit a DX7 voice to a DDX7 run; write it as SysEx and/or play ``wav`` as a .mid with it.
 
@@ -55,6 +56,8 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
         raise DX7Error("nothing to export: give --syx OUT.syx and/or --mid OUT.mid --from IN.wav")
     if mid is not None and wav is None:
         raise DX7Error("--mid needs --from IN.wav (the recording to perform)")
+    if check and wav is None:
+        raise DX7Error("--check needs --from IN.wav (the recording to compare with)")
     resolve_target(target, breath, cc_lanes)  # an unknown target fails before any work
     if wav is not None and not Path(wav).exists():
         raise DX7Error("no such file", str(wav))
@@ -81,8 +84,6 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
                                              budget=budget, breath=breath, cc_lanes=cc_lanes, target=target,
                                              controller=controller)
     if check:
-        if wav is None:
-            raise DX7Error("--check needs --from IN.wav (the recording to compare with)")
         from ddx7.evaluate.e2e import save_check
 
         with stage("checking on the DX7 engine"):
