@@ -41,7 +41,7 @@ class FunctionParam:
 FUNCTION_TABLE = (
     FunctionParam("mono_poly", 64, 1, 0, "0 poly (16 voices), 1 mono"),
     FunctionParam("pitch_bend_range", 65, 12, 3, "semitones at full bend"),
-    FunctionParam("pitch_bend_step", 66, 12, 0, "0 smooth, else bend in steps of this many semitones"),
+    FunctionParam("pitch_bend_step", 66, 12, 0, "0 smooth, else 12 // step steps each way over an octave"),
     FunctionParam("portamento_mode", 67, 1, 0, "0 retain (poly) / fingered (mono), 1 follow / full time"),
     FunctionParam("portamento_gliss", 68, 1, 0, "1 glides in semitone steps (glissando)"),
     FunctionParam("portamento_time", 69, 99, 0, "0 off, 99 slowest"),

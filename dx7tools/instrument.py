@@ -35,8 +35,8 @@ What it follows, with the source of each rule (see also ``docs/dexed-engine.md``
   its function range (``trunc(value * range / 100)``) and added to pitch, amplitude and/or EG
   bias by its assign bits, the largest source winning (Dexed ``Controllers::refresh``). Pitch
   bend: ``pitch_bend_range`` semitones at full bend (8191 up is 8191/8192 of it, 0 down exactly
-  all of it), or with ``pitch_bend_step`` s > 0 in steps of s semitones over +-1 octave
-  (Dexed ``Dx7Note::compute``).
+  all of it), or with ``pitch_bend_step`` s > 0 in steps over +-1 octave: 12 // s steps each way,
+  s semitones when s divides 12 (s = 5: steps of 600 cents), as Dexed's ``Dx7Note::compute``.
 * **Portamento** (``portamento_time`` > 0, CC 65 not off): ratio-mode operators glide from the
   last note's pitch at 2100 * 2^(-0.062 i) semitones/s (glissando: 1300 and whole semitones),
   i = time * 127 / 99 (Dexed ``Porta``); PORTAMENTO MODE is not modelled.
@@ -264,6 +264,7 @@ class Instrument:
         elif number == 65:
             self.porta_switch = value >= 64
         elif number == 123:
+            self.held_mono = []                             # every key goes up: mono falls back to none
             for n in list(self.slots):
                 if n is not None and n.keydown:
                     self.note_off(n.midi_note, block)

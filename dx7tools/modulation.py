@@ -24,6 +24,8 @@ from 0.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .audio import FRAME_RATE
@@ -110,22 +112,25 @@ def lfo_wave(wave: int, phase: np.ndarray, cycles: np.ndarray) -> np.ndarray:
     return _sample_and_hold(np.asarray(cycles, dtype=np.int64))
 
 
-def _sample_and_hold(cycles: np.ndarray) -> np.ndarray:
-    """The engine's 8-bit generator (r <- 179 r + 17 mod 256, from 0), one value per cycle."""
-    values, r = [], 0
-    for _ in range(int(cycles.max(initial=0)) + 1):
-        values.append(((r ^ 128) + 1) / 256)
-        r = (179 * r + 17) % 256
-    return np.asarray(values)[cycles]
+SH_PERIOD = 256
+"""The sample-and-hold generator repeats within 256 draws from any state (an affine map modulo 2^8)."""
 
 
-def _sh_draws(r: int, n: int) -> tuple[np.ndarray, int]:
-    """``n`` sample-and-hold values from generator state ``r`` and the state after them."""
-    values = np.empty(n)
-    for i in range(n):
-        values[i] = ((r ^ 128) + 1) / 256
+@functools.lru_cache(maxsize=256)
+def _sh_table(r: int) -> tuple[np.ndarray, np.ndarray]:
+    """From generator state ``r``: the next :data:`SH_PERIOD` values and the state after k draws."""
+    values, states = np.empty(SH_PERIOD), np.empty(SH_PERIOD + 1, dtype=np.int64)
+    states[0] = r
+    for k in range(SH_PERIOD):
+        values[k] = ((r ^ 128) + 1) / 256
         r = (179 * r + 17) % 256
-    return values, r
+        states[k + 1] = r
+    return values, states
+
+
+def _sample_and_hold(cycles: np.ndarray, r: int = 0) -> np.ndarray:
+    """The engine's 8-bit generator (r <- 179 r + 17 mod 256, from ``r``), one value per cycle."""
+    return _sh_table(int(r))[0][np.asarray(cycles, dtype=np.int64) % SH_PERIOD]
 
 
 class LFO:
@@ -146,15 +151,8 @@ class LFO:
         """Move the anchor to ``block`` (phase and generator state as they stand there)."""
         cycles = self.phase + lfo_hz(self.speed) * (block - self.anchor) / self.bps
         whole = int(np.floor(cycles))
-        if whole > 0:
-            self.r = _sh_draws(self.r, whole)[1] if whole < 4096 else self._skip(whole)
+        self.r = int(_sh_table(self.r)[1][whole % SH_PERIOD])
         self.anchor, self.phase = block, cycles - whole
-
-    def _skip(self, n: int) -> int:
-        r = self.r
-        for _ in range(n % 256):                          # the generator's period is 256
-            r = (179 * r + 17) % 256
-        return r
 
     def set_voice(self, voice, block: int) -> None:
         """Take ``voice``'s LFO SPEED, DELAY, WAVE and KEY SYNC from ``block`` on."""
@@ -176,8 +174,7 @@ class LFO:
         cycles = self.phase + lfo_hz(self.speed) * (g - self.anchor + 1) / self.bps
         whole = np.floor(cycles).astype(np.int64)
         if self.wave == 5:
-            draws, _ = _sh_draws(self.r, int(whole.max(initial=0)) + 1)
-            value = draws[whole]
+            value = _sample_and_hold(whole, self.r)
         else:
             value = lfo_wave(self.wave, cycles - whole, whole)
         return value, lfo_delay(self.delay, (g - self.delay_start + 1) / self.bps)
@@ -309,4 +306,4 @@ def amp_mod_gain(voice, amplitudes: np.ndarray, frame_rate: float = FRAME_RATE) 
     octaves = np.maximum(ENGINE_OCTAVES_AT_FULL + np.log2(np.maximum(a, 1e-30)), 0.0)
     ams = [voice[f"op{n}_amp_mod_sensitivity"] for n in range(1, 7)]
     cut = am_cut(octaves, ams, depth)
-    return np.where(cut > 0, np.exp2(cut - octaves), 0.0)
+    return np.where(octaves > 0, np.where(cut > 0, np.exp2(cut - octaves), 0.0), 1.0)

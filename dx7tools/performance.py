@@ -142,8 +142,9 @@ def segment_attacks(f0_hz, loudness_db, *, bend_range: float = 12.0, min_frames:
             lo = window.min()
             dipped = loud[start: max(start, t - 12) + int(np.argmin(window)) + 1].max() - lo > DIP_DB
             reattack = dipped and loud[t] - lo > reattack_db and loud[t] - loud[t - 1] > 1.5
-            if reattack or away >= SETTLE_FRAMES:
-                cuts.append(t - away + 1 if away >= SETTLE_FRAMES else t)
+            cut = t if reattack else t - away + 1
+            if (reattack or away >= SETTLE_FRAMES) and cut - start >= min_frames:
+                cuts.append(cut)
                 away = 0
         cuts.append(b)
         notes += [Note(s, e, int(round(np.median(pitch[s - a: e - a])))) for s, e in zip(cuts[:-1], cuts[1:])]

@@ -23,7 +23,7 @@ _NOTE = re.compile(r"^([A-Ga-g])([#b]?)(-?\d+)$")
 def note_number(text: str) -> int:
     """``"60"`` or ``"C4"`` (C4 = 60, sharps ``#``, flats ``b``) -> a MIDI note 0-127."""
     text = text.strip()
-    if text.lstrip("-").isdigit():
+    if re.fullmatch(r"-?[0-9]+", text):
         n = int(text)
     else:
         m = _NOTE.match(text)

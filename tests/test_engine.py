@@ -621,3 +621,13 @@ def test_attack_to_level_0_waits_as_in_dexed(dexed):
 
     assert onset(reference) == pytest.approx(4410, abs=2 * BLOCK)   # dexed-py: silent for 0.1 s
     assert onset(ours) == pytest.approx(onset(reference), abs=2 * BLOCK)
+
+
+def test_all_notes_off_releases_a_mono_voice_with_keys_held():
+    # instrument.py notes: "CC 123 releases every key" -- in mono too, where two keys are down
+    inst = Instrument(Voice.init(), functions={"mono_poly": 1})
+    inst.receive(bytes([0x90, 60, 100]), 0)
+    inst.receive(bytes([0x90, 64, 100]), 10)
+    inst.receive(bytes([0xB0, 123, 0]), 20)
+    assert not inst.keys_held() and inst.held_mono == []
+    assert not inst.playing(0, 2000)  # INIT VOICE's release (rate 99) is over long before

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dx7tools import function as fn
@@ -40,7 +41,7 @@ def test_settings_fill_in_the_defaults():
 def test_note_names_and_steps():
     assert [note_number(n) for n in ("C4", "A4", "F#3", "Bb5", "C-1", "127")] == [60, 69, 54, 82, 0, 127]
     assert parse_steps("60:100:1.0 C5+E5+G5:90 64") == [([60], 100, 1.0), ([72, 76, 79], 90, 0.5), ([64], 100, 0.5)]
-    for bad in ("H5", "60:0", "60:100:0", "60:1:2:3", "128", ""):
+    for bad in ("H5", "60:0", "60:100:0", "60:1:2:3", "128", "", "\u00b2"):
         with pytest.raises(DX7Error):
             parse_steps(bad)
 
@@ -54,3 +55,17 @@ def test_a_phrase_with_a_sweep_is_time_ordered_with_note_offs_first():
     assert len(sweep) == 64 and sweep[0] == 0 and sweep[-1] == 127 and sweep == sorted(sweep)
     with pytest.raises(DX7Error, match="unknown sweep"):
         phrase_events("60", sweep="volume")
+
+
+def test_attack_segmentation_never_leaves_a_fragment():
+    from dx7tools.performance import segment_attacks
+
+    # a re-attack at frame 50, then the pitch leaves the bend's reach a few frames later
+    f0 = np.full(200, 220.0)
+    f0[56:] = 220.0 * 2 ** (13 / 12)
+    loud = np.full(200, -20.0)
+    loud[44:50] = -30.0
+    for min_frames in (10, 20):
+        notes = segment_attacks(f0, loud, bend_range=12, min_frames=min_frames)
+        assert notes and all(n.end - n.start >= min_frames for n in notes), notes
+        assert all(a.end <= b.start for a, b in zip(notes, notes[1:]))

@@ -118,7 +118,8 @@ def variant_events(mk1_mid: Path, voice, *, lane: bool = False, bends: bool = Tr
     return out
 
 
-def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, model_audio=None) -> dict:
+def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, model_audio=None,
+                 **export_options) -> dict:
     """The end-to-end rows for one recording (module notes).
 
     Args:
@@ -128,6 +129,8 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
         start_voice: the voice the run was trained from (default: the library's voice of the run's
             configuration, :func:`ddx7.export.voice.baseline_voice`).
         model_audio: the model's resynthesis of ``wav`` (default: computed).
+        export_options: ``channel``, ``budget``, ``controller`` of the exports (as
+            :func:`ddx7.export.performance.export_performance` takes them).
 
     Returns:
         ``{"rows": {row: {"spectral_db", "loudness_db"}}, "notes", "seconds"}``.
@@ -149,7 +152,7 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
         tmp = Path(tmp)
         for target in ("mk1", "dexed"):   # each played by its own receiver
             info = export_performance(run, wav, tmp / f"{target}.mid", voice_export=voice_export, target=target,
-                                      features=features)
+                                      features=features, **export_options)
             renders[target] = play(voice_export.voice, tmp / f"{target}.mid", target, LEAD_IN_SECONDS, n)
             if target == "mk1":
                 notes = info["notes"]
@@ -178,8 +181,9 @@ def _resynth(run, wav, out: Path) -> np.ndarray:
     return read_audio(out)[0].astype(np.float64)
 
 
-def save_check(run, wav, *, home=None, voice_export=None) -> dict:
-    """:func:`compare_take` for ``wav``, kept in the run folder for the report: ``e2e/STEM.json``
+def save_check(run, wav, *, home=None, voice_export=None, **export_options) -> dict:
+    """:func:`compare_take` for ``wav`` (with the export's ``export_options``), kept in the run
+    folder for the report: ``e2e/STEM.json``
     (the rows) and ``e2e/STEM-{original,model,mk1,dexed,start}.wav`` (16 kHz).
 
     Returns:
@@ -193,7 +197,7 @@ def save_check(run, wav, *, home=None, voice_export=None) -> dict:
     from ddx7.run import Run
 
     run = run if isinstance(run, Run) else Run.at(run)
-    result = compare_take(run, wav, home=home, voice_export=voice_export)
+    result = compare_take(run, wav, home=home, voice_export=voice_export, **export_options)
     folder = run.path / "e2e"
     folder.mkdir(exist_ok=True)
     stem = Path(wav).stem

@@ -120,7 +120,7 @@ def fit_lane(voice_amp: np.ndarray, model_amp: np.ndarray, output_levels, *, rou
     target = _micro(np.asarray(model_amp, dtype=np.float64))
     target[~np.isfinite(voice)] = np.nan
     depths = bias_depths()
-    room = [(int(20 - lv) if lv > 20 else 0, int(99 - lv))  # one step per level above 20
+    room = [(int(20 - lv), int(99 - lv)) if lv >= 20 else (0, 0)  # one step per level from 20 up
             for lv in np.asarray(output_levels, dtype=np.int64)]
     w = np.broadcast_to(np.ones(6) if weights is None else np.asarray(weights, dtype=np.float64), voice.shape)
     audible = [k for k in range(6) if np.isfinite(voice[:, k]).any()]

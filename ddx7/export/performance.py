@@ -323,6 +323,11 @@ def resolve_target(target: str | None, breath: bool = False, cc_lanes: bool = Fa
         return "cc" if cc_lanes else "dexed" if breath else "mk1"
     if target not in TARGETS:
         raise DX7Error(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if cc_lanes and target != "cc":
+        raise DX7Error(f"--cc-lanes is --target cc; it does not go with --target {target}")
+    if breath and target == "mk1":
+        raise DX7Error("--breath is a variant of --target dexed; --target mk1 has its own controller lane "
+                       "(--controller)")
     return target
 
 

@@ -9,6 +9,7 @@ from typing import Callable, ContextManager
 
 from dx7tools.errors import DX7Error, MissingExtra
 
+from ddx7.export.mk1 import CONTROLLERS
 from ddx7.export.performance import WIRE_BUDGET, export_performance, resolve_target
 from ddx7.export.voice import POOR_FIT_DB, baseline_voice, export_voice, fidelity as voice_fidelity, write_voice
 from ddx7.run import Run
@@ -58,7 +59,9 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
         raise DX7Error("--mid needs --from IN.wav (the recording to perform)")
     if check and wav is None:
         raise DX7Error("--check needs --from IN.wav (the recording to compare with)")
-    resolve_target(target, breath, cc_lanes)  # an unknown target fails before any work
+    resolve_target(target, breath, cc_lanes)  # an unknown target or controller fails before any work
+    if controller not in CONTROLLERS:
+        raise DX7Error(f"unknown controller {controller!r}; choose one of {', '.join(CONTROLLERS)}")
     if wav is not None and not Path(wav).exists():
         raise DX7Error("no such file", str(wav))
     for out_path in (syx, mid):
@@ -87,7 +90,8 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
         from ddx7.evaluate.e2e import save_check
 
         with stage("checking on the DX7 engine"):
-            info["check"] = save_check(run, wav, home=home, voice_export=voice_export)
+            info["check"] = save_check(run, wav, home=home, voice_export=voice_export, channel=channel,
+                                       budget=budget, controller=controller)
     return info
 
 

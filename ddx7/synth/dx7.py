@@ -146,6 +146,9 @@ class DX7:
         if _needs_flush(data) and self._pending:
             raise DX7Error("internal: pending controls before a note-on")  # pragma: no cover
         kind = self.instrument.receive(data, self.block)
+        if data[0] & 0xF0 == 0xB0 and len(data) > 2 and data[1] == 120:   # all sound off: nothing carries over
+            self.prev_amp[:] = 0.0
+            self.memory.zero_()
         if kind == "note" and self.instrument.last_slot is not None:
             self._fresh.add(self.instrument.last_slot)
         for slot in self.instrument.take_resets():
