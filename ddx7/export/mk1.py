@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from dx7tools import performance as perf
-from dx7tools.audio import FRAME_RATE
 from dx7tools.errors import DX7Error
 from dx7tools.function import ASSIGN_EG_BIAS
 from dx7tools.midi import Event
@@ -83,24 +82,16 @@ def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int
         DX7Error: no voiced frames or no notes; notes and bends alone over ``budget``; unknown
             ``controller``.
     """
-    from ddx7.export.performance import (LEAD_IN_SECONDS, PerformancePlan, bend_events, note_events,
-                                         note_velocities, stream_figures, wanted_output_levels)
+    from ddx7.export.performance import (LEAD_IN_SECONDS, PerformancePlan, bend_events, note_events, phrase,
+                                         stream_figures, wanted_output_levels)
 
     if controller not in CONTROLLERS:
         raise DX7Error(f"unknown controller {controller!r}; choose one of {', '.join(CONTROLLERS)}")
     run = ddx7_run(run)
-    f0, loud = np.asarray(f0_hz), np.asarray(loudness_db)
-    if not np.any(f0 > 0):
-        raise DX7Error("no voiced frames: nothing to play (is it silence, noise or unpitched?)", source)
-    notes = perf.segment_attacks(f0, loud, bend_range=BEND_RANGE)
-    if not notes:
-        raise DX7Error("no notes found: the voiced parts are all shorter than 40 ms", source)
-    with torch.no_grad():
-        index = run.model().controls(torch.from_numpy(f0)[None], torch.from_numpy(loud)[None])
-    amp = index[0].double().numpy() / 2.0
-    wanted_amp = np.vstack([amp[:1], amp[:-1]])   # the level at frame i's start is frame i - 1's
-    times = LEAD_IN_SECONDS + np.arange(len(f0)) / FRAME_RATE
-    velocities = note_velocities(notes, loud, voice_export.stats)
+    ph = phrase(run, voice_export, f0_hz, loudness_db,
+                lambda f0, loud: perf.segment_attacks(f0, loud, bend_range=BEND_RANGE), "40 ms", source)
+    f0, loud, notes, velocities = ph.f0, ph.loudness, ph.notes, ph.velocities
+    wanted_amp, times = ph.wanted_amp, ph.times
 
     base = voice_export.voice.replace(**{f"op{k}_amp_mod_sensitivity": 0 for k in range(1, 7)}, lfo_amp_mod_depth=0)
     _, voice_amp = wanted_output_levels(base, notes, velocities, wanted_amp)
@@ -156,17 +147,12 @@ def _lane_candidates(voice: Voice) -> dict:
 def _stream(voice: Voice, fit, mandatory: list, controller: str, channel: int, budget: float, times, frames: int):
     """The whole event list (set-up, notes, bends, the thinned lane) and the lanes, or a DX7Error
     when the notes and bends alone exceed ``budget``."""
-    from dx7tools.midi import WIRE_BYTES_PER_SECOND, sort_events
+    from dx7tools.midi import sort_events
 
-    from ddx7.export.performance import LEAD_IN_SECONDS
+    from ddx7.export.performance import wire_budget
 
     fixed = setup_events(voice, controller, channel) + mandatory
-    wire = perf.WireBudget(frames + int(LEAD_IN_SECONDS * FRAME_RATE) + 2, FRAME_RATE, budget)
-    for e in fixed:
-        wire.add(e.time, e.data)
-    if wire.worst()["bytes per 1 s"] > 1.0:
-        raise DX7Error(f"the notes and pitch bends alone need more than {budget:.0f} bytes in one second "
-                       f"(raise --budget, at most {WIRE_BYTES_PER_SECOND:.0f})")
+    wire = wire_budget(fixed, frames, budget)
     lanes = [perf.Lane(controller, fit.lane, lane_message(controller, channel), 0, 127, LANE_STEP, LANE_WEIGHT)] \
         if np.any(fit.ams > 0) else []
     return sort_events(fixed + perf.thin_lanes(lanes, wire, times, {})), lanes

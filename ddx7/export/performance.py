@@ -292,6 +292,61 @@ def controllers(voice: Voice, sysex_ops: list[int], modulators: list[int], breat
     return used, cc_map
 
 
+# -- shared by every target -------------------------------------------------------------------------
+@dataclass
+class Phrase:
+    """A recording ready to plan, whatever the target.
+
+    Attributes:
+        f0, loudness: (T,) the features; notes: the notes found; velocities: one per note.
+        wanted_amp: (T, 6) the model's amplitude per operator at each frame's start.
+        times: (T,) seconds at which each frame plays in the file (after :data:`LEAD_IN_SECONDS`).
+    """
+
+    f0: np.ndarray
+    loudness: np.ndarray
+    notes: list
+    velocities: list
+    wanted_amp: np.ndarray
+    times: np.ndarray
+
+
+def phrase(run: Run, voice_export: VoiceExport, f0_hz, loudness_db, segment, shortest: str,
+           source: str | None = None) -> Phrase:
+    """Notes (``segment(f0, loudness)``), velocities and the model's levels of a recording.
+
+    Raises:
+        DX7Error: no voiced frames, or no notes (``shortest``: the segmenter's shortest note).
+    """
+    f0, loud = np.asarray(f0_hz), np.asarray(loudness_db)
+    if not np.any(f0 > 0):
+        raise DX7Error("no voiced frames: nothing to play (is it silence, noise or unpitched?)", source)
+    notes = segment(f0, loud)
+    if not notes:
+        raise DX7Error(f"no notes found: the voiced parts are all shorter than {shortest}", source)
+    with torch.no_grad():
+        index = run.model().controls(torch.from_numpy(f0)[None], torch.from_numpy(loud)[None])
+    amp = index[0].double().numpy() / 2.0  # (T, 6); frame i is reached at the end of frame i ...
+    wanted_amp = np.vstack([amp[:1], amp[:-1]])  # ... so the level at frame i's start is frame i - 1's
+    times = LEAD_IN_SECONDS + np.arange(len(f0)) / FRAME_RATE
+    return Phrase(f0, loud, notes, note_velocities(notes, loud, voice_export.stats), wanted_amp, times)
+
+
+def wire_budget(mandatory: list[Event], frames: int, budget: float) -> perf.WireBudget:
+    """A :class:`dx7tools.performance.WireBudget` holding ``mandatory`` (set-up, notes, bends).
+
+    Raises:
+        DX7Error: those alone need more than ``budget`` bytes in one second.
+    """
+    wire = perf.WireBudget(frames + int(LEAD_IN_SECONDS * FRAME_RATE) + 2, FRAME_RATE, budget)
+    for e in mandatory:
+        wire.add(e.time, e.data)
+    if wire.worst()["bytes per 1 s"] > 1.0:
+        raise DX7Error(f"the notes and pitch bends alone need more than {budget:.0f} bytes in one second "
+                       f"(raise --budget, at most {WIRE_BYTES_PER_SECOND:.0f})")
+    return wire
+
+
 # -- the whole --------------------------------------------------------------------------------------
 @dataclass
 class PerformancePlan:
@@ -352,28 +407,12 @@ def plan_performance(run: Run | str | Path, voice_export: VoiceExport, f0_hz, lo
                         controller=controller, source=source)
     cc_lanes = cc_lanes or target == "cc"
     run = ddx7_run(run)
-    f0, loud = np.asarray(f0_hz), np.asarray(loudness_db)
-    if not np.any(f0 > 0):
-        raise DX7Error("no voiced frames: nothing to play (is it silence, noise or unpitched?)", source)
-    notes = perf.segment_notes(f0, loud)
-    if not notes:
-        raise DX7Error("no notes found: the voiced parts are all shorter than 24 ms", source)
-    with torch.no_grad():
-        index = run.model().controls(torch.from_numpy(f0)[None], torch.from_numpy(loud)[None])
-    amp = index[0].double().numpy() / 2.0  # (T, 6); frame i is reached at the end of frame i ...
-    wanted_amp = np.vstack([amp[:1], amp[:-1]])  # ... so the level at frame i's start is frame i - 1's
+    ph = phrase(run, voice_export, f0_hz, loudness_db, perf.segment_notes, "24 ms", source)
+    f0, notes, velocities, wanted_amp, times = ph.f0, ph.notes, ph.velocities, ph.wanted_amp, ph.times
     voice, modulators = performance_voice(voice_export.voice, breath)
-    times = LEAD_IN_SECONDS + np.arange(len(f0)) / FRAME_RATE
-    velocities = note_velocities(notes, loud, voice_export.stats)
-
     mandatory = (setup_events(voice, channel, breath) + note_events(notes, velocities, times, channel)
                  + bend_events(notes, perf.midi_pitch(f0), times, channel))
-    wire = perf.WireBudget(len(f0) + int(LEAD_IN_SECONDS * FRAME_RATE) + 2, FRAME_RATE, budget)
-    for e in mandatory:
-        wire.add(e.time, e.data)
-    if wire.worst()["bytes per 1 s"] > 1.0:
-        raise DX7Error(f"the notes and pitch bends alone need more than {budget:.0f} bytes in one second "
-                       f"(raise --budget, at most {WIRE_BYTES_PER_SECOND:.0f})")
+    wire = wire_budget(mandatory, len(f0), budget)
 
     wanted_ol, voice_amp = wanted_output_levels(voice, notes, velocities, wanted_amp)
     sysex_ops = [k for k in range(1, 7) if voice[f"op{k}_output_level"] > 0 and not (breath and k in modulators)]
