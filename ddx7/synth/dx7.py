@@ -124,7 +124,7 @@ class DX7:
         self.prev_amp = np.zeros((VOICES, 6))
         self.prev_freq = np.zeros((VOICES, 6))
         self._fresh: set[int] = set()
-        self._pending: list[tuple[int, int, list]] = []    # (start block, blocks, SlotControls)
+        self._pending: list[tuple[int, list]] = []    # (blocks, SlotControls) per span since the last render
         self._pending_blocks = self._pending_work = 0
         self.summary: dict = {}
 
@@ -204,7 +204,7 @@ class DX7:
             room = max(1, (CHUNK_SLOT_BLOCKS - self._pending_work) // sounding)
             n = min(until - self.block, self.chunk_blocks - self._pending_blocks, room)
             ctrls = self.instrument.controls(self.block, n)
-            self._pending.append((self.block, n, ctrls))
+            self._pending.append((n, ctrls))
             self._pending_blocks += n
             self._pending_work += n * max(1, len(ctrls))
             self.block += n
@@ -215,14 +215,14 @@ class DX7:
 
     def _gather(self) -> tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
         """The pending spans as whole-chunk (blocks, 6) frequency and amplitude arrays per slot."""
-        total = sum(p[1] for p in self._pending)
-        slots = sorted({c.slot for _, _, ctrls in self._pending for c in ctrls})
+        total = sum(n for n, _ in self._pending)
+        slots = sorted({c.slot for _, ctrls in self._pending for c in ctrls})
         out = {}
         for s in slots:
             freq = np.empty((total, 6))
             amp = np.zeros((total, 6))
             pos, last = 0, self.prev_freq[s]
-            for _, n, ctrls in self._pending:
+            for n, ctrls in self._pending:
                 c = next((c for c in ctrls if c.slot == s), None)
                 if c is None:
                     freq[pos: pos + n] = last
