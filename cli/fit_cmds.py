@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
-from .common import HomeOption, JsonOption, err, out, print_json, print_rows, progress_bar, stage_progress
+from .common import HomeOption, JsonOption, err, out, print_json, print_rows, progress_bar, stage_progress, warn
 
 
 _STAGE_LABELS = {"corpus": "building the corpus", "configuration": "choosing the configuration",
@@ -69,20 +69,57 @@ def resynth(
     input_: Annotated[Path, typer.Argument(metavar="IN", help="Any audio file soundfile reads.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="WAV to write (16 kHz, 32-bit float).")],
     block_seconds: Annotated[float, typer.Option("--block-seconds", min=0.1, help="Block length.")] = 10.0,
+    stream: Annotated[bool, typer.Option("--stream", help="Process as a live input: causal features, blocks "
+                                         "of --block samples, timed on one thread (DDX7 runs).")] = False,
+    block: Annotated[int, typer.Option("--block", help="--stream block in samples (64, 128 or 256; any "
+                                       "multiple of 64).")] = 256,
+    op: Annotated[Optional[List[str]], typer.Option("--op", help="Operator level: OP=-6dB (decibels), OP=-6 (DX7 "
+                                                    "output-level steps), OP=off, OP=on. Repeatable.")] = None,
+    ratio: Annotated[Optional[List[str]], typer.Option("--ratio", help="Operator frequency: OP=COARSE or "
+                                                       "OP=COARSE/FINE. Repeatable.")] = None,
+    feedback: Annotated[Optional[int], typer.Option("--feedback", help="FEEDBACK 0-7 instead of the voice's.")] = None,
+    transpose: Annotated[int, typer.Option("--transpose", help="Semitones (model and synth).")] = 0,
+    brightness: Annotated[Optional[str], typer.Option("--brightness", help="Level offset of every modulator: "
+                                                      "-3dB or -3 (output-level steps).")] = None,
+    controls: Annotated[Optional[Path], typer.Option("--controls", help="Standard MIDI File of controller "
+                                                     "changes played over time (CC map: docs/live.md).")] = None,
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
-    """Resynthesise any recording with a trained run, in blocks (Python: ddx7.resynth.resynthesize_file)."""
-    from ddx7.run import run_path
+    """Resynthesise any recording with a trained run, in blocks or streaming, with live DX7 controls
+    (Python: ddx7.resynth.resynthesize_file, ddx7.stream.stream_file)."""
+    from ddx7.live import mapped_ccs, read_controls_mid, settings_controls, timeline_from
     from ddx7.resynth import resynthesize_file
+    from ddx7.run import run_path
+    from ddx7.stream import check_block, stream_file
 
     run_dir = run_path(home, run)
+    if stream:
+        check_block(block)
+    fixed = settings_controls(op=op or (), ratio=ratio or (), feedback=feedback, transpose=transpose,
+                              brightness=brightness)
+    take = read_controls_mid(controls) if controls is not None else None
+    live = timeline_from(fixed, take) if (fixed.describe() or take) else None
+    if take is not None and take.ignored_cc:
+        numbers = ", ".join(map(str, sorted(take.ignored_cc)))
+        warn([f"{controls}: {sum(take.ignored_cc.values())} controller change(s) outside the CC map ignored "
+              f"(CC {numbers}; mapped: {mapped_ccs()})"])
     with progress_bar("resynthesis") as bar:
         task = bar.add_task("resynth", total=1)
-        info = resynthesize_file(run_dir, input_, output, block_seconds=block_seconds,
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+        report = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        if stream:
+            info = stream_file(run_dir, input_, output, block=block, controls=live, progress=report)
+        else:
+            info = resynthesize_file(run_dir, input_, output, block_seconds=block_seconds, controls=live,
+                                     progress=report)
+    info["controls"] = {"settings": fixed.describe(), **({"file": take.report()} if take else {})}
     if json_:
         print_json(info)
+    elif stream:
+        ms = info["block_ms"]
+        out.print(f"wrote {info['seconds']:.1f} s -> {output} (streamed: latency {info['latency_ms']:.0f} ms, block "
+                  f"{info['block_budget_ms']:.0f} ms computed in {ms['median']:.2f} ms median, {ms['p99']:.2f} p99, "
+                  f"{ms['max']:.2f} max on one thread)", highlight=False)
     else:
         out.print(f"wrote {info['seconds']:.1f} s -> {output}", highlight=False)
 

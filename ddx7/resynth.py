@@ -23,6 +23,7 @@ from dx7tools.errors import DX7Error
 from dx7tools.audio import FRAME_RATE, HOP, SAMPLE_RATE
 
 from ddx7.data.examples import confidence_threshold, voiced_f0
+from ddx7.live import LiveSynth
 from ddx7.run import Run
 
 MARGIN = 1024  # samples of context on each side of a block (loudness n_fft / 2; CREPE needs 512)
@@ -77,9 +78,11 @@ def _read(fh, start: int, stop: int, total: int) -> np.ndarray:
     return out
 
 
-def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0,
+def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0, controls=None,
                       progress: Callable[[float, float], None] | None = None) -> dict:
     """Resynthesise ``src`` with the run's best model into ``dst`` (16 kHz float WAV).
+
+    ``controls``: a :class:`ddx7.live.Timeline` of live DX7 settings (DDX7 runs only), or None.
 
     Returns:
         dict with ``seconds`` (audio length), ``frames`` and ``output``.
@@ -95,6 +98,7 @@ def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0,
         raise DX7Error("no such file", str(src))
     if not dst.parent.is_dir():
         raise DX7Error("cannot write: the folder does not exist", str(dst))
+    live = None if controls is None else LiveSynth(model, controls)
     block = max(1, int(block_seconds * SAMPLE_RATE / HOP))
     with tempfile.TemporaryDirectory(prefix="dx7tools-resynth-") as tmp:
         mono = Path(tmp) / "in16k.wav"
@@ -114,7 +118,8 @@ def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0,
                     f0 = voiced_f0(np.asarray(feats["f0_hz"])[sl], np.asarray(feats["confidence"])[sl],
                                    confidence_threshold(cfg))
                     loud = np.asarray(feats["loudness_db"], dtype=np.float32)[sl]
-                    audio, state = model_block(model, torch.from_numpy(f0)[None], torch.from_numpy(loud)[None], state)
+                    audio, state = model_block(model, torch.from_numpy(f0)[None], torch.from_numpy(loud)[None], state,
+                                               live)
                     fout.write(audio[0].numpy()[: max(0, min((k1 - k0) * HOP, total - k0 * HOP))])
                     if progress:
                         progress(k1 / FRAME_RATE, frames / FRAME_RATE)
@@ -125,16 +130,26 @@ def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0,
     return {"seconds": total / SAMPLE_RATE, "frames": frames, "output": str(dst)}
 
 
-def model_block(model, f0: torch.Tensor, loud: torch.Tensor, state: dict | None):
-    """One block of a streaming render: (B, T) features -> (B, T * hop) audio, new state."""
+def model_block(model, f0: torch.Tensor, loud: torch.Tensor, state: dict | None, live: LiveSynth | None = None):
+    """One block of a streaming render: (B, T) features -> (B, T * hop) audio, new state.
+
+    ``live``: live controls over the DDX7 synth (transposition of the f0 the decoder and the
+    synth see, operator levels, frequencies, feedback), frame-exact across blocks."""
     state = dict(state or {})
+    k0 = state.get("frame", 0)
+    state["frame"] = k0 + f0.shape[1]
     if model.kind == "ddx7":
+        if live is not None:
+            f0 = f0 * live.timeline.f0_factors(k0, f0.shape[1]).to(f0.dtype)
         ctx_f0, ctx_loud = state.get("ctx", (f0[:, :0], loud[:, :0]))
         all_f0, all_loud = torch.cat([ctx_f0, f0], 1), torch.cat([ctx_loud, loud], 1)
         index = model.controls(all_f0, all_loud)[:, ctx_f0.shape[1]:]
         c = model.context_frames
         state["ctx"] = (all_f0[:, -c:], all_loud[:, -c:]) if c else (f0[:, :0], loud[:, :0])
-        dry, state["synth"] = model.synth.render(f0, index, state.get("synth"))
+        if live is None:
+            dry, state["synth"] = model.synth.render(f0, index, state.get("synth"))
+        else:
+            dry, state["synth"] = live.render(f0, index, k0, state.get("synth"))
     else:
         amps, bands, state["gru"] = model.controls(f0, loud, state.get("gru"))
         dry, state["harm"] = model.harmonic_block(f0, amps, state.get("harm"))

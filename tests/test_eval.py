@@ -269,7 +269,9 @@ def test_report_is_self_contained_and_complete(own_home, run_cli, tmp_path):
     segments = json.loads((src / "corpora" / "mini" / "manifest.json").read_text())["segments"]
     n_test = min(2, sum(s["split"] == "test" for s in segments))
     assert n_test >= 1
-    assert len(images) == 1 + n_test and len(sounds) == 2 * n_test
+    # loss curves, one figure per excerpt, and the live-controls spectrograms (before/after, two players)
+    assert len(images) == 1 + n_test + 1 and len(sounds) == 2 * n_test + 2
+    assert "<h2>Live controls</h2>" in page and "--brightness -9dB" in page
     for png in images:
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         with Image.open(io.BytesIO(png)) as im:

@@ -14,7 +14,9 @@ Sections (every image a PNG made with matplotlib and every sound a 16-bit WAV, b
 * for a few test excerpts: audio players (original, resynthesis), log-magnitude spectrograms
   of both, f0 and loudness, and (DDX7) the six operators' output levels over the phrase as DX7
   output levels 0-99 (index ``I`` is amplitude ``I / 2``, mapped by
-  :func:`dx7tools.levels.amplitude_to_output_level`).
+  :func:`dx7tools.levels.amplitude_to_output_level`);
+* DDX7: live controls -- the first excerpt's spectrogram as trained and with every modulator
+  9 dB down (``resynth --brightness -9dB``, :mod:`ddx7.live`).
 """
 
 from __future__ import annotations
@@ -143,6 +145,40 @@ def excerpt_figure(original: np.ndarray, resynth: np.ndarray, f0_hz: np.ndarray,
     return _png(fig)
 
 
+LIVE_EXAMPLE = (("brightness_db", None, -9.0),)
+"""The live-controls section's intervention (``--brightness -9dB``: every modulator 9 dB down)."""
+
+
+def live_controls_figure(before: np.ndarray, after: np.ndarray, title: str, change: str) -> str:
+    """Spectrograms of one excerpt resynthesised as trained and with a live control changed."""
+    fig, axes = _figure(9, 4.2, 2, 1, sharex=True)
+    ref = max(float(log_spectrogram(a, hop=SPECTROGRAM_HOP).max()) for a in (before, after))
+    for ax, audio, name in ((axes[0, 0], before, "as trained"), (axes[1, 0], after, change)):
+        ax.imshow(log_spectrogram(audio, hop=SPECTROGRAM_HOP).T, origin="lower", aspect="auto", cmap="magma",
+                  vmin=ref - 80, vmax=ref, extent=(0, len(audio) / SAMPLE_RATE, 0, SAMPLE_RATE / 2000))
+        ax.set_ylabel("kHz")
+        ax.set_title(name, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def _live_html(model, f0: torch.Tensor, loud: torch.Tensor, name: str) -> str:
+    """DDX7: one excerpt before and after :data:`LIVE_EXAMPLE` (see docs/live.md)."""
+    from ddx7.live import Controls, Timeline, render_frames
+
+    after_controls = Controls()
+    for change in LIVE_EXAMPLE:
+        after_controls = after_controls.apply(*change)
+    before = render_frames(model, f0, loud, Timeline())[0].numpy()
+    after = render_frames(model, f0, loud, Timeline(after_controls))[0].numpy()
+    change = "brightness -9 dB (every modulator's level 9 dB down)"
+    image = live_controls_figure(before, after, f"live controls on {name}", change)
+    return (f"<p>What <code>dx7tools resynth RUN IN.wav -o OUT.wav --brightness -9dB</code> does to {html.escape(name)}"
+            f": as trained <audio controls src='{_wav(before)}'></audio> {html.escape(change)} "
+            f"<audio controls src='{_wav(after)}'></audio></p><img alt='live controls' src='{image}'>")
+
+
 def operator_levels(model, f0: torch.Tensor, loudness: torch.Tensor) -> np.ndarray:
     """DDX7: (T, 6) DX7 output levels of the predicted indexes (index I = amplitude I / 2)."""
     from dx7tools.levels import amplitude_to_output_level
@@ -257,7 +293,7 @@ def build_report(home, run, *, excerpts: int = 3, max_seconds: float = 8.0, prog
                          if progress else None)
     chosen = data["test"][:excerpts] or data["valid"][:excerpts]
     split = "test" if data["test"] else "validation"
-    parts = []
+    parts, live = [], ""
     torch.manual_seed(0)
     for i, e in enumerate(chosen):
         n = min(e.frames, int(max_seconds * FRAME_RATE))
@@ -273,6 +309,8 @@ def build_report(home, run, *, excerpts: int = 3, max_seconds: float = 8.0, prog
                      f"<p>original <audio controls src='{_wav(original)}'></audio> "
                      f"resynthesis <audio controls src='{_wav(resynth)}'></audio></p>"
                      f"<img alt='{html.escape(title)}' src='{image}'>")
+        if i == 0 and info["model"] == "ddx7":
+            live = _live_html(model, f0, loud, Path(e.name).name)
         if progress:
             progress("excerpts", i + 1, len(chosen))
     loss = loss_figure(run_dir)
@@ -292,6 +330,7 @@ def build_report(home, run, *, excerpts: int = 3, max_seconds: float = 8.0, prog
             + "<h2>FAD</h2>" + _fad_html(run_dir)
             + "<h2>A DX7 playing the export</h2>" + _e2e_html(run_dir)
             + f"<h2>Excerpts ({split} split)</h2>" + ("".join(parts) or "<p>No excerpts.</p>")
+            + ("<h2>Live controls</h2>" + live if live else "")
             + "<p class='note'>Made by dx7tools report.</p></body></html>")
 
 
