@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test,dexed]'
+	$(BIN)/pip install --quiet -e '.[test,dexed,ray]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -12,10 +12,11 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from dx7tools import DX7Error
 
-from . import corpus_cmds, eval_cmds, export_cmds, fit_cmds, library_cmds, rank_cmds
+from . import corpus_cmds, eval_cmds, export_cmds, fit_cmds, library_cmds, rank_cmds, sweep_cmds
 from .common import err
 
 app = typer.Typer(
@@ -27,7 +28,7 @@ app = typer.Typer(
 )
 
 # The order `dx7tools --help` lists them in (typer lists the corpus group after the commands).
-for module in (library_cmds, fit_cmds, export_cmds, eval_cmds, rank_cmds, corpus_cmds):
+for module in (library_cmds, fit_cmds, sweep_cmds, export_cmds, eval_cmds, rank_cmds, corpus_cmds):
     module.register(app)
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     try:
         app()
     except DX7Error as exc:
-        err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False)   # '[ray]' stays text
         sys.exit(1)
     except OSError as exc:  # disk full, permissions, ...: atomic writes left the previous files intact
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""

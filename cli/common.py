@@ -31,6 +31,9 @@ HomeOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+AddressOption = Annotated[Optional[str], typer.Option("--address", help="Join a running Ray cluster: auto, "
+                                                      "HOST:PORT or ray://HOST:PORT (its workers need this data "
+                                                      "home at the same path; see docs/sweeps.md).")]
 
 
 def print_json(data) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .common import HomeOption, JsonOption, out, print_json, stage_progress
+from .common import AddressOption, HomeOption, JsonOption, out, print_json, stage_progress
 
 EmbeddingOption = Annotated[str, typer.Option("--embedding", help="FAD embedding: crepe-tiny (default, offline) or "
                                               "vggish (needs --weights).")]
@@ -65,6 +65,11 @@ def paper_table_cmd(
     diagonal: DiagonalOption = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for paper-table.md/.csv/.json "
                                                    "(default HOME/paper-table).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per model row (0..N-1): FADs as mean ± "
+                                       "spread (n).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Runs at once, as Ray tasks (one torch thread "
+                                         "each); 1: one after another in this process.")] = 1,
+    address: AddressOption = None,
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -75,7 +80,8 @@ def paper_table_cmd(
     corpora = list(dict.fromkeys([*(corpus or []), *(more or [])])) or ["violin", "flute", "trumpet"]
     with stage_progress() as progress:
         result = paper_table(home, corpora, minutes=minutes, steps=steps, crepe=crepe, embedding=embedding,
-                             weights=weights, diagonal=diagonal, out_dir=output, progress=progress)
+                             weights=weights, diagonal=diagonal, out_dir=output, seeds=seeds, workers=workers,
+                             address=address, progress=progress)
     if json_:
         print_json({k: v for k, v in result.items() if k not in ("markdown", "csv")})
         return

@@ -276,8 +276,8 @@ def test_hexter_roms_import_lists_128_voices_as_dexed_shows(run_cli, hexter_dir,
 
 CLI_DIR = PATCHES.parent / "cli"
 CLI_MODULES = sorted(p.stem for p in CLI_DIR.glob("*.py") if p.stem not in ("__init__", "__main__"))
-HELP_ORDER = ["import", "list", "show", "bank", "preview", "fit", "resynth", "runs", "export", "ports", "send",
-              "render", "play", "eval", "paper-table", "report", "rank", "corpus"]
+HELP_ORDER = ["import", "list", "show", "bank", "preview", "fit", "resynth", "runs", "sweep", "export", "ports",
+              "send", "render", "play", "eval", "paper-table", "report", "rank", "corpus"]
 
 
 def _fresh_import(*modules: str) -> dict:

@@ -21,7 +21,10 @@ Nyquist frequency of 16 kHz audio, so the synth's anti-aliasing gain is exactly 
 whatever the network asks, and only OP2 -> OP1 sounds (the TCN keeps its six outputs, so the
 parameter count is that of the 6-operator model). Runs are named
 ``paper-<corpus>-<row>-<budget>`` (budget ``4m`` for 4 minutes, ``300steps`` for 300 steps),
-so a second call with the same budget reuses them, and an interrupted one resumes.
+so a second call with the same budget reuses them, and an interrupted one resumes. With ``seeds=N``
+every row is trained N times (seed K > 0 named ``...-sK``) and its FAD is the mean ± spread over
+the seeds (:mod:`ddx7.evaluate.spread`); with ``workers`` > 1 or an ``address`` the runs train as
+Ray tasks (:mod:`ddx7.fit.sweep`, :mod:`ddx7.fit.engine`).
 
 The paper's published FADs (URMP recordings, VGGish) are listed beside ours, labelled as a
 different corpus and embedding: compare rankings, not numbers.
@@ -31,8 +34,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,12 @@ from typing import Callable
 
 from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
-from dx7tools.files import atomic_write_bytes
 
 from ddx7 import run as runs
+from ddx7.evaluate import spread
 from ddx7.evaluate.embeddings import DEFAULT_EMBEDDING, Embedder, get_embedding
+from ddx7.fit import engine
+from ddx7.fit.sweep import RunSpec, budget_tag, parse_seeds, require_some, train_specs, write_tables
 
 ProgressFn = Callable[[str, float, float], None]
 
@@ -100,10 +103,6 @@ class PlannedRun:
     name: str
 
 
-def budget_tag(minutes: float | None, steps: int | None) -> str:
-    return f"{steps}steps" if steps is not None else f"{minutes:g}m".replace(".", "p")
-
-
 def plan_runs(home, corpus_name: str, instrument: str | None, minutes: float | None, steps: int | None
               ) -> tuple[list[PlannedRun], list[str]]:
     """The runs the table needs for one corpus, and notes on rows that are skipped."""
@@ -128,45 +127,78 @@ def plan_runs(home, corpus_name: str, instrument: str | None, minutes: float | N
     return plans, notes
 
 
-def _train(home, plan: PlannedRun, corpus_name: str, minutes, steps, crepe: str, data: dict,
-           progress: ProgressFn | None, overrides: dict) -> dict:
-    """Train the planned run (or reuse / resume it); its ``run.json``."""
-    from ddx7.fit import train
+def run_specs(plans: list[PlannedRun], corpus_name: str, seeds: list[int], minutes, steps, crepe: str,
+              overrides: dict) -> list[RunSpec]:
+    """The sweep runs of one corpus's planned rows, one per seed: seed 0 keeps the row's run name
+    (so tables made before seeds existed are reused), seed K is named ``...-sK``."""
+    settings = {"crepe": crepe, "valid_every": min(50, steps) if steps else 50, **overrides}
+    return [RunSpec(plan.name if seed == 0 else f"{plan.name}-s{seed}", corpus_name, plan.model, seed,
+                    config=plan.config.to_dict() if plan.config is not None else None, steps=steps,
+                    minutes=None if steps is not None else minutes, settings=settings, test_audio=False,
+                    row=plan.row)
+            for plan in plans for seed in seeds]
 
-    run_dir = runs.runs_dir(home) / plan.name
-    existing = runs.Run.at(run_dir) if (run_dir / runs.RECORD_FILE).exists() else None
-    info = existing.record if existing is not None else None
-    if existing is not None and existing.finished:
-        same = (existing.kind == plan.model and info["config"].get("crepe") == crepe
-                and (plan.config is None or existing.fixed_config.key == plan.config.key))
-        if not same:
-            raise DX7Error(f"run {plan.name!r} exists with other settings; remove it or use another --home",
-                           str(run_dir))
-        info["reused"] = True
-        return info
-    cfg = runs.FitConfig(corpus=corpus_name, model=plan.model, steps=steps,
-                          minutes=None if steps is not None else minutes, crepe=crepe,
-                          valid_every=min(50, steps) if steps else 50, **overrides)
-    resume = info is not None and (run_dir / runs.CHECKPOINT_FILE).exists()
-    if info is not None and not resume:
-        shutil.rmtree(run_dir)  # a run folder without a checkpoint holds nothing to keep
-    label = f"training {plan.name}"
-    total = steps if steps is not None else minutes * 60.0
 
-    def on_step(ev: dict) -> None:
-        if progress:
-            progress(label, min(ev["step"] if steps is not None else ev["elapsed_s"], total), total)
+@dataclass
+class _Corpus:
+    """What one corpus contributes before training: its planned runs, reference and floor row."""
 
-    train.fit(home, run_dir, cfg, plan.config, resume=resume, progress=on_step, data=data)
-    info = runs.read_record(run_dir)
-    info["reused"] = False
-    return info
+    name: str
+    instrument: str | None
+    specs: list
+    corpus_stats: object
+    floor: dict
+
+
+def _prepare_corpus(home, corpus_name: str, emb: Embedder, *, seeds: list[int], minutes, steps, crepe: str,
+                    diagonal: bool, overrides: dict, notes: list[str], progress: ProgressFn | None) -> _Corpus:
+    from ddx7.data.corpus import open_or_build
+    from ddx7.data.examples import load_examples
+    from ddx7.evaluate.score import corpus_reference, original_row
+
+    corpus, _ = open_or_build(home, corpus_name, progress=(lambda d, t: progress(f"building corpus {corpus_name}", d,
+                                                                                  t)) if progress else None)
+    plans, skipped = plan_runs(home, corpus_name, corpus.instrument, minutes, steps)
+    notes += skipped
+    data = load_examples(home, corpus_name, runs.FitConfig(corpus=corpus_name, crepe=crepe),
+                         progress=(lambda d, t: progress(f"features {corpus_name}", d, t)) if progress else None)
+    if not data["test"]:
+        raise DX7Error(f"corpus {corpus_name!r} has no test segments")
+    corpus_stats, per_segment, _ = corpus_reference(home, corpus_name, emb, diagonal=diagonal, progress=progress)
+    floor = original_row(per_segment, corpus_stats, [e.name for e in data["test"]], emb, corpus_name, diagonal)
+    return _Corpus(corpus_name, corpus.instrument,
+                   run_specs(plans, corpus_name, seeds, minutes, steps, crepe, overrides), corpus_stats, floor)
+
+
+def _model_row(home, prepared: _Corpus, specs: list[RunSpec], results: dict, emb: Embedder, diagonal: bool,
+               progress: ProgressFn | None) -> dict | None:
+    """One table row over the seeds of a planned row: the FAD of each finished run, summarized."""
+    from ddx7.evaluate.score import fad_row, run_stats
+
+    done = [(s, results[s.name]) for s in specs if not results[s.name]["error"]]
+    if not done:
+        return None
+    fads = []
+    for spec, _ in done:
+        stats, _ = run_stats(runs.Run.at(runs.runs_dir(home) / spec.name), home, emb, diagonal=diagonal,
+                             progress=progress)
+        fads.append(fad_row(spec.name, stats, prepared.corpus_stats))
+    info = {**runs.read_record(runs.runs_dir(home) / done[0][0].name),
+            "reused": all(r["status"] == "reused" for _, r in done)}
+    row = _table_row(specs[0].row, {"fad": fads[0]["fad"], "n_frames": fads[0]["n_frames"]}, info,
+                     prepared.instrument)
+    summary = spread.summarize([f["fad"] for f in fads])
+    row.update(fad=summary["mean"], fad_spread=summary["spread"], n=summary["n"], fads=summary["values"],
+               mean=summary["mean"], spread=summary["spread"], seeds=[s.seed for s, _ in done],
+               runs=[s.name for s, _ in done], retried=[s.name for s, r in done if r["retried"]])
+    return row
 
 
 def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float | None = 4.0,
                 steps: int | None = None, crepe: str = "tiny", embedding: str = DEFAULT_EMBEDDING,
                 weights=None, diagonal: bool = False, out_dir=None, embedder: Embedder | None = None,
-                fit_overrides: dict | None = None, progress: ProgressFn | None = None) -> dict:
+                fit_overrides: dict | None = None, seeds: int = 1, workers: int | None = 1,
+                address: str | None = None, progress: ProgressFn | None = None) -> dict:
     """Train/reuse, evaluate and tabulate (see the module notes).
 
     Args:
@@ -177,61 +209,54 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
         embedding, weights, diagonal: the FAD embedding (one for the whole table).
         out_dir: where ``paper-table.md`` / ``.csv`` / ``.json`` go (default ``<home>/paper-table``).
         fit_overrides: other :class:`ddx7.fit.train.FitConfig` fields for new runs (e.g. a smaller batch).
+        seeds: seeds per row (0..N-1); with more than one, each row's FAD is mean ± spread (n).
+        workers, address: how the runs train (:func:`ddx7.fit.sweep.train_specs`): 1 worker and no
+            address, one after another in this process; more, or an address, as Ray tasks.
 
     Returns:
-        ``{"embedding", "embedding_description", "rows": [...], "notes": [...], "markdown", "csv",
-        "files": [...]}``.
-    """
-    from ddx7.data.corpus import open_or_build
-    from ddx7.data.examples import load_examples
-    from ddx7.evaluate.score import corpus_reference, fad_row, original_row, run_stats
+        ``{"embedding", "embedding_description", "rows": [...], "notes": [...], "failed": [...],
+        "markdown", "csv", "files": [...]}``.
 
+    Raises:
+        SweepFailed: every training run failed (nothing is written).
+    """
     if not corpora:
         raise DX7Error("no corpus given")
     if steps is None and not (minutes and minutes > 0):
         raise DX7Error("--minutes must be > 0")
+    seed_list = parse_seeds(seeds)
     emb = embedder if embedder is not None else get_embedding(embedding, weights=weights)
-    rows: list[dict] = []
     notes: list[str] = []
     started = time.perf_counter()
-    for corpus_name in corpora:
-        corpus, _ = open_or_build(home, corpus_name,
-                                  progress=(lambda d, t: progress(f"building corpus {corpus_name}", d, t))
-                                  if progress else None)
-        instrument = corpus.instrument
-        plans, skipped = plan_runs(home, corpus_name, instrument, minutes, steps)
-        notes += skipped
-        fit_cfg = runs.FitConfig(corpus=corpus_name, crepe=crepe)
-        data = load_examples(home, corpus_name, fit_cfg,
-                                   progress=(lambda d, t: progress(f"features {corpus_name}", d, t))
-                                   if progress else None)
-        if not data["test"]:
-            raise DX7Error(f"corpus {corpus_name!r} has no test segments")
-        corpus_stats, per_segment, _ = corpus_reference(home, corpus_name, emb, diagonal=diagonal, progress=progress)
-        test_files = [e.name for e in data["test"]]
-        base = {"corpus": corpus_name, "instrument": instrument, "embedding": emb.name}
-        floor = original_row(per_segment, corpus_stats, test_files, emb, corpus_name, diagonal)
-        rows.append({**base, **_table_row("original", floor, None, instrument)})
-        for plan in plans:
-            info = _train(home, plan, corpus_name, minutes, steps, crepe, data, progress, fit_overrides or {})
-            stats, _ = run_stats(runs.Run.at(runs.runs_dir(home) / plan.name), home, emb, diagonal=diagonal,
-                                 progress=progress)
-            fad = fad_row(plan.name, stats, corpus_stats)
-            rows.append({**base, **_table_row(plan.row, fad, info, instrument)})
+    with engine.connection(address, workers, on_ray=address is not None and engine.uses_ray(2, address, workers)):
+        prepared = [_prepare_corpus(home, c, emb, seeds=seed_list, minutes=minutes, steps=steps, crepe=crepe,
+                                    diagonal=diagonal, overrides=fit_overrides or {}, notes=notes, progress=progress)
+                    for c in corpora]
+        specs = [spec for p in prepared for spec in p.specs]
+        trained, on_ray = train_specs(home, specs, address=address, workers=workers,
+                                      progress=(lambda stage, d, t, note="": progress("training", d, t))
+                                      if progress else None)
+    failed = require_some(trained)
+    results = {r["run"]: r for r in trained}
+    rows: list[dict] = []
+    for p in prepared:
+        base = {"corpus": p.name, "instrument": p.instrument, "embedding": emb.name}
+        rows.append({**base, **_table_row("original", p.floor, None, p.instrument)})
+        model_rows = [_model_row(home, p, [s for s in p.specs if s.row == row], results, emb, diagonal, progress)
+                      for row in dict.fromkeys(s.row for s in p.specs)]
+        model_rows = [{**base, **r} for r in model_rows if r is not None]
+        spread.mark_against_best(model_rows, group=lambda r: r["corpus"])
+        rows += model_rows
+    notes += [f"{f['run']} failed ({f['attempts']} attempt(s)): {f['error']}" for f in failed]
     result = {"embedding": emb.name, "embedding_description": emb.describe(), "diagonal": diagonal,
               "crepe": crepe, "budget": {"minutes": None if steps is not None else minutes, "steps": steps},
-              "rows": rows, "notes": notes, "seconds": round(time.perf_counter() - started, 1)}
+              "seeds": seed_list, "engine": engine.describe(on_ray, address), "rows": rows, "notes": notes,
+              "failed": failed, "retried": [r["run"] for r in trained if r["retried"]],
+              "seconds": round(time.perf_counter() - started, 1)}
     result["markdown"] = to_markdown(result)
     result["csv"] = to_csv(rows)
     out = Path(out_dir) if out_dir is not None else runs.runs_dir(home).parent / "paper-table"
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, text in (("paper-table.md", result["markdown"]), ("paper-table.csv", result["csv"]),
-                       ("paper-table.json", json.dumps({k: v for k, v in result.items()
-                                                        if k not in ("markdown", "csv")}, indent=2))):
-        atomic_write_bytes(out / name, text.encode())
-        files.append(str(out / name))
-    result["files"] = files
+    result["files"] = write_tables(result, out, "paper-table")
     return result
 
 
@@ -251,7 +276,7 @@ def _table_row(row: str, fad_row: dict, info: dict | None, instrument: str | Non
 
 
 CSV_COLUMNS = ("corpus", "instrument", "row", "label", "run", "model", "voice", "embedding", "fad", "n_frames",
-               "parameters", "steps", "train_minutes", "paper_fad_urmp_vggish")
+               "parameters", "steps", "train_minutes", "paper_fad_urmp_vggish", "n", "fad_spread", "versus_best")
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -266,33 +291,44 @@ def _fmt(value, spec: str = ".3f") -> str:
     return "" if value is None else format(value, spec)
 
 
+def _cell(r: dict, row: str) -> str:
+    """A FAD cell: the value, or mean ± spread (n) and how it stands against the corpus's best model row."""
+    text = spread.format_value(r) if r.get("n", 1) > 1 else _fmt(r["fad"])
+    if r.get("n", 1) > 1 and r.get("versus_best") in (spread.BEST, spread.SAME):
+        text += f", {r['versus_best']}"
+    return text + (f" ({r['voice']})" if row == "ddx7-top" else "")
+
+
 def to_markdown(result: dict) -> str:
     """Our FADs per row and corpus, training cost per run, and the paper's figures, labelled."""
     rows = result["rows"]
     corpora = list(dict.fromkeys(r["corpus"] for r in rows))
     by = {(r["corpus"], r["row"]): r for r in rows}
     present = [row for row in ROWS if any((c, row) in by for c in corpora)]
-    budget = result["budget"]
+    budget, seeds = result["budget"], result.get("seeds", [0])
     spent = f"{budget['steps']} steps" if budget["steps"] else f"{budget['minutes']:g} minutes"
     lines = [f"FAD, lower is better. Embedding: **{result['embedding_description']}**"
              + (" (diagonal covariances)" if result.get("diagonal") else "")
              + f"; training budget {spent} per model on this machine's CPU, features by CREPE {result['crepe']}; "
-             "resynthesised test split vs the complete corpus.", ""]
+             "resynthesised test split vs the complete corpus."
+             + (f" Each model row: mean ± sample standard deviation over seeds {', '.join(map(str, seeds))} (n runs); "
+                f"'{spread.BEST}' is the corpus's lowest mean, '{spread.SAME}' a row within the larger spread of it."
+                if len(seeds) > 1 else ""), ""]
     lines.append("| model | parameters | " + " | ".join(f"{c} FAD" for c in corpora) + " |")
     lines.append("|---|---:|" + "---:|" * len(corpora))
     for row in present:
         params = next((by[(c, row)]["parameters"] for c in corpora if (c, row) in by and by[(c, row)]["parameters"]),
                       None)
         label = LABELS[row]
-        cells = [(_fmt(by[(c, row)]["fad"]) + (f" ({by[(c, row)]['voice']})" if row == "ddx7-top" else ""))
-                 if (c, row) in by else "—" for c in corpora]
+        cells = [_cell(by[(c, row)], row) if (c, row) in by else "—" for c in corpora]
         lines.append(f"| {label} | {_fmt(params, ',') if params else '—'} | " + " | ".join(cells) + " |")
-    lines += ["", "Training per run (steps in the budget, minutes of training):", "",
-              "| corpus | model | run | steps | minutes |", "|---|---|---|---:|---:|"]
+    lines += ["", f"Training per run ({result.get('engine', 'one run after another')}; steps in the budget, "
+              "minutes of training; retried: its worker died and Ray ran it again, resuming from its checkpoint):",
+              "", "| corpus | model | runs | steps | minutes | retried |", "|---|---|---|---:|---:|---|"]
     for r in rows:
         if r["run"]:
-            lines.append(f"| {r['corpus']} | {r['label']} | {r['run']} | {r['steps']} | "
-                         f"{_fmt(r['train_minutes'], '.1f')} |")
+            lines.append(f"| {r['corpus']} | {r['label']} | {', '.join(r.get('runs') or [r['run']])} | {r['steps']} | "
+                         f"{_fmt(r['train_minutes'], '.1f')} | {', '.join(r.get('retried') or []) or '—'} |")
     paper_corpora = [c for c in corpora if any(by.get((c, row), {}).get("paper_fad_urmp_vggish") is not None
                                                 for row in PAPER_FAD)]
     if paper_corpora:

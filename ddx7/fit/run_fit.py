@@ -66,8 +66,9 @@ def _say_feature_cost(home, cfg: runs.FitConfig, say: Callable[[str], None]) -> 
 
 
 def _new_settings(home, corpus: str, *, voice, model, steps, minutes, settings: dict, progress: Progress,
-                  say: Callable[[str], None]):
-    """``(FitConfig, FixedConfig | None, extra record keys)`` of a new run."""
+                  say: Callable[[str], None], fixed_config=None):
+    """``(FitConfig, FixedConfig | None, extra record keys)`` of a new run (``fixed_config``, when
+    given, instead of the one ``voice`` names)."""
     from ddx7.rank.choose import choose_config
 
     unknown = sorted(set(settings) - set(SETTINGS))
@@ -79,6 +80,8 @@ def _new_settings(home, corpus: str, *, voice, model, steps, minutes, settings: 
     instrument = _corpus_instrument(home, corpus, progress, say)
     if model != "ddx7":
         return cfg, None, {}
+    if fixed_config is not None:
+        return cfg, fixed_config, {}
     config, selection, message = choose_config(
         home, corpus, voice, instrument, feedback_cap=cfg.feedback_cap,
         progress=lambda stage, done, total: progress("configuration", done, total, stage))
@@ -91,7 +94,7 @@ def _new_settings(home, corpus: str, *, voice, model, steps, minutes, settings: 
 def fit_run(home, corpus: str, *, voice: str | None = None, model: str = "ddx7", run: str | None = None,
             resume: bool = False, steps: int | None = None, minutes: float | None = None,
             settings: dict | None = None, test_audio: bool = True, progress: Progress | None = None,
-            say: Callable[[str], None] | None = None) -> dict:
+            say: Callable[[str], None] | None = None, fixed_config=None) -> dict:
     """Train a new run on ``corpus`` (or resume ``run``) and resynthesise its test split.
 
     Args:
@@ -106,6 +109,8 @@ def fit_run(home, corpus: str, *, voice: str | None = None, model: str = "ddx7",
         settings: other :class:`ddx7.run.FitConfig` fields (:data:`SETTINGS`), for new runs.
         progress: ``progress(stage, done, total, note)`` (see :data:`Progress`).
         say: called with each line worth telling the user (a corpus built, the selector's pick).
+        fixed_config: a :class:`~dx7tools.fixed_config.FixedConfig` for a new DDX7 run, chosen
+            beforehand (a sweep resolves ``voice`` once for all its seeds); ``voice`` is then only recorded.
 
     Returns:
         ``{"run", "path", "model", "steps", "best_valid_loss", "parameters", "seconds",
@@ -125,7 +130,8 @@ def fit_run(home, corpus: str, *, voice: str | None = None, model: str = "ddx7",
     else:
         runs.start(run_dir, resume=False)
         cfg, config, extra = _new_settings(home, corpus, voice=voice, model=model, steps=steps, minutes=minutes,
-                                           settings=settings or {}, progress=progress, say=say)
+                                           settings=settings or {}, progress=progress, say=say,
+                                           fixed_config=fixed_config)
     if config is not None:
         say(f"fixed configuration: {config.describe()} ({config.name})")
     _say_feature_cost(home, cfg, say)
