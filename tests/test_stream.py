@@ -296,3 +296,15 @@ def test_cli_stream_reports_latency_and_block_times_and_counts_ignored_ccs(run_c
     bad = run_cli("resynth", run_dir, src, "-o", tmp_path / "bad.wav", "--stream", "--block", "100")
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error: --block must be a positive multiple of 64")
     assert not (tmp_path / "bad.wav").exists()
+
+
+def test_cli_offline_with_every_carrier_off_is_silent(run_cli, run_dir, tmp_path):
+    src = tmp_path / "in.wav"
+    soundfile.write(src, glide(0.5), SAMPLE_RATE)
+    carriers = [op for op in range(1, 7) if paper_config("violin").algorithm_spec.carrier_mask[op - 1]]
+    args = [a for op in carriers for a in ("--op", f"{op}=off")]
+    r = run_cli("resynth", run_dir, src, "-o", tmp_path / "off.wav", *args, "--json")
+    assert r.returncode == 0, r.stderr
+    assert r.json()["controls"]["settings"] == {"on": {str(op): False for op in carriers}}
+    out, _ = soundfile.read(tmp_path / "off.wav")
+    assert len(out) == len(glide(0.5)) and np.all(out == 0.0)
