@@ -28,6 +28,7 @@ over that frame by the synth's causal interpolation.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections import Counter
@@ -278,16 +279,15 @@ class Timeline:
         return self._snapshots
 
     def at(self, frame: int) -> Controls:
-        current = self.base
-        for start, c in self._snaps():
-            if start > frame:
-                break
-            current = c
-        return current
+        snaps = self._snaps()
+        i = bisect.bisect_right(snaps, frame, key=lambda snap: snap[0])
+        return snaps[i - 1][1] if i else self.base
 
     def spans(self, k0: int, k1: int) -> list[tuple[int, int, Controls]]:
         """Frames [k0, k1) cut where the controls change: ``(a, b, controls)`` with a, b relative to k0."""
-        cuts = [s for s, _ in self._snaps() if k0 < s < k1]
+        snaps = self._snaps()
+        first = bisect.bisect_right(snaps, k0, key=lambda snap: snap[0])
+        cuts = [s for s, _ in snaps[first: bisect.bisect_left(snaps, k1, key=lambda snap: snap[0])]]
         edges = [k0, *cuts, k1]
         return [(a - k0, b - k0, self.at(a)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 

@@ -97,6 +97,9 @@ def _hold(values: np.ndarray, at: np.ndarray, n: int, previous: float) -> np.nda
     return out
 
 
+_CHUNK = 1024  # frames per loudness batch in a whole-signal run (8 MB of windows)
+
+
 def causal_features(audio: np.ndarray, *, tracker: str = TRACKER, crepe_every: int = CREPE_EVERY) -> dict:
     """The streaming features of a whole signal at once.
 
@@ -112,8 +115,8 @@ def causal_features(audio: np.ndarray, *, tracker: str = TRACKER, crepe_every: i
     frames = np.lib.stride_tricks.sliding_window_view(padded, LOUDNESS_FFT)[::HOP][:t]
     at = _window_starts(0, t, crepe_every)
     f0, conf = crepe_frames(np.ascontiguousarray(frames[at, LOUDNESS_FFT - feat.CREPE_WINDOW:]), tracker)
-    return {"f0_hz": _hold(f0, at, t, 0.0), "confidence": _hold(conf, at, t, 0.0),
-            "loudness_db": loudness_frames(np.ascontiguousarray(frames))}
+    loud = np.concatenate([loudness_frames(frames[i:i + _CHUNK]) for i in range(0, t, _CHUNK)])
+    return {"f0_hz": _hold(f0, at, t, 0.0), "confidence": _hold(conf, at, t, 0.0), "loudness_db": loud}
 
 
 class CausalFeatures:
