@@ -9,8 +9,8 @@ for each test excerpt of its test split, the rows of :func:`ddx7.evaluate.e2e.co
   (c) start    the voice the run was trained from, same notes, velocities and bends (the floor)
   (d) model    the DDX7 model's own resynthesis (the ceiling)
 
-plus an ablation of (a): the fitted voice alone (notes at velocity 100, no bends, no lane), +
-velocities, + bends, + the controller lane (= (a)). Distances: multi-resolution log-spectral (dB)
+plus an ablation of (a) (:data:`ABLATION`): the held-note voice alone, the phrase-fitted voice alone
+(notes at velocity 100, no bends, no lane), + velocities, + bends, + the controller lane (= (a)). Distances: multi-resolution log-spectral (dB)
 and A-weighted loudness envelope (dB RMS), gains matched. Goals: (a) spectral <= 1.1 x (d) and
 <= 0.7 x (c); (a) loudness <= (d) + 1.5 dB. Also: bytes per second of each target's stream and
 the time to export.
@@ -38,10 +38,14 @@ from ddx7.export.performance import LEAD_IN_SECONDS, export_performance, perform
 from ddx7.export.voice import export_voice  # noqa: E402
 from ddx7.run import Run  # noqa: E402
 
-ABLATION = (("voice alone", dict(lane=False, bends=False, velocity=100)),
-            ("+ velocities", dict(lane=False, bends=False)),
-            ("+ bends", dict(lane=False, bends=True)),
-            ("+ lane (= mk1)", dict(lane=True, bends=True)))
+ABLATION = (("held-note voice alone (velocity 100)", dict(voice="held", lane=False, bends=False, velocity=100)),
+            ("phrase-fitted voice alone (velocity 100)", dict(voice="phrase", lane=False, bends=False, velocity=100)),
+            ("+ velocities", dict(voice="phrase", lane=False, bends=False)),
+            ("+ bends", dict(voice="phrase", lane=False, bends=True)),
+            ("+ lane (= mk1)", dict(voice="mk1", lane=True, bends=True)))
+"""The rows of the ablation. ``held``: the voice fitted on synthetic held notes (``export --syx``);
+``phrase``: the voice the mk1 .mid sends with AMS 0 everywhere (its levels as with the lane held
+fully open); ``mk1``: that voice as sent, with its lane."""
 
 
 def ensure_run(home: Path, corpus: str, minutes: float | None) -> Run | None:
@@ -68,8 +72,11 @@ def ablation(run: Run, wav: Path, voice_export, features, reference: np.ndarray)
 
         mk1_voice = next(parse_bytes(e.data).voices[0].voice for e in read_midi_events(mid)
                          if e.data[0] == 0xF0 and message_kind(e.data) == KIND_VOICE)
+        voices = {"held": voice_export.voice, "mk1": mk1_voice,
+                  "phrase": mk1_voice.replace(**{f"op{k}_amp_mod_sensitivity": 0 for k in range(1, 7)})}
         for label, parts in ABLATION:
-            voice = mk1_voice if parts["lane"] else voice_export.voice
+            parts = dict(parts)
+            voice = voices[parts.pop("voice")]
             variant = Path(tmp) / "variant.mid"
             write_midi_file(variant, e2e.variant_events(mid, voice, **parts))
             audio = e2e.play(voice, variant, "mk1", LEAD_IN_SECONDS, len(reference))

@@ -128,3 +128,27 @@ def test_a_target_the_dx7_cannot_draw_still_gets_the_best_valid_settings():
         lo, hi = _RANGES.get(key, (0, params.BY_KEY[f"op1_{key}"].max))
         assert lo <= value <= hi
     apply_fits(Voice.init(), [fit] * 6)  # a valid voice
+
+
+def test_refit_on_a_phrase_recovers_levels_a_held_note_fit_gets_wrong():
+    """A phrase's notes -- each its own pitch, velocity and length, legato ones cut at the next
+    note-on -- drawn by known settings; refitting from settings 20 dB too quiet with the wrong EG
+    comes back within a dB or two, and is never worse than where it started."""
+    from dx7tools.fit_envelope import refit_operator
+
+    truth = {**_defaults(), "output_level": 88, "eg_rate_1": 75, "eg_rate_2": 40, "eg_rate_3": 35, "eg_rate_4": 60,
+             "eg_level_2": 90, "eg_level_3": 84, "velocity_sensitivity": 4}
+    phrase = [(62, 70, 0.6, 0.7), (64, 110, 0.3, 0.3), (67, 95, 1.2, 1.5), (60, 40, 0.4, 0.45), (65, 127, 0.8, 1.0)]
+    targets = []
+    for note, vel, held, until_next in phrase:
+        frames = int(until_next * 250)
+        amp = render_target(truth, NoteTarget(note, vel, held, np.zeros(frames)))
+        targets.append(NoteTarget(note, vel, held, amp))
+    wrong = {**truth, "output_level": 61, "eg_level_3": 50, "eg_rate_1": 30, "velocity_sensitivity": 0}
+    fit = refit_operator(targets, wrong)
+    assert wrong["output_level"] == 61  # the start is not changed in place
+    from dx7tools.fit_envelope import _Cost
+    peak = max(float(np.max(t.amplitude)) for t in targets)
+    before = _Cost(targets, peak * 1e-3)({**_defaults(), **wrong})
+    assert before > 10 and fit.rms_db < 1.5 and fit.rms_db <= before
+    assert abs(fit.values["output_level"] - 88) <= 3 and abs(fit.values["velocity_sensitivity"] - 4) <= 1

@@ -137,7 +137,8 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
     """
     from dx7tools.performance import write_midi_file
 
-    from ddx7.export.performance import LEAD_IN_SECONDS, export_performance, performance_features
+    from ddx7.export.mk1 import plan_mk1_and_dexed
+    from ddx7.export.performance import LEAD_IN_SECONDS, performance_features, write_performance
     from ddx7.export.voice import export_voice
     from ddx7.run import Run
 
@@ -150,15 +151,14 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
     renders = {}
     with tempfile.TemporaryDirectory(prefix="dx7tools-e2e-") as tmp:
         tmp = Path(tmp)
-        for target in ("mk1", "dexed"):   # each played by its own receiver
-            info = export_performance(run, wav, tmp / f"{target}.mid", voice_export=voice_export, target=target,
-                                      features=features, **export_options)
+        plans = plan_mk1_and_dexed(run, voice_export, *features, source=str(wav), **export_options)
+        for target, plan in plans.items():   # each played by its own receiver
+            write_performance(plan, tmp / f"{target}.mid")
             renders[target] = play(voice_export.voice, tmp / f"{target}.mid", target, LEAD_IN_SECONDS, n)
-            if target == "mk1":
-                notes = info["notes"]
-                start = start_voice if start_voice is not None else _library_voice(run, home)
-                write_midi_file(tmp / "start.mid", variant_events(tmp / "mk1.mid", start))
-                renders["start voice"] = play(start, tmp / "start.mid", "mk1", LEAD_IN_SECONDS, n)
+        notes = plans["mk1"].sidecar["notes"]
+        start = start_voice if start_voice is not None else _library_voice(run, home)
+        write_midi_file(tmp / "start.mid", variant_events(tmp / "mk1.mid", start))
+        renders["start voice"] = play(start, tmp / "start.mid", "mk1", LEAD_IN_SECONDS, n)
         if model_audio is None:
             model_audio = _resynth(run, wav, tmp / "model.wav")
     renders["model"] = _padded(model_audio, n)

@@ -152,6 +152,33 @@ def fit_lane(voice_amp: np.ndarray, model_amp: np.ndarray, output_levels, *, rou
     return LaneFit(ams, shift, lane, round(before, 3), round(after, 3))
 
 
+def live_output_levels(voice_amp: np.ndarray, model_amp: np.ndarray, fit: LaneFit, output_levels) -> np.ndarray:
+    """(T, 6) the output level (float 0-99) each operator needs, frame by frame, for the voice with
+    ``fit`` and its lane to sound the model's amplitude -- what a receiver that follows output-level
+    changes live (Dexed) can be sent on top of the lane.
+
+    EG bias scales an operator's level in microsteps by (1 - share) (:func:`dx7tools.modulation.am_cut`),
+    so the level before the cut must be the wanted one divided by that factor; where the lane
+    silences the operator (factor under 5 %) no level helps and the frame is NaN, as between notes.
+
+    Args:
+        voice_amp, model_amp: (T, 6) as given to :func:`fit_lane`.
+        output_levels: (6,) the output levels of the voice the lane was fitted on (before its shifts).
+    """
+    from dx7tools.levels import amplitude_to_output_level, output_level_to_amplitude
+
+    voice = np.asarray(voice_amp, dtype=np.float64)
+    m = _micro(voice) + LEVEL_STEP * fit.level_shift
+    values = np.clip(np.rint(np.nan_to_num(fit.lane, nan=0.0)), 0, 127).astype(np.int64)
+    keep = am_cut(np.ones_like(m), fit.ams, bias_depths()[values])  # (1 - share) per frame and operator
+    target = _micro(np.asarray(model_amp, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        more = np.exp2((target / keep - m) / 256.0)  # amplitude ratio needed before the cut
+    levels = np.clip(np.asarray(output_levels, dtype=np.int64) + fit.level_shift, 0, 99)
+    ol = amplitude_to_output_level(np.clip(np.nan_to_num(more, nan=0.0) * output_level_to_amplitude(levels), 0, 1))
+    return np.where(np.isfinite(voice) & (keep > 0.05), ol, np.nan)
+
+
 def _smooth(lane: np.ndarray, width: int) -> np.ndarray:
     """Median filter over ``width`` frames within each run of finite values."""
     out = lane.copy()

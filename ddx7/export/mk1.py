@@ -21,10 +21,13 @@ No voice parameter changes are sent while a note sounds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from dx7tools import performance as perf
+from dx7tools.audio import FRAME_RATE
 from dx7tools.errors import DX7Error
 from dx7tools.function import ASSIGN_EG_BIAS
 from dx7tools.midi import Event
@@ -74,49 +77,97 @@ def setup_events(voice: Voice, controller: str, channel: int) -> list[Event]:
         for i, (name, value) in enumerate(changes)]
 
 
-def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int = 1, budget: float = 3000.0,
-             controller: str = "breath", source: str | None = None):
-    """The Mark I stream (module notes) as a :class:`ddx7.export.performance.PerformancePlan`.
+@dataclass
+class Mk1Choice:
+    """What :func:`choose_mk1` kept for one phrase: the stream's fixed part and the voice and lane
+    closest to the model, with every candidate's distance (dB)."""
+
+    phrase: object
+    mandatory: list
+    name: str
+    fit: lane_fit.LaneFit
+    voice: Voice
+    base: Voice
+    voice_amp: np.ndarray
+    distances: dict
+    options: dict
+    model_audio: np.ndarray
+
+
+def choose_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int = 1, budget: float = 3000.0,
+               controller: str = "breath", source: str | None = None) -> Mk1Choice:
+    """Notes, velocities and bends of the phrase; the held-note and the phrase-fitted voice
+    (:func:`phrase_voice`), each with the lane fitted four ways (:func:`_lane_candidates`); the
+    candidate whose stream the DX7 engine plays closest to the model's dry render.
 
     Raises:
         DX7Error: no voiced frames or no notes; notes and bends alone over ``budget``; unknown
             ``controller``.
     """
-    from ddx7.export.performance import (LEAD_IN_SECONDS, PerformancePlan, bend_events, note_events, phrase,
-                                         stream_figures, wanted_output_levels)
+    from ddx7.export.performance import bend_events, note_events, phrase, wanted_output_levels
 
     if controller not in CONTROLLERS:
         raise DX7Error(f"unknown controller {controller!r}; choose one of {', '.join(CONTROLLERS)}")
     run = ddx7_run(run)
     ph = phrase(run, voice_export, f0_hz, loudness_db,
                 lambda f0, loud: perf.segment_attacks(f0, loud, bend_range=BEND_RANGE), "40 ms", source)
-    f0, loud, notes, velocities = ph.f0, ph.loudness, ph.notes, ph.velocities
-    wanted_amp, times = ph.wanted_amp, ph.times
-
-    base = voice_export.voice.replace(**{f"op{k}_amp_mod_sensitivity": 0 for k in range(1, 7)}, lfo_amp_mod_depth=0)
-    _, voice_amp = wanted_output_levels(base, notes, velocities, wanted_amp)
-    mandatory = note_events(notes, velocities, times, channel) + bend_events(notes, perf.midi_pitch(f0), times,
-                                                                              channel, BEND_RANGE)
-    model_audio = _model_audio(run, f0, loud)
+    held = voice_export.voice.replace(**{f"op{k}_amp_mod_sensitivity": 0 for k in range(1, 7)}, lfo_amp_mod_depth=0)
+    mandatory = note_events(ph.notes, ph.velocities, ph.times, channel) + bend_events(
+        ph.notes, perf.midi_pitch(ph.f0), ph.times, channel, BEND_RANGE)
+    options = dict(controller=controller, channel=channel, budget=budget)
+    model_audio = _model_audio(run, ph.f0, ph.loudness)
     tried = {}
-    for name, (operators, levels) in _lane_candidates(base).items():
-        fit = lane_fit.fit_lane(voice_amp, wanted_amp, [base[f"op{k}_output_level"] for k in range(1, 7)],
-                                operators=operators, levels=levels)
-        voice = mk1_voice(base, fit)
-        events, lanes = _stream(voice, fit, mandatory, controller, channel, budget, times, len(f0))
-        tried[name] = (_distance_to_model(voice, events, model_audio), fit, voice, events, lanes)
+    for voice_name, base in (("held notes", held), ("phrase", phrase_voice(held, ph))):
+        _, voice_amp = wanted_output_levels(base, ph.notes, ph.velocities, ph.wanted_amp)
+        for lane_name, (operators, levels) in _lane_candidates(base, voice_name == "phrase").items():
+            fit = lane_fit.fit_lane(voice_amp, ph.wanted_amp, [base[f"op{k}_output_level"] for k in range(1, 7)],
+                                    operators=operators, levels=levels)
+            voice = mk1_voice(base, fit)
+            events, _ = _stream(voice, fit, mandatory, ph.times, **options)
+            tried[f"{voice_name}, lane on {lane_name}"] = (_distance_to_model(voice, events, model_audio), fit,
+                                                          voice, base, voice_amp)
     kept = min(tried, key=lambda k: tried[k][0])
-    _, fit, voice, events, lanes = tried[kept]
-    uses_lane = bool(lanes)
-    stream = stream_figures(events, lanes, times, budget)
-    if lanes:
+    _, fit, voice, base, voice_amp = tried[kept]
+    return Mk1Choice(ph, mandatory, kept, fit, voice, base, voice_amp,
+                     {k: round(v[0], 3) for k, v in tried.items()}, options, model_audio)
+
+
+def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int = 1, budget: float = 3000.0,
+             controller: str = "breath", source: str | None = None, live_levels: bool = False,
+             choice: Mk1Choice | None = None):
+    """The Mark I stream (module notes) as a :class:`ddx7.export.performance.PerformancePlan`.
+
+    With ``live_levels`` (the ``dexed`` target) the same stream also carries each sounding
+    operator's OUTPUT LEVEL as parameter changes while notes sound, computed on top of the voice
+    and its lane (:func:`ddx7.export.lanes.live_output_levels`): only Dexed follows them.
+    ``choice``: :func:`choose_mk1`'s, when already made for the same phrase and options.
+
+    Raises:
+        DX7Error: as :func:`choose_mk1`.
+    """
+    from ddx7.export.performance import LEAD_IN_SECONDS, PerformancePlan, stream_figures
+
+    run = ddx7_run(run)
+    c = choice or choose_mk1(run, voice_export, f0_hz, loudness_db, channel=channel, budget=budget,
+                             controller=controller, source=source)
+    ph, fit, voice = c.phrase, c.fit, c.voice
+    events, lanes = _stream(voice, fit, c.mandatory, ph.times, **c.options)
+    live = None
+    if live_levels:
+        events, lanes, live = _live_levels(c, events, lanes)
+    uses_lane = np.any(fit.ams > 0)
+    stream = stream_figures(events, lanes, ph.times, c.options["budget"])
+    if uses_lane:
         ok = np.isfinite(lanes[0].sent) & np.isfinite(lanes[0].wanted)
         stream["lane_rms_values"] = round(float(np.sqrt(np.mean((lanes[0].sent - lanes[0].wanted)[ok] ** 2))), 3) \
             if ok.any() else 0.0
-    sidecar = {"voice": voice.name, "run": run.record.get("name"), "channel": channel, "target": "mk1",
-               "lead_in_seconds": LEAD_IN_SECONDS, "notes": len(notes),
+    controller = c.options["controller"]
+    sidecar = {"voice": voice.name, "run": run.record.get("name"), "channel": c.options["channel"],
+               "target": "dexed" if live_levels else "mk1",
+               "lead_in_seconds": LEAD_IN_SECONDS, "notes": len(ph.notes),
                "velocity_loudness_range_db": list(voice_export.stats.loudness_range),
-               "controllers": {"pitch_bend_range_semitones": BEND_RANGE, "dx7_parameter_changes": [],
+               "controllers": {"pitch_bend_range_semitones": BEND_RANGE,
+                               "dx7_parameter_changes": [lane.name for lane in lanes if lane.name.startswith("op")],
                                "lane": ({"controller": controller, "cc": CONTROLLERS[controller][0],
                                          "function": f"{CONTROLLERS[controller][1]} range {lane_fit.RANGE}, "
                                                      "assign EG BIAS",
@@ -126,36 +177,98 @@ def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int
                "cc_map": {str(CONTROLLERS[controller][0] or "aftertouch"): "dynamics and brightness (EG bias)"}
                if uses_lane else {},
                "level_fit": {"rms_db_voice_alone": fit.rms_db_before, "rms_db_with_lane": fit.rms_db_after,
-                             "lane_on": kept, "distance_to_model_db": {k: round(v[0], 3) for k, v in tried.items()}},
+                             "lane_on": c.name, "distance_to_model_db": c.distances},
                "stream": stream}
-    return PerformancePlan(events, times, lanes, sidecar)
+    if live is not None:
+        sidecar["live_levels"] = live
+    return PerformancePlan(events, ph.times, lanes, sidecar)
 
 
-def _lane_candidates(voice: Voice) -> dict:
+def _live_levels(c: Mk1Choice, events: list, lanes: list) -> tuple[list, list, dict]:
+    """The mk1 stream with live OUTPUT LEVEL changes added, if the Dexed receiver plays it closer
+    to the model than without them, else the mk1 stream as it is; and what was measured.
+
+    Dexed moves an operator towards a new output level at the EG's own rate, not at once
+    (docs/engine.md), so a slow EG lags the changes and they can make it worse: measured, not assumed.
+    """
+    levels = lane_fit.live_output_levels(c.voice_amp, c.phrase.wanted_amp, c.fit,
+                                         [c.base[f"op{k}_output_level"] for k in range(1, 7)])
+    with_levels = _stream(c.voice, c.fit, c.mandatory, c.phrase.times, output_levels=levels, **c.options)
+    without = _distance_to_model(c.voice, events, c.model_audio, "dexed")
+    with_ = _distance_to_model(c.voice, with_levels[0], c.model_audio, "dexed")
+    figures = {"distance_to_model_db": {"with": round(with_, 3), "without": round(without, 3)},
+               "sent": bool(with_ < without)}
+    return (*with_levels, figures) if with_ < without else (events, lanes, figures)
+
+
+def plan_mk1_and_dexed(run, voice_export: VoiceExport, f0_hz, loudness_db, **options) -> dict:
+    """``{"mk1": plan, "dexed": plan}`` from one :func:`choose_mk1` (``options``: its keywords):
+    the dexed stream is the mk1 stream plus the live output levels."""
+    choice = choose_mk1(run, voice_export, f0_hz, loudness_db, **options)
+    return {target: plan_mk1(run, voice_export, None, None, live_levels=target == "dexed", choice=choice)
+            for target in ("mk1", "dexed")}
+
+
+def phrase_voice(voice: Voice, ph) -> Voice:
+    """``voice`` with each sounding operator's output level, EG, velocity sensitivity and keyboard
+    level scaling refitted (:func:`dx7tools.fit_envelope.refit_operator`) to the model's levels on
+    the phrase's own notes -- each note's frames from its note-on to the next note-on (its release
+    included), at its pitch, velocity and length.
+
+    The held-note voice is fitted on synthetic notes the model never heard in training; on real
+    phrases its levels were measured 15-34 dB below what the model asks (violin, operator medians),
+    and refitted on the phrase within 1-3 dB.
+    """
+    from dx7tools.fit_envelope import FITTED_KEYS, NoteTarget, OperatorFit, apply_fits, refit_operator
+
+    ends = [n.start for n in ph.notes[1:]] + [len(ph.f0)]
+    fits = []
+    for k in range(1, 7):
+        if voice[f"op{k}_output_level"] == 0:
+            fits.append(OperatorFit({"output_level": 0}, 0.0))
+            continue
+        targets = [NoteTarget(int(n.pitch), int(vel), (n.end - n.start) / FRAME_RATE,
+                              ph.wanted_amp[n.start:max(end, n.end + 1), k - 1].copy())
+                   for n, vel, end in zip(ph.notes, ph.velocities, ends)]
+        fits.append(refit_operator(targets, {key: voice[f"op{k}_{key}"] for key in FITTED_KEYS}))
+    return apply_fits(voice, fits)
+
+
+def _lane_candidates(voice: Voice, every: bool = True) -> dict:
     """What the lane fit may change, by name: ``(operators whose AMS may change (None: all),
     whether operators at AMS 0 may move their output level)``. The lane on the carriers shapes the
     dynamics; on every operator also the brightness; with levels, the voice's static balance
     follows the phrase. Which plays closer to the model differs by run (measured: a 37-step violin
-    model kept the carriers alone, 8.6 dB against 9.6 for all operators), so all are tried."""
+    model kept the carriers alone, 8.6 dB against 9.6 for all operators), so all are tried
+    (``every``), else only the first. The held-note voice gets only the first: with the phrase
+    voice beside it, its other three were never kept and cost an engine render each."""
     from dx7tools.algorithms import get_algorithm
 
     carriers = set(get_algorithm(voice.algorithm).carriers)
-    return {"carriers": (carriers, False), "carriers and levels": (carriers, True),
+    ways = {"carriers": (carriers, False), "carriers and levels": (carriers, True),
             "all operators": (None, False), "all operators and levels": (None, True)}
+    return ways if every else dict(list(ways.items())[:1])
 
 
-def _stream(voice: Voice, fit, mandatory: list, controller: str, channel: int, budget: float, times, frames: int):
-    """The whole event list (set-up, notes, bends, the thinned lane) and the lanes, or a DX7Error
-    when the notes and bends alone exceed ``budget``."""
+def _stream(voice: Voice, fit, mandatory: list, times, *, controller: str, channel: int, budget: float,
+            output_levels: np.ndarray | None = None):
+    """The whole event list (set-up, notes, bends, the thinned lanes) and the lanes, or a DX7Error
+    when the notes and bends alone exceed ``budget``. ``output_levels`` (T, 6): also a live
+    OUTPUT LEVEL lane per sounding operator (Dexed only)."""
     from dx7tools.midi import sort_events
 
-    from ddx7.export.performance import wire_budget
+    from ddx7.export.performance import automation_lanes, wire_budget
 
     fixed = setup_events(voice, controller, channel) + mandatory
-    wire = wire_budget(fixed, frames, budget)
+    wire = wire_budget(fixed, len(times), budget)
     lanes = [perf.Lane(controller, fit.lane, lane_message(controller, channel), 0, 127, LANE_STEP, LANE_WEIGHT)] \
         if np.any(fit.ams > 0) else []
-    return sort_events(fixed + perf.thin_lanes(lanes, wire, times, {})), lanes
+    initial = {}
+    if output_levels is not None:
+        ops = [k for k in range(1, 7) if voice[f"op{k}_output_level"] > 0]
+        lanes += automation_lanes(voice, output_levels, None, ops, channel, False)
+        initial = {f"op{k}_output_level": voice[f"op{k}_output_level"] for k in range(1, 7)}
+    return sort_events(fixed + perf.thin_lanes(lanes, wire, times, initial)), lanes
 
 
 def _model_audio(run, f0: np.ndarray, loud: np.ndarray) -> np.ndarray:
@@ -166,14 +279,15 @@ def _model_audio(run, f0: np.ndarray, loud: np.ndarray) -> np.ndarray:
         return model.synth(f0_t, model.controls(f0_t, loud_t))[0].double().numpy()
 
 
-def _distance_to_model(voice: Voice, events: list, model_audio: np.ndarray) -> float:
-    """How far the DX7 engine playing ``events`` is from the model's render (multi-resolution dB)."""
+def _distance_to_model(voice: Voice, events: list, model_audio: np.ndarray, receiver: str = "mk1") -> float:
+    """How far the DX7 engine (``receiver``) playing ``events`` is from the model's render
+    (multi-resolution dB)."""
     from dx7tools.audio import SAMPLE_RATE
 
     from ddx7.evaluate.e2e import multires_distance_db
     from ddx7.export.performance import LEAD_IN_SECONDS
     from ddx7.synth.dx7 import DX7
 
-    audio = DX7(voice, sample_rate=SAMPLE_RATE).render(events, tail=0.5)
+    audio = DX7(voice, sample_rate=SAMPLE_RATE, receiver=receiver).render(events, tail=0.5)
     start = int(round(LEAD_IN_SECONDS * SAMPLE_RATE))
     return multires_distance_db(audio[start: start + len(model_audio)].astype(np.float64), model_audio)

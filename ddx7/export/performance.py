@@ -400,11 +400,11 @@ def plan_performance(run: Run | str | Path, voice_export: VoiceExport, f0_hz, lo
     from dx7tools.midi import sort_events
 
     target = resolve_target(target, breath, cc_lanes)
-    if target == "mk1":
+    if target == "mk1" or (target == "dexed" and not breath):
         from ddx7.export.mk1 import plan_mk1
 
         return plan_mk1(run, voice_export, f0_hz, loudness_db, channel=channel, budget=budget,
-                        controller=controller, source=source)
+                        controller=controller, source=source, live_levels=target == "dexed")
     cc_lanes = cc_lanes or target == "cc"
     run = ddx7_run(run)
     ph = phrase(run, voice_export, f0_hz, loudness_db, perf.segment_notes, "24 ms", source)
