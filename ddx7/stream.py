@@ -242,8 +242,11 @@ def _ddx7_model(run_or_model):
 
 
 def _threshold(run_or_model, tracker: str) -> float:
+    """The voicing threshold: the run's own if it was trained with this CREPE model, else the
+    model's default (a threshold set for CREPE full means little for tiny's lower confidences)."""
     cfg = run_or_model.record.get("config", {}) if hasattr(run_or_model, "record") else {}
-    return cfg.get("confidence") if cfg.get("confidence") is not None else CONFIDENCE[tracker]
+    own = cfg.get("confidence") if cfg.get("crepe", "full") == tracker else None
+    return own if own is not None else CONFIDENCE[tracker]
 
 
 class Streamer:
