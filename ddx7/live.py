@@ -124,10 +124,16 @@ def _number(low: float, high: float, what: str, whole: bool = False) -> Callable
     return check
 
 
+def _switch(value) -> bool:
+    if isinstance(value, (bool, np.bool_)) or value in (0, 1):
+        return bool(value)
+    raise DX7Error(f"an operator is on (True) or off (False), got {value!r}")
+
+
 PER_OPERATOR = ("level_db", "on", "coarse", "fine")
 _CHECKS: dict[str, Callable] = {
     "level_db": _number(-LEVEL_LIMIT_DB, LEVEL_LIMIT_DB, "a level offset (dB)"),
-    "on": lambda v: bool(v),
+    "on": _switch,
     "coarse": _number(0, 31, "FREQ COARSE", whole=True),
     "fine": _number(0, 99, "FREQ FINE", whole=True),
     "feedback": _number(0, 7, "FEEDBACK", whole=True),

@@ -254,6 +254,10 @@ def test_docs_hold_the_cc_map_and_bad_settings_name_the_problem():
                       ({"feedback": 8}, "FEEDBACK"), ({"transpose": 60}, "transpose")]:
         with pytest.raises(DX7Error, match=match):
             settings_controls(**kw)
+    with pytest.raises(DX7Error, match="on .True. or off"):
+        Controls().apply("on", 2, "off")
+    with pytest.raises(DX7Error, match="unknown live control"):
+        Controls().apply("volume", None, 1)
 
 
 # -- the command line ----------------------------------------------------------------------------------
