@@ -106,8 +106,12 @@ def test_controls_set_between_blocks_equal_a_timeline_at_that_frame(violin):
 
 
 def test_bad_blocks_rates_silence_and_nan(violin):
+    from ddx7.fit.models import HpN
+
     with pytest.raises(DX7Error, match="positive multiple of 64"):
         Streamer(violin, block=100)
+    with pytest.raises(DX7Error, match="needs a DDX7 run"):
+        Streamer(HpN().eval())
     s = Streamer(violin, block=128)
     with pytest.raises(DX7Error, match="blocks of 128 samples"):
         s.process(np.zeros(64, np.float32))
