@@ -10,7 +10,9 @@
    (centred windows, CREPE every frame), the causal pipeline with CREPE every 1, 4 and 8 frames;
    and the causal f0 against the offline f0 (share of frames voiced in both within 10 / 50 cents,
    voicing agreement).
-3. The offline path's speed on one thread: decoder + synth + reverb on ready features, x real time.
+3. Where a 256-sample block's time goes: each stage's best of 200 calls, and whole blocks with
+   and without a CREPE window (the cost when nothing else wants the CPU).
+4. The offline path's speed on one thread: decoder + synth + reverb on ready features, x real time.
 
 The machine's load average is printed before and after (timings on a shared machine vary;
 compare rows of one run).
@@ -99,6 +101,45 @@ def block_times(owner, x: np.ndarray, block: int, every: int) -> dict:
     return row
 
 
+def components(owner, model, block: int = 256, repeat: int = 200) -> dict:
+    """Best of ``repeat`` (ms) for each stage of one block, and whole blocks with and without a
+    CREPE window: what a block costs when nothing else wants the CPU."""
+    from ddx7.stream import CausalFeatures, DecoderStream, ReverbStream, crepe_frames, loudness_frames
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return 1000 * min(times)
+
+    n = block // HOP
+    x = (0.3 * np.sin(2 * np.pi * 220 * np.arange(block) / SAMPLE_RATE)).astype(np.float32)
+    f0, loud = torch.full((1, n), 220.0), torch.full((1, n), -30.0)
+    decoder, reverb, s = DecoderStream(model), ReverbStream(model.reverb, block), Streamer(owner, block=block)
+    with torch.inference_mode():
+        index = decoder(f0, loud)
+    quiet = CausalFeatures(crepe_every=10 ** 9)
+    quiet.frame = 1  # never on a CREPE frame
+
+    no_crepe = Streamer(owner, block=block, crepe_every=10 ** 9)
+
+    def plain_block():
+        no_crepe.features.frame = 1  # never on a CREPE frame
+        no_crepe.process(x)
+
+    return {"block": block,
+            "crepe_window": best(lambda: crepe_frames(np.zeros((1, 1024), np.float32) + x[:1], "tiny")),
+            "loudness": best(lambda: loudness_frames(np.zeros((n, 2048), np.float32))),
+            "features_without_crepe": best(lambda: quiet(x)),
+            "decoder": best(lambda: decoder(f0, loud)),
+            "synth": best(lambda: s.live.render(f0, index, 0, None)),
+            "reverb": best(lambda: reverb(x)),
+            "block_with_crepe": best(lambda: s.process(x)),  # CREPE every 4 frames: one window a block
+            "block_without_crepe": best(plain_block)}
+
+
 def cents_agreement(f0: np.ndarray, ref: np.ndarray) -> dict:
     both = (f0 > 0) & (ref > 0)
     cents = np.abs(1200 * np.log2(np.maximum(f0[both], 1e-3) / ref[both]))
@@ -165,6 +206,9 @@ def main() -> None:
               f"{r['real_time']:>11.1f} | {r['heaviest_best_ms']:>13.2f} {r['heaviest_best_ms'] / r['budget_ms']:>7.0%}")
     print("heaviest best: the fastest of the blocks that run the most CREPE windows (a floor under the worst "
           "block's cost, robust to other jobs' load)")
+    parts = components(owner, model)
+    print(f"\none 256-sample block, best of 200 (ms; load average {os.getloadavg()[0]:.2f}): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if k != "block" and v is not None))
     rows = [] if args.timing_only else quality(owner, model, x, threshold)
     print(f"\n{'render':<46} {'spectral dB':>11} {'loudness dB':>11} {'vs offline dB':>13} {'f0 <=10c':>8} "
           f"{'<=50c':>6} {'voicing':>7}")
@@ -176,7 +220,8 @@ def main() -> None:
     speed = offline_speed(model)
     print(f"\noffline decoder + synth + reverb, one thread: {speed['real_time']:.0f}x real time "
           f"(decoder {speed['decoder_share']:.0%} of it); load average now {os.getloadavg()[0]:.2f}")
-    print(json.dumps({"load": [load_before[0], load_mid[0]], "timing": timing, "quality": rows, "offline": speed}))
+    print(json.dumps({"load": [load_before[0], load_mid[0]], "timing": timing, "components": parts, "quality": rows,
+                      "offline": speed}))
 
 
 if __name__ == "__main__":
