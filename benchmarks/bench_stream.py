@@ -154,6 +154,15 @@ def quality(owner, model, x: np.ndarray, threshold: float) -> list[dict]:
                             Timeline())[0].numpy()
     rows = [{"render": "offline (centred windows, CREPE every frame)", "spectral_db": multires_distance_db(offline, x),
              "loudness_db": loudness_error_db(offline, x)}]
+    cf = causal_features(x, crepe_every=4)
+    f0_causal = np.where(cf["confidence"] >= threshold, cf["f0_hz"], 0).astype(np.float32)
+    t = min(len(f0_causal), len(f0_off))
+    for name, f0, loud in (("causal f0 (every 4), offline loudness", f0_causal, feats["loudness_db"]),
+                           ("offline f0, causal loudness", f0_off, cf["loudness_db"])):
+        y = render_frames(model, torch.from_numpy(f0[:t])[None], torch.from_numpy(loud[:t])[None], Timeline())
+        y = y[0].numpy()[: len(x)]
+        rows.append({"render": name, "spectral_db": multires_distance_db(y, x), "loudness_db": loudness_error_db(y, x),
+                     "vs_offline_spectral_db": multires_distance_db(y, offline)})
     for every in (1, 4, 8):
         y = render_causal(owner, x, crepe_every=every)[: len(x)]
         cf = causal_features(x, crepe_every=every)
