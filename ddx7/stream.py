@@ -282,6 +282,11 @@ class Streamer:
         """Algorithmic latency: lookahead of the feature windows (0) plus one block, in ms."""
         return 1000.0 * (LOOKAHEAD + self.block) / SAMPLE_RATE
 
+    @property
+    def controls(self):
+        """The :class:`ddx7.live.Controls` in force for the next block."""
+        return self.timeline.at(self.frame)
+
     def reset(self) -> None:
         """Back to the start of a stream (silence before), controls kept."""
         self.features.reset()

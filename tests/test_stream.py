@@ -97,6 +97,7 @@ def test_controls_set_between_blocks_equal_a_timeline_at_that_frame(violin):
         if i == at * HOP:
             s.set("on", 1, False)
             s.set("transpose", value=7)
+            assert s.controls == Controls(on=(False,) + (True,) * 5, transpose=7)
         pieces.append(s.process(xs[i:i + block]))
     out = np.concatenate(pieces)[: len(whole)]
     np.testing.assert_allclose(out, whole, atol=1e-4 * np.abs(whole).max())
