@@ -157,8 +157,10 @@ def test_mk1_performance_sends_nothing_a_mark_i_ignores_or_stutters_on(trained, 
     assert info["target"] == "mk1" and info["controllers"]["dx7_parameter_changes"] == []
     events = midi.read_midi_events(tmp_path / "mk1.mid")
     assert midi.message_kind(events[0].data) == midi.KIND_VOICE
-    sysex_after_notes = [e for e in events[1:] if e.data[0] == 0xF0 and midi.parse_function_change(e.data) is None]
-    assert not sysex_after_notes  # one voice dump, then only function parameter changes before the notes
+    voice_sysex = [e for e in events[1:] if e.data[0] == 0xF0 and midi.parse_function_change(e.data) is None]
+    # one voice dump, then function parameter changes, and output-level edits only in silent gaps
+    assert all(midi.parse_parameter_change(e.data)[0].endswith("_output_level") for e in voice_sysex)
+    assert len(voice_sysex) == info["gap_edits"]["edits"] * info["gap_edits"]["sent"]
     assert midi.function_parameter_change("pitch_bend_range", 12) in [e.data for e in events]
     # notes are attacks, not fragments: none shorter than 40 ms, fewer than a pitch-split segmentation
     notes = perf.segment_attacks(f0, loud, bend_range=12)

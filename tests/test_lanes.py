@@ -1,9 +1,11 @@
 """ddx7.export.lanes: the controller lane, the operators' AMS and output levels fitted together,
-and the live output levels a Dexed receiver is sent on top of them."""
+and the live output levels a Dexed receiver is sent on top of them; ddx7.export.mk1's voice edits
+in a phrase's silent gaps."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from dx7tools.levels import FULL_SCALE, output_level_to_amplitude
 from dx7tools.modulation import am_cut
@@ -65,3 +67,47 @@ def test_live_output_levels_put_every_operator_on_the_model_through_the_lane():
     alone = np.exp2((am_cut(lanes._micro(voice) + lanes.LEVEL_STEP * fit.level_shift, fit.ams,
                             lanes.bias_depths()[values]) - FULL_SCALE) / 256)
     assert np.sqrt(np.mean((_db(alone[ok]) - _db(model[ok])) ** 2)) > 2 * np.sqrt(np.mean(error ** 2))
+
+
+def _choice(gap_seconds: float):
+    """Three one-second notes of a one-carrier voice with a fast release, ``gap_seconds`` apart;
+    the model asks OP1 for 0 dB, -12 dB, then 0 dB again."""
+    from dx7tools.audio import FRAME_RATE
+    from dx7tools.performance import Note
+    from dx7tools.voice import Voice
+
+    from ddx7.export.mk1 import Mk1Choice
+    from ddx7.export.performance import LEAD_IN_SECONDS, Phrase
+
+    voice = Voice.init().replace(op1_output_level=90, op1_eg_rate_4=80)
+    held, gap = int(FRAME_RATE), int(gap_seconds * FRAME_RATE)
+    notes = [Note(i * (held + gap), i * (held + gap) + held, 60) for i in range(3)]
+    frames = notes[-1].end + 50
+    voice_amp, model = np.full((frames, 6), np.nan), np.zeros((frames, 6))
+    for i, n in enumerate(notes):
+        voice_amp[n.start:n.end, 0] = output_level_to_amplitude(90)
+        model[n.start:n.end, 0] = output_level_to_amplitude(90) * (10 ** (-12 / 20) if i == 1 else 1.0)
+    fit = lanes.LaneFit(np.zeros(6, int), np.zeros(6, int), np.where(np.isfinite(voice_amp[:, 0]), 0.0, np.nan), 0, 0)
+    times = LEAD_IN_SECONDS + np.arange(frames) / FRAME_RATE
+    ph = Phrase(np.full(frames, 261.6), np.zeros(frames), notes, [100] * 3, model, times)
+    return Mk1Choice(ph, [], "test", fit, voice, voice, voice_amp, {"test": 1.0},
+                     dict(controller="breath", channel=1, budget=3000.0), np.zeros(16000))
+
+
+def test_gap_edits_change_levels_only_where_nothing_sounds():
+    from dx7tools.midi import parse_parameter_change
+
+    from ddx7.export.mk1 import GAP_EDIT_LEAD, gap_edits
+
+    c = _choice(0.5)
+    events, voice, figures = gap_edits(c, c.voice)
+    assert figures == {"gaps": 2, "edits": 2} and voice == c.voice  # the first section is the voice's own
+    changes = [parse_parameter_change(e.data) for e in events]
+    assert changes[0][0] == "op1_output_level" and 90 - 17 <= changes[0][1] <= 90 - 15  # -12 dB: 16 levels
+    assert changes[1] == ("op1_output_level", 90)
+    on = [c.phrase.times[n.start] for n in c.phrase.notes[1:]]
+    assert [e.time for e in events] == pytest.approx([t - GAP_EDIT_LEAD for t in on])
+    # the release of OP1 (rate 80) lasts longer than 30 ms: no silent gap, no edit
+    legato = _choice(0.03)
+    events, _, figures = gap_edits(legato, legato.voice)
+    assert figures == {"gaps": 0, "edits": 0} and events == []

@@ -142,7 +142,7 @@ def fit_lane(voice_amp: np.ndarray, model_amp: np.ndarray, output_levels, *, rou
     notes = np.isfinite(voice).any(axis=1)
     lane = np.full(len(voice), np.nan)
     lane[notes] = np.nanargmin(errors[:, notes], axis=0).astype(np.float64)
-    lane = _smooth(lane, SMOOTH_FRAMES)
+    lane = smooth_runs(lane, SMOOTH_FRAMES)
     n = max(1, int(np.isfinite(voice).sum()))
     before = float(np.sqrt(np.nansum(((voice - target) * MICROSTEP_DB) ** 2) / n))
     picked = np.where(notes, np.nan_to_num(lane, nan=0.0), 0).astype(np.int64)
@@ -179,7 +179,7 @@ def live_output_levels(voice_amp: np.ndarray, model_amp: np.ndarray, fit: LaneFi
     return np.where(np.isfinite(voice) & (keep > 0.05), ol, np.nan)
 
 
-def _smooth(lane: np.ndarray, width: int) -> np.ndarray:
+def smooth_runs(lane: np.ndarray, width: int) -> np.ndarray:
     """Median filter over ``width`` frames within each run of finite values."""
     out = lane.copy()
     finite = np.isfinite(lane)

@@ -41,6 +41,10 @@ BEND_RANGE = 12
 CONTROLLERS = {"breath": (2, "breath_control"), "foot": (4, "foot_control"), "mod_wheel": (1, "mod_wheel"),
                "aftertouch": (None, "aftertouch")}
 """Lane controllers: MIDI CC number (None: channel aftertouch) and their function parameters' prefix."""
+VIBRATO_SMOOTH_SECONDS = 0.25
+"""The slow pitch a phrase keeps in its bends when the vibrato goes to the LFO (:func:`vibrato`)."""
+GAP_EDIT_LEAD = 0.02
+"""Seconds before a note-on at which the voice edits of a silent gap are sent (:func:`gap_edits`)."""
 LANE_STEP, LANE_WEIGHT = 1.0, 0.4   # a lane value worth a message, and its priority per value (dB-ish)
 
 
@@ -152,6 +156,9 @@ def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int
                              controller=controller, source=source)
     ph, fit, voice = c.phrase, c.fit, c.voice
     events, lanes = _stream(voice, fit, c.mandatory, ph.times, **c.options)
+    events, lanes, voice, gaps = _with_gap_edits(c, events, lanes)
+    distance = gaps["distance_to_model_db"]["with"] if gaps["sent"] else c.distances[c.name]
+    events, lanes, voice, vibrato_figures = _with_lfo_vibrato(c, events, lanes, voice, distance)
     live = None
     if live_levels:
         events, lanes, live = _live_levels(c, events, lanes)
@@ -179,9 +186,151 @@ def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int
                "level_fit": {"rms_db_voice_alone": fit.rms_db_before, "rms_db_with_lane": fit.rms_db_after,
                              "lane_on": c.name, "distance_to_model_db": c.distances},
                "stream": stream}
+    sidecar["gap_edits"] = gaps
+    sidecar["vibrato"] = vibrato_figures
+    if not gaps["gaps"]:
+        sidecar["warnings"] = ["the phrase never leaves a silent gap before a note-on, so no voice edits "
+                               "could be sent between notes: the controller lane does the work"]
     if live is not None:
         sidecar["live_levels"] = live
     return PerformancePlan(events, ph.times, lanes, sidecar)
+
+
+def _silent_after(voice: Voice, held_seconds: float) -> float:
+    """Seconds from a note-on until every carrier of ``voice`` has ended its release, the key held
+    ``held_seconds``; the loudest output level is assumed (the longest release). Infinite if a
+    carrier's EG LEVEL 4 is above 0 (it sounds for ever)."""
+    from dx7tools.algorithms import get_algorithm
+    from dx7tools.envelope import eg_corners
+
+    end = 0.0
+    for k in get_algorithm(voice.algorithm).carriers:
+        levels = [voice[f"op{k}_eg_level_{i}"] for i in range(1, 5)]
+        if voice[f"op{k}_output_level"] == 0:
+            continue
+        if levels[3] > 0:
+            return np.inf
+        times, _ = eg_corners([voice[f"op{k}_eg_rate_{i}"] for i in range(1, 5)], levels, held_seconds, outlevel=4288)
+        end = max(end, float(times[-1]))
+    return end
+
+
+def gap_edits(c: Mk1Choice, voice: Voice) -> tuple[list[Event], Voice, dict]:
+    """Voice edits a Mark I can take: OUTPUT LEVEL parameter changes sent in the phrase's silent
+    gaps, :data:`GAP_EDIT_LEAD` s before a note-on and after every earlier note's release has
+    ended, so they act from that note on without touching a sounding one.
+
+    The gaps cut the phrase into sections; each operator's level for a section is the median over
+    its frames of the level the model asks through the lane (:func:`ddx7.export.lanes.live_output_levels`).
+    The first section's levels go into the voice itself.
+
+    Returns:
+        ``(events, voice, figures)``: the parameter changes, ``voice`` with the first section's
+        levels, and ``{"gaps", "edits"}``.
+    """
+    from dx7tools.midi import parameter_change
+
+    ph = c.phrase
+    levels = lane_fit.live_output_levels(c.voice_amp, ph.wanted_amp, c.fit,
+                                         [c.base[f"op{k}_output_level"] for k in range(1, 7)])
+    notes, times = ph.notes, ph.times
+    cuts = [i for i in range(1, len(notes))
+            if all(times[n.start] + _silent_after(voice, (n.end - n.start) / FRAME_RATE)
+                   < times[notes[i].start] - GAP_EDIT_LEAD for n in notes[:i])]
+    bounds = [0] + cuts + [len(notes)]
+    ops = [k for k in range(1, 7) if voice[f"op{k}_output_level"] > 0]
+    current = {k: voice[f"op{k}_output_level"] for k in ops}
+    events, first = [], {}
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        frames = slice(notes[a].start, notes[b].start if b < len(notes) else len(times))
+        when = round(float(times[notes[a].start]) - GAP_EDIT_LEAD, 6)
+        for k in ops:
+            column = levels[frames, k - 1]
+            if not np.isfinite(column).any():
+                continue
+            value = int(np.clip(np.rint(np.nanmedian(column)), 0, 99))
+            if value == current[k]:
+                continue
+            current[k] = value
+            if a == 0:
+                first[f"op{k}_output_level"] = value
+            else:
+                events.append(Event(when, parameter_change(f"op{k}_output_level", value, c.options["channel"])))
+    return events, voice.replace(**first), {"gaps": len(cuts), "edits": len(events)}
+
+
+def _with_gap_edits(c: Mk1Choice, events: list, lanes: list) -> tuple[list, list, Voice, dict]:
+    """The stream with :func:`gap_edits` (its voice dump, the edits inside the wire budget) if the
+    Mark I engine plays it closer to the model than without, else as it is; and the figures."""
+    edits, voice, figures = gap_edits(c, c.voice)
+    if not edits and voice == c.voice:
+        return events, lanes, c.voice, {**figures, "sent": False}
+    trial, trial_lanes = _stream(voice, c.fit, c.mandatory + edits, c.phrase.times, **c.options)
+    without, with_ = c.distances[c.name], _distance_to_model(voice, trial, c.model_audio)
+    figures.update(distance_to_model_db={"with": round(with_, 3), "without": without}, sent=bool(with_ < without))
+    return (trial, trial_lanes, voice, figures) if with_ < without else (events, lanes, c.voice, figures)
+
+
+def vibrato(f0_hz: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The phrase's pitch without its vibrato, and the vibrato as one sine.
+
+    The slow pitch is a :data:`VIBRATO_SMOOTH_SECONDS` moving median of the pitch (MIDI, within
+    each voiced run: steps between notes stay steps); the vibrato is what is left: its rate the strongest component between 3 and 9 Hz,
+    its depth the amplitude of a sine of the same RMS (cents).
+
+    Returns:
+        ``(pitch, rate_hz, depth_cents)``: (T,) the slow pitch (MIDI; NaN where unvoiced).
+    """
+    pitch = perf.midi_pitch(f0_hz)
+    voiced = np.isfinite(pitch)
+    width = max(1, int(round(VIBRATO_SMOOTH_SECONDS * FRAME_RATE)))
+    slow = lane_fit.smooth_runs(pitch, width | 1)  # a median keeps the steps between notes
+    rest = np.where(voiced, pitch - slow, 0.0) * 100  # cents
+    if voiced.sum() < 2 * width:
+        return slow, 0.0, 0.0
+    spectrum = np.abs(np.fft.rfft(rest))
+    freqs = np.fft.rfftfreq(len(rest), 1 / FRAME_RATE)
+    band = (freqs >= 3) & (freqs <= 9)
+    rate = float(freqs[band][np.argmax(spectrum[band])]) if band.any() else 0.0
+    return slow, rate, float(np.sqrt(2 * np.mean(rest[voiced] ** 2)))
+
+
+def lfo_vibrato_voice(voice: Voice, rate_hz: float, depth_cents: float) -> Voice:
+    """``voice`` with a sine LFO (key sync, no delay) at the LFO SPEED nearest ``rate_hz`` and the
+    PITCH MOD SENSITIVITY / DEPTH pair nearest ``depth_cents`` (the sine's amplitude, cents)."""
+    from dx7tools.modulation import PITCH_MOD_SENSITIVITY, WAVES, lfo_hz, pmd_share
+
+    speed = min(range(100), key=lambda v: abs(lfo_hz(v) - rate_hz))
+    pms, pmd = min(((s, d) for s in range(1, 8) for d in range(100)),
+                   key=lambda sd: abs(1200 * pmd_share(sd[1]) * PITCH_MOD_SENSITIVITY[sd[0]] - depth_cents))
+    return voice.replace(lfo_speed=speed, lfo_delay=0, lfo_pitch_mod_depth=pmd, lfo_key_sync=1,
+                         lfo_waveform=WAVES.index("sine"), pitch_mod_sensitivity=pms)
+
+
+def _with_lfo_vibrato(c: Mk1Choice, events: list, lanes: list, voice: Voice, without: float):
+    """The stream with the vibrato in the voice's LFO and the bends following only the slow pitch,
+    if the Mark I engine plays it closer to the model than with the vibrato in the bends; and the
+    figures (``in``: bend or lfo, the vibrato found, both distances)."""
+    from dx7tools.midi import parse_parameter_change
+
+    from ddx7.export.performance import bend_events, note_events
+
+    ph = c.phrase
+    slow, rate, depth = vibrato(ph.f0)
+    figures = {"rate_hz": round(rate, 2), "depth_cents": round(depth, 1), "in": "bend"}
+    if rate <= 0 or depth < 1:
+        return events, lanes, voice, figures
+    lfo_voice = lfo_vibrato_voice(voice, rate, depth)
+    channel = c.options["channel"]
+    mandatory = note_events(ph.notes, ph.velocities, ph.times, channel) + bend_events(
+        ph.notes, slow, ph.times, channel, BEND_RANGE)
+    kept = [e for e in events if e.time > 0 and parse_parameter_change(e.data) is not None]  # the gap edits
+    trial, trial_lanes = _stream(lfo_voice, c.fit, mandatory + kept, ph.times, **c.options)
+    with_ = _distance_to_model(lfo_voice, trial, c.model_audio)
+    figures["distance_to_model_db"] = {"lfo": round(with_, 3), "bend": round(without, 3)}
+    if with_ < without:
+        return trial, trial_lanes, lfo_voice, {**figures, "in": "lfo"}
+    return events, lanes, voice, figures
 
 
 def _live_levels(c: Mk1Choice, events: list, lanes: list) -> tuple[list, list, dict]:
@@ -281,13 +430,15 @@ def _model_audio(run, f0: np.ndarray, loud: np.ndarray) -> np.ndarray:
 
 def _distance_to_model(voice: Voice, events: list, model_audio: np.ndarray, receiver: str = "mk1") -> float:
     """How far the DX7 engine (``receiver``) playing ``events`` is from the model's render
-    (multi-resolution dB)."""
+    (multi-resolution dB); infinite if a voice change arrives while a note sounds on a Mark I."""
     from dx7tools.audio import SAMPLE_RATE
 
     from ddx7.evaluate.e2e import multires_distance_db
     from ddx7.export.performance import LEAD_IN_SECONDS
     from ddx7.synth.dx7 import DX7
 
-    audio = DX7(voice, sample_rate=SAMPLE_RATE, receiver=receiver).render(events, tail=0.5)
+    engine = DX7(voice, sample_rate=SAMPLE_RATE, receiver=receiver)
+    audio = engine.render(events, tail=0.5)
     start = int(round(LEAD_IN_SECONDS * SAMPLE_RATE))
-    return multires_distance_db(audio[start: start + len(model_audio)].astype(np.float64), model_audio)
+    distance = multires_distance_db(audio[start: start + len(model_audio)].astype(np.float64), model_audio)
+    return distance + (np.inf if engine.summary["stutter_prone"] else 0.0)  # never keep what may stutter
