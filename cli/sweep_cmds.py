@@ -91,8 +91,9 @@ def sweep(
     (Python: ddx7.fit.sweep.sweep)."""
     from ddx7.fit.sweep import SweepFailed, sweep as run_sweep
 
-    settings = dict(threads=threads, crepe=crepe, crepe_hop=crepe_hop, batch_size=batch_size, segment_seconds=segment_seconds,
-                    learning_rate=learning_rate, valid_every=valid_every, checkpoint_seconds=checkpoint_seconds)
+    settings = dict(threads=threads, crepe=crepe, crepe_hop=crepe_hop, batch_size=batch_size,
+                    segment_seconds=segment_seconds, learning_rate=learning_rate, valid_every=valid_every,
+                    checkpoint_seconds=checkpoint_seconds)
     try:
         with stage_progress() as progress:
             result = run_sweep(home, corpus, voices=[None if v == "default" else v for v in voice or [None]],

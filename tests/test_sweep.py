@@ -156,9 +156,8 @@ def test_ctrl_c_then_the_same_command_goes_on(run_cli, home, dx7tools_exe):
     proc = subprocess.Popen([dx7tools_exe, *args, "--home", str(home)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     second = runs.runs_dir(home) / "sweep-mini-ddx7-default-s1-10steps"
-    deadline = time.time() + 90
-    while time.time() < deadline and not ((second / runs.METRICS_FILE).exists()
-                                          and len((second / runs.METRICS_FILE).read_text().splitlines()) > 4):  # checkpoint 3 or 4
+    log, deadline = second / runs.METRICS_FILE, time.time() + 90
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) > 4):  # checkpoint 3-4
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)

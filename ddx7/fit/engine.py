@@ -23,14 +23,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from dx7tools.errors import DX7Error
+from dx7tools.errors import DX7Error, MissingExtra
 
 NO_RAY_ENV = "DX7TOOLS_NO_RAY"
 """Set to 1 to run as if Ray were not installed (one call after another, in this process)."""
@@ -80,7 +81,7 @@ def ray_available() -> bool:
 def uses_ray(n_calls: int, address: str | None, workers: int | None) -> bool:
     """Whether :func:`execute` would use Ray (raises the install hint for an address without Ray)."""
     if address is not None and not ray_available():
-        raise DX7Error(f"--address needs Ray, which is not installed: {INSTALL_HINT}")
+        raise MissingExtra(f"--address needs Ray, which is not installed: {INSTALL_HINT}", "ray")
     if address is not None:
         return True
     return ray_available() and n_calls > 1 and (workers is None or workers > 1)
@@ -181,12 +182,13 @@ def connection(address: str | None, workers: int | None, on_ray: bool):
         return
     import ray
 
-    started = _connect(ray, address, workers)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
+    with redirect_stdout(sys.stderr):    # Ray's own notices (a worker died, ...) never mix with stdout's JSON
+        started = _connect(ray, address, workers)
+        try:
+            yield
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def _connect(ray, address: str | None, workers: int | None) -> bool:
@@ -211,6 +213,11 @@ def _connect(ray, address: str | None, workers: int | None) -> bool:
 def _on_ray(fn, calls: list[Call], address, workers, ledger: Path, report: Progress) -> list[Outcome]:
     import ray
 
+    with redirect_stdout(sys.stderr):    # see connection()
+        return _tasks(ray, fn, calls, address, workers, ledger, report)
+
+
+def _tasks(ray, fn, calls: list[Call], address, workers, ledger: Path, report: Progress) -> list[Outcome]:
     started = _connect(ray, address, workers)
     try:
         capacity = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -50,6 +50,7 @@ METRIC = "best_valid_loss"
 """What a sweep's table compares: each run's best validation loss (multi-scale spectral loss, lower is better)."""
 DEFAULT_VOICE_LABEL = "default"
 """A row's voice when none was asked for: the paper's configuration (or the selector's pick on other corpora)."""
+FIT_FIELDS = frozenset(f.name for f in fields(runs.FitConfig))
 LEDGER_DIR = "sweep-attempts"
 """``<home>/sweep-attempts/<id>/``: the attempts ledger of a sweep while it runs (removed at the end)."""
 
@@ -170,8 +171,7 @@ def prepare(home, specs: list[RunSpec], *, progress: Progress | None = None,
         if is_new:
             tell(f"corpus {corpus!r} did not exist: built the default one (as `dx7tools corpus build {corpus}`)")
         first = next(s for s in specs if s.corpus == corpus)
-        feature_cfg = runs.FitConfig(corpus=corpus, **{k: v for k, v in first.settings.items()
-                                                       if k in ("crepe", "crepe_hop", "confidence")})
+        feature_cfg = runs.FitConfig(corpus=corpus, **{k: v for k, v in first.settings.items() if k in FIT_FIELDS})
         load_examples(home, corpus, feature_cfg, progress=lambda d, t: report("features", d, t, corpus))
         for voice in dict.fromkeys(s.voice for s in specs if s.corpus == corpus and s.model == "ddx7"):
             config, _, message = choose_config(home, corpus, voice, built.instrument,
@@ -216,10 +216,10 @@ def _checkpoint_step(run_dir: Path) -> int:
         return int(json.loads((fh.metadata() or {}).get("meta", "{}")).get("step", 0))
 
 
-def _summary(record: dict, spec: RunSpec, status: str, resumed_from: int | None) -> dict:
+def _summary(record: dict, spec: RunSpec, status: str, resumed_from: int | None, cpu_seconds: float = 0.0) -> dict:
     return {"run": spec.name, "status": status, "steps": record.get("steps"),
             "best_valid_loss": record.get("best_valid_loss"), "train_seconds": record.get("elapsed_s"),
-            "resumed_from_step": resumed_from, "host": socket.gethostname()}
+            "resumed_from_step": resumed_from, "cpu_seconds": round(cpu_seconds, 2), "host": socket.gethostname()}
 
 
 def finished_run(home, spec: RunSpec) -> dict | None:
@@ -242,7 +242,7 @@ def train_spec(payload: dict) -> dict:
 
     Returns:
         ``{"run", "status": "trained"|"reused", "steps", "best_valid_loss", "train_seconds",
-        "resumed_from_step", "host"}``.
+        "resumed_from_step", "cpu_seconds" (this process's CPU time in the fit, all threads), "host"}``.
 
     Raises:
         DX7Error: the corpus missing here, a run of that name with other settings, training errors.
@@ -259,6 +259,7 @@ def train_spec(payload: dict) -> dict:
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)       # stopped before its record was written: nothing to keep
     resumed_from = _checkpoint_step(run_dir) if resume else None
+    cpu = time.process_time()
     try:
         fit_run(home, spec.corpus, voice=spec.voice, model=spec.model, run=spec.name, resume=resume,
                 steps=spec.steps, minutes=spec.minutes, settings={**spec.settings, "seed": spec.seed},
@@ -268,7 +269,7 @@ def train_spec(payload: dict) -> dict:
         if run_dir.exists() and not (run_dir / runs.RECORD_FILE).exists():
             shutil.rmtree(run_dir)   # failed before its record: leave no empty run folder behind
         raise
-    return _summary(runs.read_record(run_dir), spec, "trained", resumed_from)
+    return _summary(runs.read_record(run_dir), spec, "trained", resumed_from, time.process_time() - cpu)
 
 
 def train_specs(home, specs: list[RunSpec], *, address: str | None = None, workers: int | None = None,
