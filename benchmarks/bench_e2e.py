@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dx7tools.audio import SAMPLE_RATE, read_audio  # noqa: E402
 from dx7tools.performance import write_midi_file  # noqa: E402
 from ddx7.evaluate import e2e  # noqa: E402
-from ddx7.export.performance import LEAD_IN_SECONDS, export_performance, performance_features  # noqa: E402
+from ddx7.export.mk1 import plan_mk1_and_dexed  # noqa: E402
+from ddx7.export.performance import (LEAD_IN_SECONDS, export_performance, performance_features,  # noqa: E402
+                                     write_performance)
 from ddx7.export.voice import export_voice  # noqa: E402
 from ddx7.run import Run  # noqa: E402
 
@@ -62,11 +64,11 @@ def ensure_run(home: Path, corpus: str, minutes: float | None) -> Run | None:
     return Run.open(home, f"{corpus}-ddx7")
 
 
-def ablation(run: Run, wav: Path, voice_export, features, reference: np.ndarray) -> dict:
+def ablation(mk1_plan, voice_export, reference: np.ndarray) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         mid = Path(tmp) / "mk1.mid"
-        export_performance(run, wav, mid, voice_export=voice_export, target="mk1", features=features)
+        write_performance(mk1_plan, mid)
         from dx7tools.midi import KIND_VOICE, message_kind, read_midi_events
         from dx7tools.sysex import parse_bytes
 
@@ -85,18 +87,31 @@ def ablation(run: Run, wav: Path, voice_export, features, reference: np.ndarray)
     return out
 
 
-def streams(run: Run, wav: Path, voice_export, features) -> dict:
+def streams(run: Run, wav: Path, voice_export, features, plans: dict, plan_seconds: float) -> dict:
+    """Bytes/s and notes of each target's stream; the time to plan (mk1 and dexed share one choice)."""
     out = {}
+    for target, plan in plans.items():
+        s = plan.sidecar["stream"]
+        out[target] = {"mean_bytes_per_second": s["mean_bytes_per_second"],
+                       "max_bytes_in_one_second": s["max_bytes_in_one_second"], "notes": plan.sidecar["notes"],
+                       "seconds_to_export": round(plan_seconds, 3)}
     with tempfile.TemporaryDirectory() as tmp:
-        for target in ("mk1", "dexed", "cc"):
-            t = time.perf_counter()
-            info = export_performance(run, wav, Path(tmp) / f"{target}.mid", voice_export=voice_export,
-                                      target=target, features=features)
-            s = info["stream"]
-            out[target] = {"mean_bytes_per_second": s["mean_bytes_per_second"],
-                           "max_bytes_in_one_second": s["max_bytes_in_one_second"], "notes": info["notes"],
-                           "seconds_to_export": round(time.perf_counter() - t, 3)}
+        t = time.perf_counter()
+        info = export_performance(run, wav, Path(tmp) / "cc.mid", voice_export=voice_export, target="cc",
+                                  features=features)
+        s = info["stream"]
+        out["cc"] = {"mean_bytes_per_second": s["mean_bytes_per_second"],
+                     "max_bytes_in_one_second": s["max_bytes_in_one_second"], "notes": info["notes"],
+                     "seconds_to_export": round(time.perf_counter() - t, 3)}
     return out
+
+
+def choices(plans: dict) -> dict:
+    """What the mk1 export chose for one take: the voice and lane, gap edits, vibrato, live levels."""
+    mk1, dexed = plans["mk1"].sidecar, plans["dexed"].sidecar
+    return {"kept": mk1["level_fit"]["lane_on"], "gap_edits_sent": mk1["gap_edits"]["sent"],
+            "gaps": mk1["gap_edits"]["gaps"], "vibrato_in": mk1["vibrato"]["in"],
+            "live_levels_sent": dexed["live_levels"]["sent"]}
 
 
 def corpus_rows(home: Path, corpus: str, minutes: float | None, excerpts: int) -> dict | None:
@@ -107,15 +122,19 @@ def corpus_rows(home: Path, corpus: str, minutes: float | None, excerpts: int) -
     voice_export = export_voice(run, home)
     fit_seconds = time.perf_counter() - t
     takes = sorted((run.path / "test").glob("*-original.wav"))[:excerpts]
-    rows, ablations, stream_rows = [], [], []
+    rows, ablations, stream_rows, picked = [], [], [], []
     for wav in takes:
         reference = read_audio(wav)[0].astype(np.float64)
         features = performance_features(run, wav)
         model = read_audio(wav.with_name(wav.name.replace("-original", "-resynth")))[0]
-        r = e2e.compare_take(run, wav, home=home, voice_export=voice_export, model_audio=model)
+        t = time.perf_counter()
+        plans = plan_mk1_and_dexed(run, voice_export, *features, source=str(wav))
+        plan_seconds = time.perf_counter() - t
+        r = e2e.compare_take(run, wav, home=home, voice_export=voice_export, model_audio=model, plans=plans)
         rows.append(r["rows"])
-        ablations.append(ablation(run, wav, voice_export, features, reference))
-        stream_rows.append(streams(run, wav, voice_export, features))
+        ablations.append(ablation(plans["mk1"], voice_export, reference))
+        stream_rows.append(streams(run, wav, voice_export, features, plans, plan_seconds))
+        picked.append(choices(plans))
         print(f"  {corpus} {wav.name}: " + ", ".join(f"{k} {v['spectral_db']:.2f}/{v['loudness_db']:.2f}"
                                                    for k, v in r["rows"].items()), flush=True)
     if not rows:
@@ -136,7 +155,8 @@ def corpus_rows(home: Path, corpus: str, minutes: float | None, excerpts: int) -
     targets = {t: {k: round(float(np.mean([s[t][k] for s in stream_rows])), 3) for k in stream_rows[0][t]}
                for t in stream_rows[0]}
     return {"corpus": corpus, "run": run.name, "excerpts": len(rows), "rows": summary, "ablation": abl,
-            "goals": goals, "streams": targets, "voice_fit_seconds": round(fit_seconds, 2), "per_take": rows}
+            "goals": goals, "streams": targets, "voice_fit_seconds": round(fit_seconds, 2), "per_take": rows,
+            "choices": picked}
 
 
 def main() -> None:
@@ -159,6 +179,10 @@ def main() -> None:
         print(f"  mk1 / model {g['spectral_vs_model']:.2f} (goal <= 1.1), mk1 / start voice "
               f"{g['spectral_vs_start_voice']:.2f} (<= 0.7), loudness mk1 - model {g['loudness_minus_model_db']:+.2f} dB "
               f"(<= 1.5): {'met' if g['met'] else 'not met'}")
+        for c in r["choices"]:
+            print(f"  kept: {c['kept']}; gap edits {'sent' if c['gap_edits_sent'] else 'not sent'} "
+                  f"({c['gaps']} gaps); vibrato in the {c['vibrato_in']}; dexed live levels "
+                  f"{'sent' if c['live_levels_sent'] else 'not sent'}")
         for t, s in r["streams"].items():
             print(f"  stream {t:5s}: {s['notes']:.0f} notes, mean {s['mean_bytes_per_second']:.0f} B/s, "
                   f"max {s['max_bytes_in_one_second']:.0f} B in 1 s, export {s['seconds_to_export']:.2f} s")

@@ -21,6 +21,7 @@ Pure numpy + mido (no torch). Frames are at ``frame_rate`` (250/s in the project
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -108,6 +109,34 @@ DIP_DB = 3.0
 """A re-attack needs the loudness to have fallen this much first (a rising onset is not one)."""
 SETTLE_FRAMES = 6
 """Frames the pitch must stay beyond the bend's reach before a new note takes over."""
+
+
+OCTAVE_WINDOW_FRAMES = 51
+"""Frames (about 0.2 s) around a frame whose median pitch an octave error stands out from."""
+
+
+def octave_errors_fixed(f0_hz) -> np.ndarray:
+    """``f0_hz`` (T,) with short octave errors of the pitch tracker undone.
+
+    A voiced frame whose pitch lies one or two octaves (within a semitone) from the median pitch of
+    the voiced frames within :data:`OCTAVE_WINDOW_FRAMES` of it is moved back by those octaves: a
+    tracker's octave slips are brief, so the median around them keeps the true octave, while a
+    player's octave leap lasts long enough to become the median itself.
+    """
+    f0 = np.asarray(f0_hz, dtype=np.float64)
+    pitch = midi_pitch(f0)
+    voiced = np.isfinite(pitch)
+    if voiced.sum() < 3:
+        return f0.copy()
+    half = OCTAVE_WINDOW_FRAMES // 2
+    padded = np.pad(np.where(voiced, pitch, np.nan), half, constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, OCTAVE_WINDOW_FRAMES)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # windows with no voiced frame
+        around = np.nanmedian(windows, axis=1)
+    octaves = np.round((pitch - around) / 12)
+    slip = voiced & (octaves != 0) & (np.abs(pitch - around - 12 * octaves) < 1) & (np.abs(octaves) <= 2)
+    return np.where(slip, f0 * 2.0 ** -octaves, f0)
 
 
 def segment_attacks(f0_hz, loudness_db, *, bend_range: float = 12.0, min_frames: int = 10,

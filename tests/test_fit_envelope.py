@@ -152,3 +152,17 @@ def test_refit_on_a_phrase_recovers_levels_a_held_note_fit_gets_wrong():
     before = _Cost(targets, peak * 1e-3)({**_defaults(), **wrong})
     assert before > 10 and fit.rms_db < 1.5 and fit.rms_db <= before
     assert abs(fit.values["output_level"] - 88) <= 3 and abs(fit.values["velocity_sensitivity"] - 4) <= 1
+
+
+def test_octave_slips_of_the_tracker_are_undone_and_an_octave_leap_is_kept():
+    f0 = np.full(400, 220.0)
+    f0[100:115] = 440.0          # a 60 ms slip up an octave
+    f0[150:160] = 55.0           # two octaves down, 40 ms
+    f0[250:] = 440.0             # the player leaps an octave and stays
+    f0[300:310] = 0.0            # unvoiced frames stay unvoiced
+    fixed = perf.octave_errors_fixed(f0)
+    assert np.allclose(fixed[:250], 220.0)
+    assert np.allclose(fixed[250:300], 440.0) and np.all(fixed[300:310] == 0) and np.allclose(fixed[310:], 440.0)
+    loud = np.zeros(400)
+    # the slips no longer make notes of their own
+    assert len(perf.segment_attacks(f0, loud)) == 7 and len(perf.segment_attacks(fixed, loud)) == 3  # leap, gap

@@ -118,7 +118,7 @@ def variant_events(mk1_mid: Path, voice, *, lane: bool = False, bends: bool = Tr
     return out
 
 
-def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, model_audio=None,
+def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, model_audio=None, plans=None,
                  **export_options) -> dict:
     """The end-to-end rows for one recording (module notes).
 
@@ -129,6 +129,8 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
         start_voice: the voice the run was trained from (default: the library's voice of the run's
             configuration, :func:`ddx7.export.voice.baseline_voice`).
         model_audio: the model's resynthesis of ``wav`` (default: computed).
+        plans: the mk1 and dexed plans of ``wav`` (:func:`ddx7.export.mk1.plan_mk1_and_dexed`),
+            if already made.
         export_options: ``channel``, ``budget``, ``controller`` of the exports (as
             :func:`ddx7.export.performance.export_performance` takes them).
 
@@ -151,7 +153,7 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
     renders = {}
     with tempfile.TemporaryDirectory(prefix="dx7tools-e2e-") as tmp:
         tmp = Path(tmp)
-        plans = plan_mk1_and_dexed(run, voice_export, *features, source=str(wav), **export_options)
+        plans = plans or plan_mk1_and_dexed(run, voice_export, *features, source=str(wav), **export_options)
         for target, plan in plans.items():   # each played by its own receiver
             write_performance(plan, tmp / f"{target}.mid")
             renders[target] = play(voice_export.voice, tmp / f"{target}.mid", target, LEAD_IN_SECONDS, n)

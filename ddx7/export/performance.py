@@ -85,7 +85,7 @@ def performance_features(run: Run | str | Path, wav) -> tuple[np.ndarray, np.nda
     if not np.all(np.isfinite(audio)):
         raise DX7Error("audio has NaN or infinite samples", str(wav))
     cfg = run.fit_config
-    feats = compute_features(audio, SAMPLE_RATE, hop=HOP, model=cfg.crepe, crepe_hop=cfg.crepe_hop)
+    feats = compute_features(audio, SAMPLE_RATE, hop=HOP, tracker=cfg.tracker, crepe_hop=cfg.crepe_hop)
     f0 = voiced_f0(np.asarray(feats["f0_hz"]), np.asarray(feats["confidence"]), confidence_threshold(cfg))
     return f0, np.asarray(feats["loudness_db"], dtype=np.float32)[: len(f0)]
 
@@ -318,7 +318,7 @@ def phrase(run: Run, voice_export: VoiceExport, f0_hz, loudness_db, segment, sho
     Raises:
         DX7Error: no voiced frames, or no notes (``shortest``: the segmenter's shortest note).
     """
-    f0, loud = np.asarray(f0_hz), np.asarray(loudness_db)
+    f0, loud = perf.octave_errors_fixed(f0_hz), np.asarray(loudness_db)
     if not np.any(f0 > 0):
         raise DX7Error("no voiced frames: nothing to play (is it silence, noise or unpitched?)", source)
     notes = segment(f0, loud)

@@ -86,6 +86,8 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
             info["mid"] = export_performance(run, wav, mid, home=home, voice_export=voice_export, channel=channel,
                                              budget=budget, breath=breath, cc_lanes=cc_lanes, target=target,
                                              controller=controller)
+        for line in info["mid"].get("warnings", []):
+            warn(line)
     if check:
         from ddx7.evaluate.e2e import save_check
 
