@@ -54,12 +54,13 @@ def sweep(
     corpus: Annotated[List[str], typer.Option("--corpus", help="Corpora (names after the option: --corpus violin "
                                               "flute); violin/flute/trumpet are built if missing.")],
     voice: Annotated[Optional[List[str]], typer.Option("--voice", help="DDX7 voices: library voice ids or names, "
-                                                       "auto (the selector's top voice); default: the paper's "
-                                                       "configuration (the selector's pick on other corpora).")] = None,
+                                                       "auto (the selector's top voice), default (the paper's "
+                                                       "configuration; the selector's pick on other corpora). "
+                                                       "Default: default.")] = None,
     model: Annotated[Optional[List[str]], typer.Option("--model", help="ddx7 and/or hpn (HpN has no voice: one "
                                                        "run per corpus and seed).")] = None,
     seeds: Annotated[Optional[List[int]], typer.Option("--seeds", help="N: seeds 0..N-1; several values: those "
-                                                       "seeds (no duplicates).")] = None,
+                                                       "seeds (no duplicates). Default: 3.")] = None,
     minutes: Annotated[float, typer.Option("--minutes", help="Training minutes per run (runs sharing the cores "
                                            "each train fewer steps than one alone: --steps gives equal work).")] = 4.0,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Train this many steps per run instead "
