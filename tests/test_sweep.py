@@ -81,7 +81,7 @@ def no_ray(monkeypatch):
 def local_ray():
     """Ray started once for the module on this machine with two worker CPUs, stopped at the end."""
     ray = pytest.importorskip("ray", reason="Ray (optional extra 'ray') not installed: `make install-test` adds it")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 

@@ -199,14 +199,16 @@ def _connect(ray, address: str | None, workers: int | None) -> bool:
     quiet = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         if address is None:
-            ray.init(num_cpus=workers or os.cpu_count() or 1, **quiet)
+            ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, **quiet)   # never a running cluster
         else:
             ray.init(address=check_address(address), log_to_driver=False, logging_level="ERROR")
     except DX7Error:
         raise
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ... for a cluster it cannot join
         where = f"a Ray cluster at {address}" if address else "Ray on this machine"
-        raise DX7Error(f"cannot start or reach {where}: {_one_line(exc)}") from None
+        hint = "" if not address or address == "auto" or os.environ.get("RAY_AUTH_MODE") else \
+            " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its token here)"
+        raise DX7Error(f"cannot start or reach {where}: {_one_line(exc)}{hint}") from None
     return True
 
 
