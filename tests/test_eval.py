@@ -129,8 +129,9 @@ def test_paper_table_cli_reuses_runs(table, own_home, dx7tools_exe):
     out = json.loads(proc.stdout)
     assert all(r["reused"] for r in out["rows"] if r["row"] != "original")
     assert {p.name: p.stat().st_mtime for p in runs.runs_dir(home).glob("*/model.safetensors")} == before
-    # the same embedding, the same FADs (HpN's noise is seeded)
-    assert [r["fad"] for r in out["rows"]] == pytest.approx([r["fad"] for r in result["rows"]], rel=1e-6)
+    # the same embedding, the same FADs (HpN's noise is seeded; float32 sums over another thread count
+    # differ in the sixth digit)
+    assert [r["fad"] for r in out["rows"]] == pytest.approx([r["fad"] for r in result["rows"]], rel=1e-5)
 
 
 def test_two_operator_stack_mutes_op3_to_op6():

@@ -221,7 +221,7 @@ def test_export_run_loads_the_model_once_and_goes_on_without_dexed(trained, tmp_
     info = export.export_run(home, run_dir.name, syx=tmp_path / "v.syx", mid=tmp_path / "p.mid",
                              wav=rec / "take0.wav", warn=warned.append)
     assert len(built) == 1  # voice fit, fidelity and performance share one model
-    assert info["fidelity"] is None and warned[-1].startswith("fidelity not measured: dexed-py")
+    assert info["fidelity"] is None and any(w.startswith("fidelity not measured: dexed-py") for w in warned)
     assert info["run"] == "mini-violin" and info["syx"]["bytes"] == 163 and info["mid"]["notes"] >= 3
     assert not any(k.startswith("_") for k in info["mid"])
     assert (tmp_path / "p.json").exists() and info["mid"]["sidecar"] == str(tmp_path / "p.json")

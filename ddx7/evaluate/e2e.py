@@ -149,11 +149,11 @@ def compare_take(run, wav, *, home=None, voice_export=None, start_voice=None, mo
     reference = _to_recording_rate(reference.astype(np.float64), sr)
     n = len(reference)
     voice_export = voice_export or export_voice(run, home)
-    features = performance_features(run, wav)
     renders = {}
     with tempfile.TemporaryDirectory(prefix="dx7tools-e2e-") as tmp:
         tmp = Path(tmp)
-        plans = plans or plan_mk1_and_dexed(run, voice_export, *features, source=str(wav), **export_options)
+        plans = plans or plan_mk1_and_dexed(run, voice_export, *performance_features(run, wav), source=str(wav),
+                                            **export_options)
         for target, plan in plans.items():   # each played by its own receiver
             write_performance(plan, tmp / f"{target}.mid")
             renders[target] = play(voice_export.voice, tmp / f"{target}.mid", target, LEAD_IN_SECONDS, n)
@@ -183,8 +183,8 @@ def _resynth(run, wav, out: Path) -> np.ndarray:
     return read_audio(out)[0].astype(np.float64)
 
 
-def save_check(run, wav, *, home=None, voice_export=None, **export_options) -> dict:
-    """:func:`compare_take` for ``wav`` (with the export's ``export_options``), kept in the run
+def save_check(run, wav, *, home=None, voice_export=None, plans=None, **export_options) -> dict:
+    """:func:`compare_take` for ``wav`` (with the export's ``export_options``, or its ``plans``), kept in the run
     folder for the report: ``e2e/STEM.json``
     (the rows) and ``e2e/STEM-{original,model,mk1,dexed,start}.wav`` (16 kHz).
 
@@ -199,7 +199,7 @@ def save_check(run, wav, *, home=None, voice_export=None, **export_options) -> d
     from ddx7.run import Run
 
     run = run if isinstance(run, Run) else Run.at(run)
-    result = compare_take(run, wav, home=home, voice_export=voice_export, **export_options)
+    result = compare_take(run, wav, home=home, voice_export=voice_export, plans=plans, **export_options)
     folder = run.path / "e2e"
     folder.mkdir(exist_ok=True)
     stem = Path(wav).stem

@@ -453,7 +453,7 @@ def write_performance(plan: PerformancePlan, out_mid) -> dict:
 def export_performance(run: Run | str | Path, wav, out_mid, *, home=None, voice_export: VoiceExport | None = None,
                        channel: int = 1, budget: float = WIRE_BUDGET, breath: bool = False,
                        cc_lanes: bool = False, features=None, target: str | None = None,
-                       controller: str = "breath") -> dict:
+                       controller: str = "breath", plan: PerformancePlan | None = None) -> dict:
     """A recording as a Standard MIDI File played by the run's exported voice (module notes).
 
     Args:
@@ -464,6 +464,7 @@ def export_performance(run: Run | str | Path, wav, out_mid, *, home=None, voice_
             when no ``voice_export`` is given.
         channel: MIDI channel 1-16; budget: most bytes in any one-second window.
         target, controller: see :func:`plan_performance`.
+        plan: the plan, if already made for this recording (then nothing is planned again).
 
     Returns:
         dict: the sidecar's content (voice, controllers, CC map, ``stream`` figures: bytes/s,
@@ -477,9 +478,10 @@ def export_performance(run: Run | str | Path, wav, out_mid, *, home=None, voice_
     run.model()  # weights that do not load fail here, before the features' work
     if voice_export is None:
         voice_export = export_voice(run, home)
-    f0, loud = features if features is not None else performance_features(run, wav)
-    plan = plan_performance(run, voice_export, f0, loud, channel=channel, budget=budget, breath=breath,
-                            cc_lanes=cc_lanes, source=str(wav), target=target, controller=controller)
+    if plan is None:
+        f0, loud = features if features is not None else performance_features(run, wav)
+        plan = plan_performance(run, voice_export, f0, loud, channel=channel, budget=budget, breath=breath,
+                                cc_lanes=cc_lanes, source=str(wav), target=target, controller=controller)
     written = write_performance(plan, out_mid)
     return {**plan.sidecar, "seconds_to_export": round(time.perf_counter() - started, 3),
             "output": written["output"], "sidecar": written["sidecar"]}

@@ -81,19 +81,28 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
                        "bytes": Path(syx).stat().st_size}
         if fidelity:
             info["fidelity"] = _fidelity(home, run, voice_export, stage, warn)
+    plans = None
+    if check:  # the check plays the mk1 and dexed plans: make them once, for the .mid too
+        from ddx7.export.mk1 import plan_mk1_and_dexed
+        from ddx7.export.performance import performance_features
+
+        with stage("performance"):
+            plans = plan_mk1_and_dexed(run, voice_export, *performance_features(run, wav), source=str(wav),
+                                       channel=channel, budget=budget, controller=controller)
     if mid is not None:
+        chosen = resolve_target(target, breath, cc_lanes)
         with stage("performance"):
             info["mid"] = export_performance(run, wav, mid, home=home, voice_export=voice_export, channel=channel,
                                              budget=budget, breath=breath, cc_lanes=cc_lanes, target=target,
-                                             controller=controller)
+                                             controller=controller,
+                                             plan=plans.get(chosen) if plans and not breath else None)
         for line in info["mid"].get("warnings", []):
             warn(line)
     if check:
         from ddx7.evaluate.e2e import save_check
 
         with stage("checking on the DX7 engine"):
-            info["check"] = save_check(run, wav, home=home, voice_export=voice_export, channel=channel,
-                                       budget=budget, controller=controller)
+            info["check"] = save_check(run, wav, home=home, voice_export=voice_export, plans=plans)
     return info
 
 
