@@ -180,8 +180,8 @@ def main() -> None:
               f"{g['spectral_vs_start_voice']:.2f} (<= 0.7), loudness mk1 - model {g['loudness_minus_model_db']:+.2f} dB "
               f"(<= 1.5): {'met' if g['met'] else 'not met'}")
         for c in r["choices"]:
-            print(f"  kept: {c['kept']}; gap edits {'sent' if c['gap_edits_sent'] else 'not sent'} "
-                  f"({c['gaps']} gaps); vibrato in the {c['vibrato_in']}; dexed live levels "
+            print(f"  kept: {c['kept']}; {c['gaps']} silent gaps, section levels "
+                  f"{'kept' if c['gap_edits_sent'] else 'not kept'}; vibrato in the {c['vibrato_in']}; dexed live levels "
                   f"{'sent' if c['live_levels_sent'] else 'not sent'}")
         for t, s in r["streams"].items():
             print(f"  stream {t:5s}: {s['notes']:.0f} notes, mean {s['mean_bytes_per_second']:.0f} B/s, "
