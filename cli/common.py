@@ -31,6 +31,8 @@ HomeOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+F0Option = Annotated[Optional[str], typer.Option("--f0", help="f0 tracker: crepe-tiny, crepe-full, pesto or pyin "
+                                                 "(default: crepe-tiny every 320 samples; see docs/f0.md).")]
 AddressOption = Annotated[Optional[str], typer.Option("--address", help="Join a running Ray cluster: auto, "
                                                       "HOST:PORT or ray://HOST:PORT (its workers need this data "
                                                       "home at the same path; see docs/sweeps.md).")]

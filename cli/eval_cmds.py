@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .common import AddressOption, HomeOption, JsonOption, out, print_json, stage_progress
+from .common import AddressOption, F0Option, HomeOption, JsonOption, out, print_json, stage_progress
 
 EmbeddingOption = Annotated[str, typer.Option("--embedding", help="FAD embedding: crepe-tiny (default, offline) or "
                                               "vggish (needs --weights).")]
@@ -59,7 +59,9 @@ def paper_table_cmd(
     minutes: Annotated[float, typer.Option("--minutes", help="Training minutes per model.")] = 4.0,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Train this many steps per model "
                                                  "instead of --minutes.")] = None,
-    crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for the training features.")] = "tiny",
+    f0: F0Option = None,
+    crepe: Annotated[Optional[str], typer.Option("--crepe", help="CREPE model for the training features (same as "
+                                                 "--f0 crepe-tiny/crepe-full).")] = None,
     embedding: EmbeddingOption = "crepe-tiny",
     weights: WeightsOption = None,
     diagonal: DiagonalOption = False,
@@ -79,7 +81,7 @@ def paper_table_cmd(
 
     corpora = list(dict.fromkeys([*(corpus or []), *(more or [])])) or ["violin", "flute", "trumpet"]
     with stage_progress() as progress:
-        result = paper_table(home, corpora, minutes=minutes, steps=steps, crepe=crepe, embedding=embedding,
+        result = paper_table(home, corpora, minutes=minutes, steps=steps, crepe=crepe, f0=f0, embedding=embedding,
                              weights=weights, diagonal=diagonal, out_dir=output, seeds=seeds, workers=workers,
                              address=address, progress=progress)
     if json_:

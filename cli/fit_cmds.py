@@ -7,7 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .common import HomeOption, JsonOption, err, out, print_json, print_rows, progress_bar, stage_progress, warn
+from .common import (F0Option, HomeOption, JsonOption, err, out, print_json, print_rows, progress_bar,
+                     stage_progress, warn)
 
 
 _STAGE_LABELS = {"corpus": "building the corpus", "configuration": "choosing the configuration",
@@ -25,7 +26,9 @@ def fit(
     steps: Annotated[Optional[int], typer.Option("--steps", help="Train this many steps instead of --minutes.")] = None,
     run: Annotated[Optional[str], typer.Option("--run", help="Run name (default: CORPUS-MODEL[-N]).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run named by --run after a stop.")] = False,
-    crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for f0: full or tiny.")] = "full",
+    f0: F0Option = None,
+    crepe: Annotated[Optional[str], typer.Option("--crepe", help="CREPE model for f0: full or tiny (same as "
+                                                 "--f0 crepe-full/crepe-tiny; alone with --crepe-hop, full).")] = None,
     crepe_hop: Annotated[Optional[int], typer.Option("--crepe-hop", help="Run CREPE every N samples and "
                                                      "interpolate to 250 frames/s (faster; default 64).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
@@ -45,11 +48,13 @@ def fit(
     home: HomeOption = None,
 ) -> None:
     """Train DDX7 (or HpN) on a corpus (Python: ddx7.fit.run_fit.fit_run)."""
+    from ddx7.data.f0 import resolve_tracker
     from ddx7.fit.run_fit import fit_run
 
-    settings = dict(segment_seconds=segment_seconds, batch_size=batch_size, learning_rate=learning_rate, crepe=crepe,
-                    crepe_hop=crepe_hop, seed=seed, threads=threads, valid_every=valid_every,
-                    checkpoint_seconds=checkpoint_seconds, feedback_cap=feedback_cap)
+    settings = dict(segment_seconds=segment_seconds, batch_size=batch_size, learning_rate=learning_rate,
+                    seed=seed, threads=threads, valid_every=valid_every,
+                    checkpoint_seconds=checkpoint_seconds, feedback_cap=feedback_cap,
+                    **resolve_tracker(f0, crepe, crepe_hop, crepe_default="full"))
     with stage_progress(_STAGE_LABELS, time_left=True) as progress:
         info = fit_run(home, corpus, voice=voice, model=model, run=run, resume=resume, steps=steps, minutes=minutes,
                        settings=settings, test_audio=test_audio, progress=progress,

@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .common import HomeOption, JsonOption, err, out, print_json, warn
+from .common import F0Option, HomeOption, JsonOption, err, out, print_json, warn
 
 
 def _ratio_text(ratios: list) -> str:
@@ -25,7 +25,9 @@ def rank(
     candidates: Annotated[int, typer.Option("--candidates", min=0,
                                             help="On libraries too large to fit every configuration fully "
                                             "within the budget: the quick fit's best given the full fit.")] = 40,
-    crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for f0: tiny or full.")] = "tiny",
+    f0: F0Option = None,
+    crepe: Annotated[Optional[str], typer.Option("--crepe", help="CREPE model for f0: tiny or full (same as "
+                                                 "--f0 crepe-tiny/crepe-full; alone with --crepe-hop, tiny).")] = None,
     crepe_hop: Annotated[Optional[int], typer.Option("--crepe-hop", help="Run CREPE every N samples (faster).")] = None,
     feedback_cap: Annotated[bool, typer.Option("--feedback-cap/--no-feedback-cap", help="Score what `dx7tools fit` "
                                                "can train: the feedback operator held below chaos (as fit does by "
@@ -51,7 +53,7 @@ def rank(
 
     try:
         result = rank_corpus(home, corpus, algorithm=algorithm, budget=budget, candidates=candidates, crepe=crepe,
-                             crepe_hop=crepe_hop, progress=on_progress, feedback_cap=feedback_cap)
+                             crepe_hop=crepe_hop, f0=f0, progress=on_progress, feedback_cap=feedback_cap)
     finally:
         if tasks:
             progress.stop()

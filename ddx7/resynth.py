@@ -113,7 +113,7 @@ def resynthesize_file(run_dir, src, dst, *, block_seconds: float = 10.0, control
                 for k0 in range(0, frames, block):
                     k1 = min(frames, k0 + block)
                     chunk = _read(fin, k0 * HOP - MARGIN, k1 * HOP + MARGIN, total)
-                    feats = compute_features(chunk, SAMPLE_RATE, hop=HOP, model=cfg.crepe, crepe_hop=cfg.crepe_hop)
+                    feats = compute_features(chunk, SAMPLE_RATE, hop=HOP, tracker=cfg.tracker, crepe_hop=cfg.crepe_hop)
                     sl = slice(MARGIN // HOP, MARGIN // HOP + (k1 - k0))
                     f0 = voiced_f0(np.asarray(feats["f0_hz"])[sl], np.asarray(feats["confidence"])[sl],
                                    confidence_threshold(cfg))

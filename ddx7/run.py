@@ -60,8 +60,9 @@ class FitConfig:
     imax: float = 2.0
     feedback_cap: bool = True         # hold the feedback loop below chaos (ddx7.synth.feedback.STABLE_LOOP_GAIN)
     crepe: str = "full"
-    crepe_hop: int | None = None
-    confidence: float | None = None   # voicing threshold; None: 0.85 for CREPE full, 0.5 for tiny
+    crepe_hop: int | None = None      # the f0 tracker's hop in samples; None: every frame (64)
+    f0: str | None = None             # f0 tracker (ddx7.data.f0.TRACKERS); None: CREPE ``crepe`` (older runs)
+    confidence: float | None = None   # voicing threshold; None: the tracker's (ddx7.data.f0.CONFIDENCE)
     valid_every: int = 50
     checkpoint_seconds: float = 20.0
     seed: int = 0
@@ -74,6 +75,12 @@ class FitConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{"feedback_cap": False, **{k: v for k, v in saved.items() if k in known}})
 
+    @property
+    def tracker(self) -> str:
+        """The f0 tracker features are computed with: ``f0``, or ``crepe-<crepe>`` when unset
+        (runs recorded before ``f0`` existed used CREPE ``crepe``)."""
+        return self.f0 if self.f0 is not None else f"crepe-{self.crepe}"
+
     def check(self) -> None:
         if self.model not in MODELS:
             raise DX7Error(f"unknown model {self.model!r}; choose ddx7 or hpn")
@@ -83,6 +90,10 @@ class FitConfig:
             raise DX7Error("--minutes must be > 0")
         if self.crepe not in ("full", "tiny"):
             raise DX7Error(f"unknown CREPE model {self.crepe!r}; choose full or tiny")
+        if self.f0 is not None:
+            from ddx7.data.f0 import check_tracker
+
+            check_tracker(self.f0)
         if not 0.1 <= self.segment_seconds <= 30:
             raise DX7Error("segment length must be 0.1-30 s")
 

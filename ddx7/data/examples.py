@@ -15,6 +15,8 @@ import numpy as np
 from dx7tools.audio import HOP, SAMPLE_RATE
 from dx7tools.errors import DX7Error
 
+from ddx7.data.f0 import CONFIDENCE as TRACKER_CONFIDENCE
+from ddx7.data.f0 import CREPE_TRACKERS, feature_settings
 from ddx7.run import FitConfig
 
 
@@ -32,14 +34,20 @@ class Example:
         return len(self.f0_hz)
 
 
-CONFIDENCE = {"full": 0.85, "tiny": 0.5}
-"""Default voicing thresholds: full CREPE gives >= 0.84 on clean tones (noise ~0.01); tiny gives
-0.78-0.87 on clean tones and ~0.15 on noise (measured in ddx7/data/features.py)."""
+CONFIDENCE = {model: TRACKER_CONFIDENCE[name] for name, model in CREPE_TRACKERS.items()}
+"""Default voicing thresholds by CREPE model ("full", "tiny"); every tracker's are
+:data:`ddx7.data.f0.CONFIDENCE`."""
+
+
+def tracker_of(cfg: "FitConfig | dict") -> str:
+    """The f0 tracker of a run's settings (a :class:`FitConfig` or ``run.json``'s ``config``)."""
+    c = cfg if isinstance(cfg, dict) else asdict(cfg)
+    return c.get("f0") or f"crepe-{c.get('crepe', 'full')}"
 
 
 def confidence_threshold(cfg: "FitConfig | dict") -> float:
     c = cfg if isinstance(cfg, dict) else asdict(cfg)
-    return c.get("confidence") if c.get("confidence") is not None else CONFIDENCE[c.get("crepe", "full")]
+    return c.get("confidence") if c.get("confidence") is not None else TRACKER_CONFIDENCE[tracker_of(c)]
 
 
 def voiced_f0(f0_hz: np.ndarray, confidence: np.ndarray, threshold: float = 0.85) -> np.ndarray:
@@ -49,7 +57,7 @@ def voiced_f0(f0_hz: np.ndarray, confidence: np.ndarray, threshold: float = 0.85
 
 def _feature_settings(cfg: FitConfig) -> dict:
     """What a segment's cached features depend on besides its audio."""
-    return {"hop": HOP, "model": cfg.crepe, "crepe_hop": cfg.crepe_hop, "sample_rate": SAMPLE_RATE}
+    return feature_settings(cfg.tracker, cfg.crepe_hop, HOP)
 
 
 def _frames_audio(audio: np.ndarray) -> np.ndarray | None:
@@ -95,7 +103,7 @@ def load_examples(home, corpus_name: str, cfg: FitConfig, progress: Callable | N
         t = len(audio) // HOP
 
         def compute(a, sr):
-            return compute_features(a, sr, hop=HOP, model=cfg.crepe, crepe_hop=cfg.crepe_hop)
+            return compute_features(a, sr, hop=HOP, tracker=cfg.tracker, crepe_hop=cfg.crepe_hop)
 
         feats = cache.get_or_compute(audio, SAMPLE_RATE, settings, compute)
         f0 = voiced_f0(np.asarray(feats["f0_hz"])[:t], np.asarray(feats["confidence"])[:t], confidence_threshold(cfg))
@@ -107,5 +115,6 @@ def load_examples(home, corpus_name: str, cfg: FitConfig, progress: Callable | N
     if not out["train"]:
         raise DX7Error(f"corpus {corpus_name!r} has no training segments")
     if not any(np.any(e.f0_hz > 0) for e in out["train"]):
-        raise DX7Error(f"corpus {corpus_name!r}: CREPE found no voiced frames (is it all noise or silence?)")
+        raise DX7Error(f"corpus {corpus_name!r}: the f0 tracker ({cfg.tracker}) found no voiced frames "
+                       "(is it all noise or silence?)")
     return out

@@ -74,9 +74,6 @@ from dx7tools.audio import HOP, SAMPLE_RATE
 from dx7tools.errors import DX7Error
 
 CREPE_SAMPLE_RATE = 16000
-COST_SECONDS_PER_SECOND = {"full": 10.0, "tiny": 0.33}
-"""Seconds of compute per second of audio at hop 64 without ``crepe_hop``, on 2 threads (the
-table above: full ~0.1x, tiny ~3x real time); for estimates shown to users."""
 """CREPE's only sample rate (Hz)."""
 CREPE_WINDOW = 1024
 """Samples per CREPE window (64 ms)."""
@@ -456,7 +453,8 @@ def a_weighted_loudness(audio, sample_rate: float = SAMPLE_RATE, *, hop: int = H
 
 # -- both ---------------------------------------------------------------------------------------
 def compute_features(audio, sample_rate: float = SAMPLE_RATE, *, hop: int = HOP, model: str = "full",
-                     crepe_hop: int | None = None, progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
+                     crepe_hop: int | None = None, progress: ProgressFn | None = None,
+                     tracker: str | None = None) -> dict[str, np.ndarray]:
     """f0, confidence and loudness of a 16 kHz mono signal, on the same frames.
 
     Args:
@@ -464,6 +462,8 @@ def compute_features(audio, sample_rate: float = SAMPLE_RATE, *, hop: int = HOP,
         sample_rate: must be 16000.
         hop: frame hop in samples (``T = ceil(N / hop)`` frames centred on ``k * hop``).
         model, crepe_hop, progress: as :func:`crepe_f0`.
+        tracker: an f0 tracker of :mod:`ddx7.data.f0` (``pesto``, ``crepe-full``, ...), which then
+            replaces ``model``, with ``crepe_hop`` as its ``step``; ``None``: CREPE ``model``.
 
     Returns:
         ``{"f0_hz": (T,), "confidence": (T,), "loudness_db": (T,)}``, float32 arrays (Hz, [0, 1],
@@ -473,7 +473,12 @@ def compute_features(audio, sample_rate: float = SAMPLE_RATE, *, hop: int = HOP,
         DX7Error: bad audio or options, or missing CREPE weights.
     """
     audio = validate_audio(audio)
-    f0, confidence = crepe_f0(audio, sample_rate, hop=hop, model=model, crepe_hop=crepe_hop, progress=progress)
+    if tracker is None:
+        f0, confidence = crepe_f0(audio, sample_rate, hop=hop, model=model, crepe_hop=crepe_hop, progress=progress)
+    else:
+        from ddx7.data.f0 import track_f0
+
+        f0, confidence = track_f0(audio, sample_rate, hop=hop, tracker=tracker, step=crepe_hop, progress=progress)
     loudness = a_weighted_loudness(audio, sample_rate, hop=hop)
     return {"f0_hz": f0, "confidence": confidence, "loudness_db": loudness}
 

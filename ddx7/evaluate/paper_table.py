@@ -43,6 +43,7 @@ from dx7tools.errors import DX7Error
 from dx7tools.fixed_config import FixedConfig
 
 from ddx7 import run as runs
+from ddx7.data.f0 import resolve_tracker
 from ddx7.evaluate import spread
 from ddx7.evaluate.embeddings import DEFAULT_EMBEDDING, Embedder, get_embedding
 from ddx7.fit import engine
@@ -127,11 +128,11 @@ def plan_runs(home, corpus_name: str, instrument: str | None, minutes: float | N
     return plans, notes
 
 
-def run_specs(plans: list[PlannedRun], corpus_name: str, seeds: list[int], minutes, steps, crepe: str,
+def run_specs(plans: list[PlannedRun], corpus_name: str, seeds: list[int], minutes, steps, features: dict,
               overrides: dict) -> list[RunSpec]:
     """The sweep runs of one corpus's planned rows, one per seed: seed 0 keeps the row's run name
     (so tables made before seeds existed are reused), seed K is named ``...-sK``."""
-    settings = {"crepe": crepe, "valid_every": min(50, steps) if steps else 50, **overrides}
+    settings = {**features, "valid_every": min(50, steps) if steps else 50, **overrides}
     return [RunSpec(plan.name if seed == 0 else f"{plan.name}-s{seed}", corpus_name, plan.model, seed,
                     config=plan.config.to_dict() if plan.config is not None else None, steps=steps,
                     minutes=None if steps is not None else minutes, settings=settings, test_audio=False,
@@ -150,7 +151,7 @@ class _Corpus:
     floor: dict
 
 
-def _prepare_corpus(home, corpus_name: str, emb: Embedder, *, seeds: list[int], minutes, steps, crepe: str,
+def _prepare_corpus(home, corpus_name: str, emb: Embedder, *, seeds: list[int], minutes, steps, features: dict,
                     diagonal: bool, overrides: dict, notes: list[str], progress: ProgressFn | None) -> _Corpus:
     from ddx7.data.corpus import open_or_build
     from ddx7.data.examples import load_examples
@@ -160,14 +161,14 @@ def _prepare_corpus(home, corpus_name: str, emb: Embedder, *, seeds: list[int], 
                                                                                   t)) if progress else None)
     plans, skipped = plan_runs(home, corpus_name, corpus.instrument, minutes, steps)
     notes += skipped
-    data = load_examples(home, corpus_name, runs.FitConfig(corpus=corpus_name, crepe=crepe),
+    data = load_examples(home, corpus_name, runs.FitConfig(corpus=corpus_name, **features),
                          progress=(lambda d, t: progress(f"features {corpus_name}", d, t)) if progress else None)
     if not data["test"]:
         raise DX7Error(f"corpus {corpus_name!r} has no test segments")
     corpus_stats, per_segment, _ = corpus_reference(home, corpus_name, emb, diagonal=diagonal, progress=progress)
     floor = original_row(per_segment, corpus_stats, [e.name for e in data["test"]], emb, corpus_name, diagonal)
     return _Corpus(corpus_name, corpus.instrument,
-                   run_specs(plans, corpus_name, seeds, minutes, steps, crepe, overrides), corpus_stats, floor)
+                   run_specs(plans, corpus_name, seeds, minutes, steps, features, overrides), corpus_stats, floor)
 
 
 def _model_row(home, prepared: _Corpus, specs: list[RunSpec], results: dict, emb: Embedder, diagonal: bool,
@@ -195,7 +196,8 @@ def _model_row(home, prepared: _Corpus, specs: list[RunSpec], results: dict, emb
 
 
 def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float | None = 4.0,
-                steps: int | None = None, crepe: str = "tiny", embedding: str = DEFAULT_EMBEDDING,
+                steps: int | None = None, crepe: str | None = None, f0: str | None = None,
+                embedding: str = DEFAULT_EMBEDDING,
                 weights=None, diagonal: bool = False, out_dir=None, embedder: Embedder | None = None,
                 fit_overrides: dict | None = None, seeds: int = 1, workers: int | None = 1,
                 address: str | None = None, progress: ProgressFn | None = None) -> dict:
@@ -205,7 +207,8 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
         home: data home (corpora named violin/flute/trumpet are built there if missing).
         corpora: corpus names.
         minutes / steps: training budget per model (steps, if given, wins).
-        crepe: CREPE model for the training features ("tiny", as the demo).
+        crepe, f0: the f0 tracker of the training features, as ``dx7tools paper-table --crepe/--f0``
+            (:func:`ddx7.data.f0.resolve_tracker`); neither: :data:`ddx7.data.f0.DEFAULT_F0`.
         embedding, weights, diagonal: the FAD embedding (one for the whole table).
         out_dir: where ``paper-table.md`` / ``.csv`` / ``.json`` go (default ``<home>/paper-table``).
         fit_overrides: other :class:`ddx7.fit.train.FitConfig` fields for new runs (e.g. a smaller batch).
@@ -225,11 +228,12 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
     if steps is None and not (minutes and minutes > 0):
         raise DX7Error("--minutes must be > 0")
     seed_list = parse_seeds(seeds)
+    features = resolve_tracker(f0, crepe, None, crepe_default="tiny")
     emb = embedder if embedder is not None else get_embedding(embedding, weights=weights)
     notes: list[str] = []
     started = time.perf_counter()
     with engine.connection(address, workers, on_ray=address is not None and engine.uses_ray(2, address, workers)):
-        prepared = [_prepare_corpus(home, c, emb, seeds=seed_list, minutes=minutes, steps=steps, crepe=crepe,
+        prepared = [_prepare_corpus(home, c, emb, seeds=seed_list, minutes=minutes, steps=steps, features=features,
                                     diagonal=diagonal, overrides=fit_overrides or {}, notes=notes, progress=progress)
                     for c in corpora]
         specs = [spec for p in prepared for spec in p.specs]
@@ -249,7 +253,7 @@ def paper_table(home, corpora=("violin", "flute", "trumpet"), *, minutes: float 
         rows += model_rows
     notes += [f"{f['run']} failed ({f['attempts']} attempt(s)): {f['error']}" for f in failed]
     result = {"embedding": emb.name, "embedding_description": emb.describe(), "diagonal": diagonal,
-              "crepe": crepe, "budget": {"minutes": None if steps is not None else minutes, "steps": steps},
+              **features, "budget": {"minutes": None if steps is not None else minutes, "steps": steps},
               "seeds": seed_list, "engine": engine.describe(on_ray, address), "rows": rows, "notes": notes,
               "failed": failed, "retried": [r["run"] for r in trained if r["retried"]],
               "seconds": round(time.perf_counter() - started, 1)}
@@ -299,6 +303,13 @@ def _cell(r: dict, row: str) -> str:
     return text + (f" ({r['voice']})" if row == "ddx7-top" else "")
 
 
+def _features_text(result: dict) -> str:
+    """The f0 tracker of a table's runs (tables made before ``f0`` existed name a CREPE model)."""
+    tracker = result.get("f0") or f"crepe-{result.get('crepe', 'tiny')}"
+    step = result.get("crepe_hop")
+    return tracker + (f" every {step} samples" if step else "")
+
+
 def to_markdown(result: dict) -> str:
     """Our FADs per row and corpus, training cost per run, and the paper's figures, labelled."""
     rows = result["rows"]
@@ -309,7 +320,7 @@ def to_markdown(result: dict) -> str:
     spent = f"{budget['steps']} steps" if budget["steps"] else f"{budget['minutes']:g} minutes"
     lines = [f"FAD, lower is better. Embedding: **{result['embedding_description']}**"
              + (" (diagonal covariances)" if result.get("diagonal") else "")
-             + f"; training budget {spent} per model on this machine's CPU, features by CREPE {result['crepe']}; "
+             + f"; training budget {spent} per model on this machine's CPU, features by {_features_text(result)}; "
              "resynthesised test split vs the complete corpus."
              + (f" Each model row: mean ± sample standard deviation over seeds {', '.join(map(str, seeds))} (n runs); "
                 f"'{spread.BEST}' is the corpus's lowest mean, '{spread.SAME}' a row within the larger spread of it."

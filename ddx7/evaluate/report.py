@@ -320,7 +320,7 @@ def build_report(home, run, *, excerpts: int = 3, max_seconds: float = 8.0, prog
                f"</td></tr><tr><th>corpus</th><td>{html.escape(cfg.corpus)}</td></tr>"
                f"<tr><th>parameters</th><td>{info.get('parameters', 0):,}</td></tr>"
                f"<tr><th>training</th><td>{info.get('steps')} steps, {minutes}, batch {cfg.batch_size} x "
-               f"{cfg.segment_seconds:g} s, learning rate {cfg.learning_rate:g}, CREPE {html.escape(cfg.crepe)}"
+               f"{cfg.segment_seconds:g} s, learning rate {cfg.learning_rate:g}, f0 {html.escape(cfg.tracker)}"
                f"</td></tr><tr><th>best validation loss</th>"
                f"<td>{info.get('best_valid_loss') or float('nan'):.4f}</td></tr></table>")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>dx7tools report: {name}</title>"

@@ -49,20 +49,20 @@ def _corpus_instrument(home, corpus: str, progress: Progress, say: Callable[[str
 
 
 def _say_feature_cost(home, cfg: runs.FitConfig, say: Callable[[str], None]) -> None:
-    """Warn before a long feature computation (CREPE full on audio not seen before)."""
+    """Warn before a long feature computation (e.g. CREPE full on audio not seen before)."""
     from ddx7.data.corpus import Corpus
     from ddx7.data.examples import uncached_seconds
-    from ddx7.data.features import COST_SECONDS_PER_SECOND
+    from ddx7.data.f0 import DEFAULT_F0, estimate_seconds
 
-    rate = COST_SECONDS_PER_SECOND[cfg.crepe]
-    if cfg.crepe_hop is not None or sum(Corpus.open(home, cfg.corpus).durations().values()) * rate \
+    if estimate_seconds(cfg.tracker, sum(Corpus.open(home, cfg.corpus).durations().values()), cfg.crepe_hop) \
             <= LONG_FEATURES_SECONDS:
         return      # short even if nothing is cached: no need to read and hash the corpus twice
-    seconds = uncached_seconds(home, cfg.corpus, cfg) * rate
+    seconds = estimate_seconds(cfg.tracker, uncached_seconds(home, cfg.corpus, cfg), cfg.crepe_hop)
     if seconds > LONG_FEATURES_SECONDS:
-        faster = COST_SECONDS_PER_SECOND["full"] / COST_SECONDS_PER_SECOND["tiny"]
-        say(f"features: CREPE {cfg.crepe} on audio not seen before, about {seconds / 60:.0f} min on 2 cores "
-            f"(cached for later runs; --crepe tiny is about {faster:.0f}x faster, --crepe-hop 320 about 5x)")
+        faster = seconds / max(estimate_seconds(DEFAULT_F0["f0"], uncached_seconds(home, cfg.corpus, cfg),
+                                                DEFAULT_F0["crepe_hop"]), 1e-9)
+        say(f"features: {cfg.tracker} on audio not seen before, about {seconds / 60:.0f} min on 2 cores "
+            f"(cached for later runs; the default f0 tracker is about {faster:.0f}x faster)")
 
 
 def _new_settings(home, corpus: str, *, voice, model, steps, minutes, settings: dict, progress: Progress,
@@ -74,6 +74,10 @@ def _new_settings(home, corpus: str, *, voice, model, steps, minutes, settings: 
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise DX7Error(f"unknown fit setting(s): {', '.join(unknown)}")
+    if not {"f0", "crepe", "crepe_hop"} & set(settings):
+        from ddx7.data.f0 import DEFAULT_F0
+
+        settings = {**DEFAULT_F0, **settings}
     cfg = runs.FitConfig(corpus=corpus, model=model, voice=voice, steps=steps,
                          minutes=None if steps is not None else minutes, **settings)
     cfg.check()
@@ -106,7 +110,9 @@ def fit_run(home, corpus: str, *, voice: str | None = None, model: str = "ddx7",
         run: run name (default ``CORPUS-MODEL[-N]``); ``resume`` continues it with its own
             settings (``steps``/``minutes`` give it a new budget).
         steps, minutes: the budget (default: :attr:`FitConfig.minutes` minutes).
-        settings: other :class:`ddx7.run.FitConfig` fields (:data:`SETTINGS`), for new runs.
+        settings: other :class:`ddx7.run.FitConfig` fields (:data:`SETTINGS`), for new runs;
+            without any of ``f0``, ``crepe``, ``crepe_hop``, the f0 tracker is
+            :data:`ddx7.data.f0.DEFAULT_F0`.
         progress: ``progress(stage, done, total, note)`` (see :data:`Progress`).
         say: called with each line worth telling the user (a corpus built, the selector's pick).
         fixed_config: a :class:`~dx7tools.fixed_config.FixedConfig` for a new DDX7 run, chosen

@@ -777,8 +777,8 @@ def _library_groups(home, algorithm: int | None) -> list[ConfigGroup]:
 
 
 def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEFAULT_BUDGET,
-         candidates: int = DEFAULT_CANDIDATES, crepe: str = "tiny", crepe_hop: int | None = None,
-         excerpts: int = 12, fit_all: bool | None = None,
+         candidates: int = DEFAULT_CANDIDATES, crepe: str | None = None, crepe_hop: int | None = None,
+         f0: str | None = None, excerpts: int = 12, fit_all: bool | None = None,
          groups: list[ConfigGroup] | None = None, progress: ProgressFn | None = None,
          save: bool = True, start_from_voices: bool = True, feedback_cap: bool = True) -> Ranking:
     """Rank the library's fixed configurations for ``corpus``.
@@ -791,8 +791,9 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
             once per corpus and cached). The first stage always completes; the fits stop when
             the budget is spent.
         candidates: configurations given the full fit at most (the quick fit's best).
-        crepe: CREPE model for f0 (``tiny`` is 30x faster than ``full`` and precise enough here).
-        crepe_hop: run CREPE every this many samples (see ``dx7tools fit --crepe-hop``).
+        crepe, crepe_hop, f0: the f0 tracker, as ``dx7tools rank --crepe/--crepe-hop/--f0``
+            (:func:`ddx7.data.f0.resolve_tracker`; ``--crepe-hop`` alone means CREPE tiny);
+            none of them: :data:`ddx7.data.f0.DEFAULT_F0`.
         excerpts: corpus excerpts scored.
         fit_all: give every configuration the full fit (True), or quick-fit first and fully fit
             only the best ``candidates`` (False); None (default): fit all when the budget
@@ -809,8 +810,10 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
         DX7Error: empty library (or no voice of ``algorithm``), unknown corpus, no voiced
             frames, bad arguments.
     """
+    from ddx7.data.f0 import resolve_tracker
     from ddx7.run import FitConfig
 
+    features = resolve_tracker(f0, crepe, crepe_hop, crepe_default="tiny")
     clock = Budget(budget)
     if not (isinstance(budget, (int, float)) and budget > 0):
         raise DX7Error(f"--budget must be > 0 seconds, got {budget!r}")
@@ -820,7 +823,7 @@ def rank(home, corpus: str, *, algorithm: int | None = None, budget: float = DEF
     if not groups:
         raise DX7Error("no configurations to rank")
     n_voices = len({v for g in groups for v in g.voice_ids})   # a placed copy's voices are counted once
-    cfg = FitConfig(corpus=corpus, crepe=crepe, crepe_hop=crepe_hop)
+    cfg = FitConfig(corpus=corpus, **features)
     cfg.check()
     with clock.stage("features"):
         chosen = _corpus_excerpts(home, corpus, cfg, excerpts, progress)
