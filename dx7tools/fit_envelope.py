@@ -141,6 +141,28 @@ def _descend(values: dict, keys: tuple, cost: _Cost, which=None, max_sweeps: int
     return best
 
 
+def _cost(targets: list[NoteTarget], floor_db: float, silent_below: float) -> "_Cost | None":
+    """The error of ``targets`` (checked) with both curves floored ``floor_db`` below their loudest
+    frame, or None when that frame is under ``silent_below`` (the operator is silent)."""
+    _check_targets(targets)
+    peak = max(float(np.nanmax(t.amplitude)) for t in targets)
+    if peak < silent_below:
+        return None
+    return _Cost(list(targets), peak * 10 ** (-floor_db / 20))
+
+
+def _velocity_sensitivity(values: dict, cost: "_Cost", which=None) -> dict:
+    """``values`` with the KEY VELOCITY SENSITIVITY 0-7 (the output level re-descended for each)
+    that fits the targets ``which`` best."""
+    best = None
+    for sens in range(8):
+        trial = {**values, "velocity_sensitivity": sens}
+        c = _descend(trial, ("output_level",), cost, which, max_sweeps=3)
+        if best is None or c < best[0] - 1e-9:
+            best = (c, trial)
+    return best[1]
+
+
 def _check_targets(targets: list[NoteTarget]) -> None:
     if not targets:
         raise DX7Error("nothing to fit: no target notes")
@@ -200,12 +222,10 @@ def fit_operator(targets: list[NoteTarget], *, floor_db: float = 60.0, silent_be
     Raises:
         DX7Error: no targets, or non-finite / negative amplitudes.
     """
-    _check_targets(targets)
-    peak = max(float(np.nanmax(t.amplitude)) for t in targets)
-    if peak < silent_below:
+    cost = _cost(targets, floor_db, silent_below)
+    if cost is None:
         return OperatorFit(_defaults(), 0.0, silent=True)
-    floor = peak * 10 ** (-floor_db / 20)
-    cost = _Cost(list(targets), floor)
+    floor = cost.floor
     ref = targets[0]
     values = _initial(ref, floor)
     # Keys b + 16 .. b + 18 are the unscaled ones (dx7tools.levels: offset note - b - 17): put the
@@ -214,13 +234,7 @@ def fit_operator(targets: list[NoteTarget], *, floor_db: float = 60.0, silent_be
     _descend(values, ("output_level", *EG_KEYS), cost, [0])
     same_pitch = [i for i, t in enumerate(targets) if t.note == ref.note]
     if fit_velocity and len({targets[i].velocity for i in same_pitch}) > 1:
-        best = None
-        for sens in range(8):
-            trial = {**values, "velocity_sensitivity": sens}
-            c = _descend(trial, ("output_level",), cost, same_pitch, max_sweeps=3)
-            if best is None or c < best[0] - 1e-9:
-                best = (c, trial)
-        values = best[1]
+        values = _velocity_sensitivity(values, cost, same_pitch)
     same_vel = [i for i, t in enumerate(targets) if t.velocity == ref.velocity]
     if fit_scaling:
         for side, pick in (("left", lambda t: t.note < ref.note), ("right", lambda t: t.note > ref.note)):
@@ -257,11 +271,9 @@ def refit_operator(targets: list[NoteTarget], values: dict, *, floor_db: float =
     Raises:
         DX7Error: no targets, or non-finite / negative amplitudes.
     """
-    _check_targets(targets)
-    peak = max(float(np.nanmax(t.amplitude)) for t in targets)
-    if peak < silent_below:
+    cost = _cost(targets, floor_db, silent_below)
+    if cost is None:
         return OperatorFit(_defaults(), 0.0, silent=True)
-    cost = _Cost(list(targets), peak * 10 ** (-floor_db / 20))
     start = {**_defaults(), **values}
     held = np.concatenate([np.asarray(t.amplitude)[:max(2, int(t.note_seconds * FRAME_RATE))] for t in targets])
     flat = {**start, **{f"eg_level_{i}": 99 for i in (1, 2, 3)}, **{f"eg_rate_{i}": 99 for i in (1, 2, 3)},
@@ -276,13 +288,7 @@ def _refine(values: dict, cost: _Cost) -> OperatorFit:
     """:func:`refit_operator`'s descent from ``values``."""
     _descend(values, ("output_level",), cost)
     _descend(values, ("output_level", *EG_KEYS), cost, max_sweeps=6)
-    best = (cost(values), dict(values))
-    for sens in range(8):
-        trial = {**values, "velocity_sensitivity": sens}
-        c = _descend(trial, ("output_level",), cost, max_sweeps=3)
-        if c < best[0] - 1e-9:
-            best = (c, trial)
-    values = best[1]
+    values = _velocity_sensitivity(values, cost)
     final = _descend(values, ("output_level", *EG_KEYS, "left_depth", "right_depth"), cost, max_sweeps=3)
     return OperatorFit(values, final)
 
