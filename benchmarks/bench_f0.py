@@ -24,7 +24,7 @@ both. The default corpora (violin, flute, trumpet, seed 0): the valid and test s
 CREPE full computed every 320 samples, on its own frames (every 5th), where CREPE full is voiced.
 
 Speed: :func:`ddx7.data.features.compute_features` (f0 + loudness) over every segment of the
-5-minute default violin corpus (~311 s); CREPE full at hop 64 on the first 10 s only and scaled.
+5-minute default violin corpus (~311 s); CREPE full and pYIN on its first 10 s only, scaled.
 The "steady" column scores the frames whose truth stays within 2 cents for 48 ms either side
 (no glide, vibrato or bend under the analysis window).
 Timings depend on the machine's load, printed with them; compare rows of one run.
@@ -53,7 +53,8 @@ VARIANTS = [("crepe-full", 320), ("crepe-tiny", None), ("crepe-tiny", 128), ("cr
             ("pesto", None), ("pesto", 320), ("pyin", 160)]
 """(tracker, step) pairs measured; step None = every frame (64 samples)."""
 FULL_SECONDS = 10
-"""CREPE full on every frame is timed on this many seconds of the corpus only (it runs ~0.1x real time)."""
+"""The slow trackers (``SLOW``) are timed on this many seconds of the corpus only, and scaled."""
+SLOW = ("crepe-full", "pyin")
 EDGE_S = 0.04
 SILENCE_S = 0.4
 INSTRUMENTS = ("violin", "flute", "trumpet")
@@ -252,24 +253,16 @@ def speed_table(home: Path) -> None:
     total = sum(len(a) for a in segs) / SAMPLE_RATE
     print(f"\nfeatures (f0 + loudness) of the default violin corpus, {total:.0f} s, "
           f"{torch.get_num_threads()} threads; load average before: {os.getloadavg()[0]:.2f}")
-    for tracker, step in VARIANTS:
-        audio = segs
-        if tracker == "crepe-full" and step is None:
-            continue
+    for tracker, step in VARIANTS + [("crepe-full", None)]:
+        sampled = tracker in SLOW                # timed on the first FULL_SECONDS of audio, scaled
+        audio = [np.concatenate(segs)[: FULL_SECONDS * SAMPLE_RATE]] if sampled else segs
+        seconds = sum(len(a) for a in audio) / SAMPLE_RATE
         t0 = time.perf_counter()
-        done = 0.0
         for a in audio:
             compute_features(a, SAMPLE_RATE, hop=HOP, tracker=tracker, crepe_hop=step)
-            done += len(a) / SAMPLE_RATE
-        dt = time.perf_counter() - t0
-        print(f"{_label(tracker, step):16s} {dt:7.1f} s for the corpus ({total / dt:5.1f}x real time)"
-              f"{'  <= 60 s' if dt <= 60 else ''}")
-    a = np.concatenate(segs)[: FULL_SECONDS * SAMPLE_RATE]
-    t0 = time.perf_counter()
-    compute_features(a, SAMPLE_RATE, hop=HOP, tracker="crepe-full")
-    dt = (time.perf_counter() - t0) * total / FULL_SECONDS
-    print(f"{'crepe-full':16s} {dt:7.1f} s for the corpus ({total / dt:5.2f}x real time; timed on "
-          f"{FULL_SECONDS} s and scaled)")
+        dt = (time.perf_counter() - t0) * total / seconds
+        print(f"{_label(tracker, step):16s} {dt:7.1f} s for the corpus ({total / dt:5.2f}x real time)"
+              f"{'  <= 60 s' if dt <= 60 else ''}{f'  (timed on {seconds:.0f} s, scaled)' if sampled else ''}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
