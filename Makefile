@@ -34,7 +34,7 @@ demo: install
 	$(BIN)/dx7tools preview "DDX7 VIOLN" --seconds 2 -o $(DEMO_HOME)/violin-preview.wav --home $(DEMO_HOME)
 	$(BIN)/dx7tools corpus build violin --home $(DEMO_HOME)
 	$(BIN)/dx7tools rank --corpus violin --budget 30 --top 5 --home $(DEMO_HOME)
-	$(BIN)/dx7tools fit --corpus violin --minutes $(DEMO_MINUTES) --crepe tiny --home $(DEMO_HOME)
+	$(BIN)/dx7tools fit --corpus violin --minutes $(DEMO_MINUTES) --home $(DEMO_HOME)
 	$(BIN)/dx7tools export violin-ddx7 --syx $(DEMO_HOME)/demo.syx --mid $(DEMO_HOME)/demo.mid \
 	    --from $(DEMO_HOME)/runs/violin-ddx7/test/000-original.wav --check --no-fidelity --home $(DEMO_HOME)
 	$(BIN)/dx7tools render $(DEMO_HOME)/demo.syx $(DEMO_HOME)/demo.mid -o $(DEMO_HOME)/demo-dx7.wav --home $(DEMO_HOME)
