@@ -51,7 +51,6 @@ from dx7tools.errors import DX7Error
 
 PESTO_SAMPLE_RATE = 16000
 PESTO_CHECKPOINT = "mir-1k_g7.ckpt"
-BINS_PER_SEMITONE = 3
 _LEAKY_SLOPE = 0.3
 _EPS = float(torch.finfo(torch.float32).eps)
 
@@ -254,5 +253,5 @@ def pesto_frames(audio: np.ndarray, step: int, count: int, batch_frames: int = 5
     return midi, conf
 
 
-__all__ = ["BINS_PER_SEMITONE", "PESTO_SAMPLE_RATE", "Pesto", "midi_to_hz", "pesto_frames", "pesto_weights_path",
+__all__ = ["PESTO_SAMPLE_RATE", "Pesto", "midi_to_hz", "pesto_frames", "pesto_weights_path",
            "read_checkpoint", "vqt_kernels"]
