@@ -9,8 +9,8 @@ for each test excerpt of its test split, the rows of :func:`ddx7.evaluate.e2e.co
   (c) start    the voice the run was trained from, same notes, velocities and bends (the floor)
   (d) model    the DDX7 model's own resynthesis (the ceiling)
 
-plus an ablation of (a) (:data:`ABLATION`): the held-note voice alone, the phrase-fitted voice alone
-(notes at velocity 100, no bends, no lane), + velocities, + bends, + the controller lane (= (a)). Distances: multi-resolution log-spectral (dB)
+plus an ablation of (a) (:data:`ABLATION`): the held-note voice alone, the kept (phrase-fitted) voice
+alone (notes at velocity 100, no bends, no lane), + velocities, + bends, + the controller lane (= (a)). Distances: multi-resolution log-spectral (dB)
 and A-weighted loudness envelope (dB RMS), gains matched. Goals: (a) spectral <= 1.1 x (d) and
 <= 0.7 x (c); (a) loudness <= (d) + 1.5 dB. Also: bytes per second of each target's stream and
 the time to export.
@@ -41,13 +41,14 @@ from ddx7.export.voice import export_voice  # noqa: E402
 from ddx7.run import Run  # noqa: E402
 
 ABLATION = (("held-note voice alone (velocity 100)", dict(voice="held", lane=False, bends=False, velocity=100)),
-            ("phrase-fitted voice alone (velocity 100)", dict(voice="phrase", lane=False, bends=False, velocity=100)),
-            ("+ velocities", dict(voice="phrase", lane=False, bends=False)),
-            ("+ bends", dict(voice="phrase", lane=False, bends=True)),
+            ("kept voice alone, AMS 0 (velocity 100)", dict(voice="kept", lane=False, bends=False, velocity=100)),
+            ("+ velocities", dict(voice="kept", lane=False, bends=False)),
+            ("+ bends", dict(voice="kept", lane=False, bends=True)),
             ("+ lane (= mk1)", dict(voice="mk1", lane=True, bends=True)))
 """The rows of the ablation. ``held``: the voice fitted on synthetic held notes (``export --syx``);
-``phrase``: the voice the mk1 .mid sends with AMS 0 everywhere (its levels as with the lane held
-fully open); ``mk1``: that voice as sent, with its lane."""
+``kept``: the voice the mk1 .mid sends (the phrase-fitted voice on every take measured; with the LFO
+if the vibrato went there) with AMS 0 everywhere, its levels as with the lane held fully open;
+``mk1``: that voice as sent, with its lane."""
 
 
 def ensure_run(home: Path, corpus: str, minutes: float | None) -> Run | None:
@@ -75,7 +76,7 @@ def ablation(mk1_plan, voice_export, reference: np.ndarray) -> dict:
         mk1_voice = next(parse_bytes(e.data).voices[0].voice for e in read_midi_events(mid)
                          if e.data[0] == 0xF0 and message_kind(e.data) == KIND_VOICE)
         voices = {"held": voice_export.voice, "mk1": mk1_voice,
-                  "phrase": mk1_voice.replace(**{f"op{k}_amp_mod_sensitivity": 0 for k in range(1, 7)})}
+                  "kept": mk1_voice.replace(**{f"op{k}_amp_mod_sensitivity": 0 for k in range(1, 7)})}
         for label, parts in ABLATION:
             parts = dict(parts)
             voice = voices[parts.pop("voice")]
@@ -88,13 +89,14 @@ def ablation(mk1_plan, voice_export, reference: np.ndarray) -> dict:
 
 
 def streams(run: Run, wav: Path, voice_export, features, plans: dict, plan_seconds: float) -> dict:
-    """Bytes/s and notes of each target's stream; the time to plan (mk1 and dexed share one choice)."""
+    """Bytes/s and notes of each target's stream, and the seconds to make it (mk1 and dexed: both
+    planned together, from one choice)."""
     out = {}
     for target, plan in plans.items():
         s = plan.sidecar["stream"]
         out[target] = {"mean_bytes_per_second": s["mean_bytes_per_second"],
                        "max_bytes_in_one_second": s["max_bytes_in_one_second"], "notes": plan.sidecar["notes"],
-                       "seconds_to_export": round(plan_seconds, 3)}
+                       "seconds_to_plan_mk1_and_dexed": round(plan_seconds, 3)}
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         info = export_performance(run, wav, Path(tmp) / "cc.mid", voice_export=voice_export, target="cc",
@@ -184,8 +186,10 @@ def main() -> None:
                   f"{'kept' if c['gap_edits_sent'] else 'not kept'}; vibrato in the {c['vibrato_in']}; dexed live levels "
                   f"{'sent' if c['live_levels_sent'] else 'not sent'}")
         for t, s in r["streams"].items():
+            seconds = s.get("seconds_to_export", s.get("seconds_to_plan_mk1_and_dexed"))
+            what = "export" if "seconds_to_export" in s else "plan (mk1 and dexed together)"
             print(f"  stream {t:5s}: {s['notes']:.0f} notes, mean {s['mean_bytes_per_second']:.0f} B/s, "
-                  f"max {s['max_bytes_in_one_second']:.0f} B in 1 s, export {s['seconds_to_export']:.2f} s")
+                  f"max {s['max_bytes_in_one_second']:.0f} B in 1 s, {what} {seconds:.2f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -276,8 +276,9 @@ def refit_operator(targets: list[NoteTarget], values: dict, *, floor_db: float =
         return OperatorFit(_defaults(), 0.0, silent=True)
     start = {**_defaults(), **values}
     held = np.concatenate([np.asarray(t.amplitude)[:max(2, int(t.note_seconds * FRAME_RATE))] for t in targets])
+    level = int(round_output_level(float(np.nanmedian(held)))) if np.isfinite(held).any() else start["output_level"]
     flat = {**start, **{f"eg_level_{i}": 99 for i in (1, 2, 3)}, **{f"eg_rate_{i}": 99 for i in (1, 2, 3)},
-            "eg_level_4": 0, "output_level": int(round_output_level(float(np.nanmedian(held))))}
+            "eg_level_4": 0, "output_level": level}
     fit = _refine(dict(start), cost)
     if fit.rms_db > RESTART_DB:  # descent stalls in local minima: start again from a flat EG
         fit = min(fit, _refine(dict(flat), cost), key=lambda f: f.rms_db)

@@ -121,7 +121,9 @@ def octave_errors_fixed(f0_hz) -> np.ndarray:
     A voiced frame whose pitch lies one or two octaves (within a semitone) from the median pitch of
     the voiced frames within :data:`OCTAVE_WINDOW_FRAMES` of it is moved back by those octaves: a
     tracker's octave slips are brief, so the median around them keeps the true octave, while a
-    player's octave leap lasts long enough to become the median itself.
+    player's octave leap lasts long enough to become the median itself. The price: a real note an
+    octave away shorter than about half the window (about 100 ms, e.g. a fast octave ornament)
+    inside a phrase is taken for a slip.
     """
     f0 = np.asarray(f0_hz, dtype=np.float64)
     pitch = midi_pitch(f0)

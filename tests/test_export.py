@@ -154,7 +154,9 @@ def test_mk1_performance_sends_nothing_a_mark_i_ignores_or_stutters_on(trained, 
     f0, loud = export.performance_features(run, rec / "take1.wav")
     plan = export.plan_performance(run, exported, f0, loud)  # the default target
     info = export.write_performance(plan, tmp_path / "mk1.mid")
-    assert info["target"] == "mk1" and info["controllers"]["dx7_parameter_changes"] == []
+    assert info["target"] == "mk1"
+    assert all(c.endswith("(silent gaps only)") for c in info["controllers"]["dx7_parameter_changes"])
+    assert ("warnings" in info) == (info["gap_edits"]["gaps"] == 0)  # no silent gap: said
     events = midi.read_midi_events(tmp_path / "mk1.mid")
     assert midi.message_kind(events[0].data) == midi.KIND_VOICE
     voice_sysex = [e for e in events[1:] if e.data[0] == 0xF0 and midi.parse_function_change(e.data) is None]
@@ -172,6 +174,29 @@ def test_mk1_performance_sends_nothing_a_mark_i_ignores_or_stutters_on(trained, 
     assert np.abs(audio).max() > 0.05
     fit = info["level_fit"]
     assert fit["rms_db_with_lane"] <= fit["rms_db_voice_alone"]
+
+
+def test_dexed_stream_is_the_mk1_stream_plus_live_levels(trained, exported):
+    from ddx7.export.mk1 import plan_mk1_and_dexed
+
+    home, run_dir, rec = trained
+    run = runs.Run.at(run_dir)
+    plans = plan_mk1_and_dexed(run, exported, *export.performance_features(run, rec / "take1.wav"))
+    mk1, dexed = plans["mk1"], plans["dexed"]
+
+    def part(plan, status):
+        return [(round(e.time, 6), e.data) for e in plan.events if e.data[0] & 0xF0 == status]
+
+    assert mk1.events[0].data == dexed.events[0].data  # the same voice dump
+    assert part(mk1, 0x90) == part(dexed, 0x90) and part(mk1, 0x80) == part(dexed, 0x80)  # notes
+    assert part(mk1, 0xE0) == part(dexed, 0xE0)  # bends
+    live = dexed.sidecar["live_levels"]
+    assert live["sent"] == (live["distance_to_model_db"]["with"] < live["distance_to_model_db"]["without"])
+    changes = [midi.parse_parameter_change(e.data) for e in dexed.events if midi.parse_parameter_change(e.data)]
+    if not live["sent"]:  # the dexed stream is then exactly the mk1 stream
+        assert [e.data for e in dexed.events] == [e.data for e in mk1.events]
+    else:
+        assert changes and dexed.sidecar["gap_edits"]["sent"] is False
 
 
 def test_breath_lane(trained, exported, tmp_path, monkeypatch):

@@ -111,3 +111,23 @@ def test_gap_edits_change_levels_only_where_nothing_sounds():
     legato = _choice(0.03)
     events, _, figures = gap_edits(legato, legato.voice)
     assert figures == {"gaps": 0, "edits": 0} and events == []
+
+
+def test_vibrato_is_found_and_the_lfo_plays_it():
+    from dx7tools.audio import FRAME_RATE
+    from dx7tools.modulation import PITCH_MOD_SENSITIVITY, lfo_hz, pmd_share
+    from dx7tools.voice import Voice
+
+    from ddx7.export.mk1 import lfo_vibrato_voice, vibrato
+
+    t = np.arange(int(4 * FRAME_RATE)) / FRAME_RATE
+    pitch = np.where(t < 2, 69.0, 72.0) + 0.30 * np.sin(2 * np.pi * 5.5 * t)  # a step and ±30 cents at 5.5 Hz
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    f0[:25] = 0.0
+    slow, rate, depth = vibrato(f0)
+    assert abs(rate - 5.5) <= 0.3 and abs(depth - 30) < 4  # the median follows a vibrato a little
+    assert np.isnan(slow[:25]).all() and np.nanmax(np.abs(slow[50:450] - 69)) < 0.15  # the step stays a step
+    voice = lfo_vibrato_voice(Voice.init(), rate, depth)
+    got = 1200 * pmd_share(voice["lfo_pitch_mod_depth"]) * PITCH_MOD_SENSITIVITY[voice["pitch_mod_sensitivity"]]
+    assert abs(got - depth) < 1.5 and abs(lfo_hz(voice["lfo_speed"]) - rate) < 0.3
+    assert (voice["lfo_waveform"], voice["lfo_key_sync"], voice["lfo_delay"]) == (4, 1, 0)  # sine, synced, at once

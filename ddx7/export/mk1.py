@@ -5,18 +5,23 @@ Dexed issue 106, its author's test on a Mark I) and may stutter on parameter Sys
 sound (MiniDexed issue 80). What it follows live is pitch bend and the performance controllers.
 So this stream (:func:`plan_mk1`) carries:
 
-* **set-up**: the voice as a single-voice dump -- the exported voice with each operator's AMP
-  MOD SENSITIVITY and output level refitted for the controller lane (:mod:`ddx7.export.lanes`)
-  and no LFO amplitude depth -- then function parameter changes: pitch-bend range
-  :data:`BEND_RANGE` (12 semitones) and the lane's controller (breath, CC 2, by default) at range
-  99 assigned to EG bias;
+* **set-up**: the voice as a single-voice dump -- refitted on the phrase's own notes
+  (:func:`phrase_voice`), with each operator's AMP MOD SENSITIVITY and output level fitted for the
+  controller lane (:mod:`ddx7.export.lanes`) and no LFO amplitude depth -- then function parameter
+  changes: pitch-bend range :data:`BEND_RANGE` (12 semitones) and the lane's controller (breath,
+  CC 2, by default) at range 99 assigned to EG bias;
 * **notes where the sound re-attacks** (:func:`dx7tools.performance.segment_attacks`): a legato
   line is one note whose pitch the bend carries, so the DX7's EGs attack only where the
   recording does; velocity from the loudness of each note's first 40 ms;
-* **pitch bend** per frame, thinned (vibrato included: the bend lane follows f0 every 20 ms);
-* **the controller lane**: the phrase's dynamics and brightness through EG bias.
+* **pitch bend** per frame, thinned; the vibrato in the bends or in the voice's LFO, whichever
+  the engine plays closer to the model (:func:`vibrato`);
+* **the controller lane**: the phrase's dynamics and brightness through EG bias;
+* **output-level edits in silent gaps** only (:func:`gap_edits`), when they measure better.
 
-No voice parameter changes are sent while a note sounds.
+Every choice (voice, lane, gap edits, vibrato) is made by playing the candidate streams on the
+DX7 engine (:class:`ddx7.synth.dx7.DX7`, Mark I receiver) against the model's own render.
+No voice parameter change is sent while a note sounds. The ``dexed`` target adds live output
+levels (:func:`_live_levels`).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ BEND_RANGE = 12
 CONTROLLERS = {"breath": (2, "breath_control"), "foot": (4, "foot_control"), "mod_wheel": (1, "mod_wheel"),
                "aftertouch": (None, "aftertouch")}
 """Lane controllers: MIDI CC number (None: channel aftertouch) and their function parameters' prefix."""
-VIBRATO_SMOOTH_SECONDS = 0.25
+VIBRATO_SMOOTH_SECONDS = 0.4
 """The slow pitch a phrase keeps in its bends when the vibrato goes to the LFO (:func:`vibrato`)."""
 GAP_EDIT_LEAD = 0.02
 """Seconds before a note-on at which the voice edits of a silent gap are sent (:func:`gap_edits`)."""
@@ -115,7 +120,8 @@ def choose_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: i
     run = ddx7_run(run)
     ph = phrase(run, voice_export, f0_hz, loudness_db,
                 lambda f0, loud: perf.segment_attacks(f0, loud, bend_range=BEND_RANGE), "40 ms", source)
-    held = voice_export.voice.replace(**{f"op{k}_amp_mod_sensitivity": 0 for k in range(1, 7)}, lfo_amp_mod_depth=0)
+    held = voice_export.voice.replace(**{f"op{k}_amp_mod_sensitivity": 0 for k in range(1, 7)}, lfo_amp_mod_depth=0,
+                                      lfo_pitch_mod_depth=0)  # the bends carry the vibrato
     mandatory = note_events(ph.notes, ph.velocities, ph.times, channel) + bend_events(
         ph.notes, perf.midi_pitch(ph.f0), ph.times, channel, BEND_RANGE)
     options = dict(controller=controller, channel=channel, budget=budget)
@@ -144,7 +150,8 @@ def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int
     With ``live_levels`` (the ``dexed`` target) the same stream also carries each sounding
     operator's OUTPUT LEVEL as parameter changes while notes sound, computed on top of the voice
     and its lane (:func:`ddx7.export.lanes.live_output_levels`): only Dexed follows them.
-    ``choice``: :func:`choose_mk1`'s, when already made for the same phrase and options.
+    ``choice``: :func:`choose_mk1`'s, when already made for the same phrase (its channel, budget and
+    controller are then the ones used; ``f0_hz``, ``loudness_db`` and the options here are not).
 
     Raises:
         DX7Error: as :func:`choose_mk1`.
@@ -156,12 +163,14 @@ def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int
                              controller=controller, source=source)
     ph, fit, voice = c.phrase, c.fit, c.voice
     events, lanes = _stream(voice, fit, c.mandatory, ph.times, **c.options)
-    events, lanes, voice, gaps = _with_gap_edits(c, events, lanes)
+    events, lanes, voice, edits, gaps = _with_gap_edits(c, events, lanes)
     distance = gaps["distance_to_model_db"]["with"] if gaps["sent"] else c.distances[c.name]
-    events, lanes, voice, vibrato_figures = _with_lfo_vibrato(c, events, lanes, voice, distance)
+    events, lanes, voice, mandatory, vibrato_figures = _with_lfo_vibrato(c, events, lanes, voice, edits, distance)
     live = None
     if live_levels:
-        events, lanes, live = _live_levels(c, events, lanes)
+        events, lanes, live = _live_levels(c, voice, mandatory, events, lanes)
+        if live["sent"]:  # the live levels replace the gap edits
+            gaps = {**gaps, "sent": False, "replaced_by_live_levels": True}
     uses_lane = np.any(fit.ams > 0)
     stream = stream_figures(events, lanes, ph.times, c.options["budget"])
     if uses_lane:
@@ -174,7 +183,7 @@ def plan_mk1(run, voice_export: VoiceExport, f0_hz, loudness_db, *, channel: int
                "lead_in_seconds": LEAD_IN_SECONDS, "notes": len(ph.notes),
                "velocity_loudness_range_db": list(voice_export.stats.loudness_range),
                "controllers": {"pitch_bend_range_semitones": BEND_RANGE,
-                               "dx7_parameter_changes": [lane.name for lane in lanes if lane.name.startswith("op")],
+                               "dx7_parameter_changes": _parameter_changes(lanes, gaps, edits),
                                "lane": ({"controller": controller, "cc": CONTROLLERS[controller][0],
                                          "function": f"{CONTROLLERS[controller][1]} range {lane_fit.RANGE}, "
                                                      "assign EG BIAS",
@@ -234,9 +243,9 @@ def gap_edits(c: Mk1Choice, voice: Voice) -> tuple[list[Event], Voice, dict]:
     levels = lane_fit.live_output_levels(c.voice_amp, ph.wanted_amp, c.fit,
                                          [c.base[f"op{k}_output_level"] for k in range(1, 7)])
     notes, times = ph.notes, ph.times
-    cuts = [i for i in range(1, len(notes))
-            if all(times[n.start] + _silent_after(voice, (n.end - n.start) / FRAME_RATE)
-                   < times[notes[i].start] - GAP_EDIT_LEAD for n in notes[:i])]
+    silent_from = np.maximum.accumulate([times[n.start] + _silent_after(voice, (n.end - n.start) / FRAME_RATE)
+                                         for n in notes])  # when every note so far has ended
+    cuts = [i for i in range(1, len(notes)) if silent_from[i - 1] < times[notes[i].start] - GAP_EDIT_LEAD]
     bounds = [0] + cuts + [len(notes)]
     ops = [k for k in range(1, 7) if voice[f"op{k}_output_level"] > 0]
     current = {k: voice[f"op{k}_output_level"] for k in ops}
@@ -259,24 +268,44 @@ def gap_edits(c: Mk1Choice, voice: Voice) -> tuple[list[Event], Voice, dict]:
     return events, voice.replace(**first), {"gaps": len(cuts), "edits": len(events)}
 
 
-def _with_gap_edits(c: Mk1Choice, events: list, lanes: list) -> tuple[list, list, Voice, dict]:
+def _with_gap_edits(c: Mk1Choice, events: list, lanes: list) -> tuple[list, list, Voice, list, dict]:
     """The stream with :func:`gap_edits` (its voice dump, the edits inside the wire budget) if the
-    Mark I engine plays it closer to the model than without, else as it is; and the figures."""
+    Mark I engine plays it closer to the model than without, else as it is; the voice, the edits
+    kept, and the figures."""
     edits, voice, figures = gap_edits(c, c.voice)
     if not edits and voice == c.voice:
-        return events, lanes, c.voice, {**figures, "sent": False}
+        return events, lanes, c.voice, [], {**figures, "sent": False}
     trial, trial_lanes = _stream(voice, c.fit, c.mandatory + edits, c.phrase.times, **c.options)
     without, with_ = c.distances[c.name], _distance_to_model(voice, trial, c.model_audio)
-    figures.update(distance_to_model_db={"with": round(with_, 3), "without": without}, sent=bool(with_ < without))
-    return (trial, trial_lanes, voice, figures) if with_ < without else (events, lanes, c.voice, figures)
+    figures.update(distance_to_model_db={"with": _finite(with_), "without": without}, sent=bool(with_ < without))
+    if with_ < without:
+        return trial, trial_lanes, voice, edits, figures
+    return events, lanes, c.voice, [], figures
+
+
+def _finite(distance: float) -> float | None:
+    """A distance for JSON: rounded, or None for a stream never kept (it may stutter)."""
+    return round(distance, 3) if np.isfinite(distance) else None
+
+
+def _parameter_changes(lanes: list, gaps: dict, edits: list) -> list[str]:
+    """The sidecar's list of what DX7 parameter changes the stream sends: live lanes by name, and
+    the gap edits' output levels marked as sent in silent gaps."""
+    from dx7tools.midi import parse_parameter_change
+
+    live = [lane.name for lane in lanes if lane.name.startswith("op")]
+    gap = sorted({parse_parameter_change(e.data)[0] for e in edits}) if gaps["sent"] else []
+    return live + [f"{key} (silent gaps only)" for key in gap]
 
 
 def vibrato(f0_hz: np.ndarray) -> tuple[np.ndarray, float, float]:
     """The phrase's pitch without its vibrato, and the vibrato as one sine.
 
-    The slow pitch is a :data:`VIBRATO_SMOOTH_SECONDS` moving median of the pitch (MIDI, within
-    each voiced run: steps between notes stay steps); the vibrato is what is left: its rate the strongest component between 3 and 9 Hz,
-    its depth the amplitude of a sine of the same RMS (cents).
+    The slow pitch is the pitch's moving median over twice :data:`VIBRATO_SMOOTH_SECONDS` (MIDI;
+    steps between notes stay steps) plus a :data:`VIBRATO_SMOOTH_SECONDS` moving mean, applied
+    twice, of the pitch's offset from it; the vibrato is what is left: its rate the strongest component between 3 and 9 Hz,
+    its depth the amplitude of a sine with the same median absolute value (cents; robust to
+    the frames around a step).
 
     Returns:
         ``(pitch, rate_hz, depth_cents)``: (T,) the slow pitch (MIDI; NaN where unvoiced).
@@ -284,7 +313,12 @@ def vibrato(f0_hz: np.ndarray) -> tuple[np.ndarray, float, float]:
     pitch = perf.midi_pitch(f0_hz)
     voiced = np.isfinite(pitch)
     width = max(1, int(round(VIBRATO_SMOOTH_SECONDS * FRAME_RATE)))
-    slow = lane_fit.smooth_runs(pitch, width | 1)  # a median keeps the steps between notes
+    median = lane_fit.smooth_runs(pitch, 2 * width + 1)  # keeps the steps between notes sharp
+    off = np.where(voiced, np.clip(pitch - median, -1, 1), 0.0)
+    kernel, count = np.ones(width | 1), np.convolve(voiced * 1.0, np.ones(width | 1), "same")
+    with np.errstate(invalid="ignore", divide="ignore"):  # a moving mean twice: a vibrato above 3 Hz leaves < 3 %
+        off = np.convolve(np.convolve(off, kernel, "same") / count, kernel, "same") / count
+    slow = np.where(voiced, median + off, np.nan)
     rest = np.where(voiced, pitch - slow, 0.0) * 100  # cents
     if voiced.sum() < 2 * width:
         return slow, 0.0, 0.0
@@ -292,7 +326,8 @@ def vibrato(f0_hz: np.ndarray) -> tuple[np.ndarray, float, float]:
     freqs = np.fft.rfftfreq(len(rest), 1 / FRAME_RATE)
     band = (freqs >= 3) & (freqs <= 9)
     rate = float(freqs[band][np.argmax(spectrum[band])]) if band.any() else 0.0
-    return slow, rate, float(np.sqrt(2 * np.mean(rest[voiced] ** 2)))
+    # a sine of amplitude A has median |value| A sin(pi/4): robust to the frames around a step
+    return slow, rate, float(np.median(np.abs(rest[voiced])) / np.sin(np.pi / 4))
 
 
 def lfo_vibrato_voice(voice: Voice, rate_hz: float, depth_cents: float) -> Voice:
@@ -307,45 +342,45 @@ def lfo_vibrato_voice(voice: Voice, rate_hz: float, depth_cents: float) -> Voice
                          lfo_waveform=WAVES.index("sine"), pitch_mod_sensitivity=pms)
 
 
-def _with_lfo_vibrato(c: Mk1Choice, events: list, lanes: list, voice: Voice, without: float):
+def _with_lfo_vibrato(c: Mk1Choice, events: list, lanes: list, voice: Voice, edits: list, without: float):
     """The stream with the vibrato in the voice's LFO and the bends following only the slow pitch,
-    if the Mark I engine plays it closer to the model than with the vibrato in the bends; and the
-    figures (``in``: bend or lfo, the vibrato found, both distances)."""
-    from dx7tools.midi import parse_parameter_change
-
+    if the Mark I engine plays it closer to the model than with the vibrato in the bends (the
+    stream so far, ``without`` dB from the model); returns ``(events, lanes, voice, notes and
+    bends, figures)`` (``in``: bend or lfo, the vibrato found, both distances)."""
     from ddx7.export.performance import bend_events, note_events
 
     ph = c.phrase
     slow, rate, depth = vibrato(ph.f0)
     figures = {"rate_hz": round(rate, 2), "depth_cents": round(depth, 1), "in": "bend"}
     if rate <= 0 or depth < 1:
-        return events, lanes, voice, figures
+        return events, lanes, voice, c.mandatory, figures
     lfo_voice = lfo_vibrato_voice(voice, rate, depth)
     channel = c.options["channel"]
     mandatory = note_events(ph.notes, ph.velocities, ph.times, channel) + bend_events(
         ph.notes, slow, ph.times, channel, BEND_RANGE)
-    kept = [e for e in events if e.time > 0 and parse_parameter_change(e.data) is not None]  # the gap edits
-    trial, trial_lanes = _stream(lfo_voice, c.fit, mandatory + kept, ph.times, **c.options)
+    trial, trial_lanes = _stream(lfo_voice, c.fit, mandatory + edits, ph.times, **c.options)
     with_ = _distance_to_model(lfo_voice, trial, c.model_audio)
-    figures["distance_to_model_db"] = {"lfo": round(with_, 3), "bend": round(without, 3)}
+    figures["distance_to_model_db"] = {"lfo": _finite(with_), "bend": round(without, 3)}
     if with_ < without:
-        return trial, trial_lanes, lfo_voice, {**figures, "in": "lfo"}
-    return events, lanes, voice, figures
+        return trial, trial_lanes, lfo_voice, mandatory, {**figures, "in": "lfo"}
+    return events, lanes, voice, c.mandatory, figures
 
 
-def _live_levels(c: Mk1Choice, events: list, lanes: list) -> tuple[list, list, dict]:
-    """The mk1 stream with live OUTPUT LEVEL changes added, if the Dexed receiver plays it closer
-    to the model than without them, else the mk1 stream as it is; and what was measured.
+def _live_levels(c: Mk1Choice, voice: Voice, mandatory: list, events: list, lanes: list) -> tuple[list, list, dict]:
+    """The mk1 stream (``events`` with ``voice``; its notes and bends ``mandatory``) with live
+    OUTPUT LEVEL changes in place of any gap edits, if the Dexed receiver plays it closer to the
+    model than the mk1 stream, else the mk1 stream as it is; and what was measured.
 
-    Dexed moves an operator towards a new output level at the EG's own rate, not at once
-    (docs/engine.md), so a slow EG lags the changes and they can make it worse: measured, not assumed.
+    Dexed re-aims a held note's EG at its (new) sustain level at rate 3 on each live edit
+    (docs/engine.md), which can cut short the attack and decay the voice was fitted for: so
+    whether the changes help is measured, not assumed.
     """
     levels = lane_fit.live_output_levels(c.voice_amp, c.phrase.wanted_amp, c.fit,
                                          [c.base[f"op{k}_output_level"] for k in range(1, 7)])
-    with_levels = _stream(c.voice, c.fit, c.mandatory, c.phrase.times, output_levels=levels, **c.options)
-    without = _distance_to_model(c.voice, events, c.model_audio, "dexed")
-    with_ = _distance_to_model(c.voice, with_levels[0], c.model_audio, "dexed")
-    figures = {"distance_to_model_db": {"with": round(with_, 3), "without": round(without, 3)},
+    with_levels = _stream(voice, c.fit, mandatory, c.phrase.times, output_levels=levels, **c.options)
+    without = _distance_to_model(voice, events, c.model_audio, "dexed")
+    with_ = _distance_to_model(voice, with_levels[0], c.model_audio, "dexed")
+    figures = {"distance_to_model_db": {"with": _finite(with_), "without": _finite(without)},
                "sent": bool(with_ < without)}
     return (*with_levels, figures) if with_ < without else (events, lanes, figures)
 

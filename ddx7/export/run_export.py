@@ -53,20 +53,7 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
     """
     stage = stage or (lambda label: contextlib.nullcontext())
     warn = warn or _warn
-    if syx is None and mid is None:
-        raise DX7Error("nothing to export: give --syx OUT.syx and/or --mid OUT.mid --from IN.wav")
-    if mid is not None and wav is None:
-        raise DX7Error("--mid needs --from IN.wav (the recording to perform)")
-    if check and wav is None:
-        raise DX7Error("--check needs --from IN.wav (the recording to compare with)")
-    resolve_target(target, breath, cc_lanes)  # an unknown target or controller fails before any work
-    if controller not in CONTROLLERS:
-        raise DX7Error(f"unknown controller {controller!r}; choose one of {', '.join(CONTROLLERS)}")
-    if wav is not None and not Path(wav).exists():
-        raise DX7Error("no such file", str(wav))
-    for out_path in (syx, mid):
-        if out_path is not None and not Path(out_path).parent.resolve().is_dir():
-            raise DX7Error("cannot write: the folder does not exist", str(out_path))
+    _check_arguments(syx, mid, wav, check, target, breath, cc_lanes, controller)
     run = (run if isinstance(run, Run) else Run.open(home, run)).require_ddx7()  # before the corpus work
     with stage("fitting the voice"):
         voice_export = export_voice(run, home)
@@ -81,20 +68,16 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
                        "bytes": Path(syx).stat().st_size}
         if fidelity:
             info["fidelity"] = _fidelity(home, run, voice_export, stage, warn)
+    options = dict(channel=channel, budget=budget, controller=controller)
     plans = None
     if check:  # the check plays the mk1 and dexed plans: make them once, for the .mid too
-        from ddx7.export.mk1 import plan_mk1_and_dexed
-        from ddx7.export.performance import performance_features
-
         with stage("performance"):
-            plans = plan_mk1_and_dexed(run, voice_export, *performance_features(run, wav), source=str(wav),
-                                       channel=channel, budget=budget, controller=controller)
+            plans = _mk1_and_dexed(run, voice_export, wav, options)
     if mid is not None:
         chosen = resolve_target(target, breath, cc_lanes)
         with stage("performance"):
-            info["mid"] = export_performance(run, wav, mid, home=home, voice_export=voice_export, channel=channel,
-                                             budget=budget, breath=breath, cc_lanes=cc_lanes, target=target,
-                                             controller=controller,
+            info["mid"] = export_performance(run, wav, mid, home=home, voice_export=voice_export, breath=breath,
+                                             cc_lanes=cc_lanes, target=target, **options,
                                              plan=plans.get(chosen) if plans and not breath else None)
         for line in info["mid"].get("warnings", []):
             warn(line)
@@ -104,6 +87,32 @@ def export_run(home, run: Run | str | Path, *, syx=None, bank: bool = False, mid
         with stage("checking on the DX7 engine"):
             info["check"] = save_check(run, wav, home=home, voice_export=voice_export, plans=plans)
     return info
+
+
+def _check_arguments(syx, mid, wav, check: bool, target, breath: bool, cc_lanes: bool, controller: str) -> None:
+    """:func:`export_run`'s bad input, found before any work (one :class:`DX7Error`)."""
+    if syx is None and mid is None:
+        raise DX7Error("nothing to export: give --syx OUT.syx and/or --mid OUT.mid --from IN.wav")
+    if mid is not None and wav is None:
+        raise DX7Error("--mid needs --from IN.wav (the recording to perform)")
+    if check and wav is None:
+        raise DX7Error("--check needs --from IN.wav (the recording to compare with)")
+    resolve_target(target, breath, cc_lanes)  # an unknown target fails before any work
+    if controller not in CONTROLLERS:
+        raise DX7Error(f"unknown controller {controller!r}; choose one of {', '.join(CONTROLLERS)}")
+    if wav is not None and not Path(wav).exists():
+        raise DX7Error("no such file", str(wav))
+    for out_path in (syx, mid):
+        if out_path is not None and not Path(out_path).parent.resolve().is_dir():
+            raise DX7Error("cannot write: the folder does not exist", str(out_path))
+
+
+def _mk1_and_dexed(run: Run, voice_export, wav, options: dict) -> dict:
+    """The mk1 and dexed plans of ``wav`` (:func:`ddx7.export.mk1.plan_mk1_and_dexed`)."""
+    from ddx7.export.mk1 import plan_mk1_and_dexed
+    from ddx7.export.performance import performance_features
+
+    return plan_mk1_and_dexed(run, voice_export, *performance_features(run, wav), source=str(wav), **options)
 
 
 def _fidelity(home, run: Run, voice_export, stage, warn) -> dict | None:
