@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 import typer
 from typer.core import TyperCommand
 
-from .common import AddressOption, HomeOption, JsonOption, err, out, print_json, stage_progress
+from .common import AddressOption, F0Option, HomeOption, JsonOption, err, out, print_json, stage_progress
 
 MANY_VALUES = ("--corpus", "--voice", "--model", "--seeds")
 """Options that take several values after one flag (``--corpus violin flute``)."""
@@ -59,8 +59,10 @@ def sweep(
                                                        "Default: default.")] = None,
     model: Annotated[Optional[List[str]], typer.Option("--model", help="ddx7 and/or hpn (HpN has no voice: one "
                                                        "run per corpus and seed).")] = None,
-    seeds: Annotated[Optional[List[int]], typer.Option("--seeds", help="N: seeds 0..N-1; several values: those "
-                                                       "seeds (no duplicates). Default: 3.")] = None,
+    seeds: Annotated[Optional[List[str]], typer.Option("--seeds", help="One number N: the N seeds 0..N-1 (--seeds "
+                                                       "3 is seeds 0, 1, 2). Several values, or a value with a "
+                                                       "comma: those seeds (--seeds 0 4 7, --seeds 0,4,7; --seeds 3, "
+                                                       "is seed 3 only). No duplicates. Default: 3.")] = None,
     minutes: Annotated[float, typer.Option("--minutes", help="Training minutes per run (runs sharing the cores "
                                            "each train fewer steps than one alone: --steps gives equal work).")] = 4.0,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Train this many steps per run instead "
@@ -71,7 +73,9 @@ def sweep(
                                                    "in this process.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch threads per run one after "
                                                    "another (default: all cores); on Ray always 1.")] = None,
-    crepe: Annotated[str, typer.Option("--crepe", help="CREPE model for the features: tiny or full.")] = "tiny",
+    f0: F0Option = None,
+    crepe: Annotated[Optional[str], typer.Option("--crepe", help="CREPE model for f0: full or tiny (same as "
+                                                 "--f0 crepe-full/crepe-tiny; alone with --crepe-hop, tiny).")] = None,
     crepe_hop: Annotated[Optional[int], typer.Option("--crepe-hop", help="Run CREPE every N samples and "
                                                      "interpolate to 250 frames/s (faster; default 64).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
@@ -90,15 +94,16 @@ def sweep(
     """Train every combination of corpora, voices, models and seeds as ordinary fit runs (reused when finished,
     resumed when stopped), on Ray or one after another, and tabulate the best validation loss as mean ± spread
     (Python: ddx7.fit.sweep.sweep)."""
+    from ddx7.data.f0 import resolve_tracker
     from ddx7.fit.sweep import SweepFailed, sweep as run_sweep
 
-    settings = dict(threads=threads, crepe=crepe, crepe_hop=crepe_hop, batch_size=batch_size,
-                    segment_seconds=segment_seconds, learning_rate=learning_rate, valid_every=valid_every,
-                    checkpoint_seconds=checkpoint_seconds)
+    settings = dict(threads=threads, batch_size=batch_size, segment_seconds=segment_seconds,
+                    learning_rate=learning_rate, valid_every=valid_every, checkpoint_seconds=checkpoint_seconds,
+                    **resolve_tracker(f0, crepe, crepe_hop, crepe_default="tiny"))
     try:
         with stage_progress() as progress:
             result = run_sweep(home, corpus, voices=[None if v == "default" else v for v in voice or [None]],
-                               models=model or ["ddx7"], seeds=seeds or [3], minutes=minutes, steps=steps,
+                               models=model or ["ddx7"], seeds=seeds or 3, minutes=minutes, steps=steps,
                                settings=settings, test_audio=test_audio, address=address, workers=workers,
                                out_dir=output, progress=progress,
                                say=lambda line: err.print(line, highlight=False, markup=False))

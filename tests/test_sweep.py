@@ -6,6 +6,7 @@ finishes and the table names it as retried."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from ddx7.data.corpus import add_corpus
 from ddx7.data.examples import load_examples
 from ddx7.evaluate import spread
 from ddx7.fit import engine
-from ddx7.fit.sweep import SweepFailed, parse_seeds, sweep, train_spec, RunSpec
+from ddx7.fit.sweep import RunSpec, SweepFailed, parse_seeds, plan_sweep, sweep, train_spec
 from ddx7.rank.choose import paper_config
 from ddx7.synth import FMSynth
 
@@ -99,6 +100,19 @@ def test_seeds_are_a_count_or_distinct_values():
         parse_seeds(0)
     with pytest.raises(DX7Error, match="must be >= 0"):
         parse_seeds([3, -1])
+
+
+def test_one_explicit_seed_is_written_with_a_comma():
+    assert parse_seeds("3,") == [3] and parse_seeds(["3,"]) == [3] and parse_seeds(["0,"]) == [0]
+    assert parse_seeds(["3"]) == [0, 1, 2] and parse_seeds("3") == [0, 1, 2]     # one number: a count
+    assert parse_seeds(["0,4,7"]) == [0, 4, 7] and parse_seeds(["5,", "2"]) == [5, 2]
+    with pytest.raises(DX7Error, match=r"--seeds 0: the number of seeds must be >= 1 \(seed 0 alone: --seeds 0,\)"):
+        parse_seeds(["0"])
+    with pytest.raises(DX7Error, match="--seeds: 'x' is not a whole number"):
+        parse_seeds(["1,x"])
+    with pytest.raises(DX7Error, match=r"lists seed\(s\) 3 more than once"):
+        parse_seeds(["3,3"])
+    assert [s.seed for s in plan_sweep(["mini"], [None], ["ddx7"], "3,", steps=1)] == [3]
 
 
 def test_the_table_statistics():
@@ -175,11 +189,48 @@ def test_ctrl_c_then_the_same_command_goes_on(run_cli, home, dx7tools_exe):
     ({"seeds": [1, 2, 1]}, r"--seeds lists seed\(s\) 1 more than once"),
     ({"address": "ray://nowhere"}, r"bad --address 'ray://nowhere': use auto, HOST:PORT or ray://HOST:PORT"),
     ({"models": ["wavenet"]}, "unknown model 'wavenet'"),
+    # settings are checked as fit checks them, before features or training (not as failed runs)
+    ({"settings": {**FAST, "crepe": "medium"}}, r"^unknown CREPE model 'medium'; choose full or tiny$"),
+    ({"settings": {**FAST, "segment_seconds": 99}}, r"^segment length must be 0.1-30 s$"),
+    ({"settings": {**FAST, "f0": "yin"}}, r"^unknown f0 tracker 'yin'"),
+    ({"settings": {**FAST, "batch": 4}}, r"^unknown fit setting\(s\): batch$"),
 ])
 def test_bad_input_fails_before_any_work(home, kwargs, message):
-    with pytest.raises(DX7Error, match=message):
-        sweep(home, ["mini"], steps=2, settings=FAST, **kwargs)
+    with pytest.raises(DX7Error, match=message) as caught:
+        sweep(home, ["mini"], steps=2, **{"settings": FAST, **kwargs})
+    assert not isinstance(caught.value, SweepFailed)
     assert not runs.runs_dir(home).exists() and not (home / "sweep").exists()
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(run_cli, home, no_ray):
+    """A run name does not say the learning rate or the f0 tracker: a finished run of that name is
+    reused when its record says the same settings (an old record without ``f0`` read as CREPE
+    ``crepe``), and refused in one line naming the field otherwise, before any work."""
+    first = sweep(home, ["mini"], seeds="1,", steps=2, settings=FAST, test_audio=False)
+    name = "sweep-mini-ddx7-default-s1-2steps"
+    assert [r["run"] for r in first["runs"]] == [name] and first["runs"][0]["status"] == "trained"
+    model = runs.runs_dir(home) / name / runs.MODEL_FILE
+    before = model.stat().st_mtime_ns
+    args = ("sweep", "--corpus", "mini", "--seeds", "1,", "--steps", "2", *CLI_FAST)
+    same = run_cli(*args, "--json", env={engine.NO_RAY_ENV: "1"})     # --crepe-hop 320 alone: CREPE tiny
+    assert same.returncode == 0, same.stderr
+    assert [(r["run"], r["status"]) for r in same.json()["runs"]] == [(name, "reused")]
+    assert same.json()["features"] == {"f0": "crepe-tiny", "crepe_hop": 320}
+    other = run_cli(*args, "--learning-rate", "0.001", env={engine.NO_RAY_ENV: "1"})
+    assert other.returncode == 1 and other.stderr.strip() == (
+        f"error: {runs.runs_dir(home) / name}: run '{name}' exists with other settings (learning_rate 0.005 "
+        "there, 0.001 here); remove it or use another --home"), other.stderr
+    pesto = {k: v for k, v in FAST.items() if k not in ("crepe", "crepe_hop")}
+    with pytest.raises(DX7Error, match=r"other settings \(crepe_hop 320 there, None here; "
+                                       r"f0 'crepe-tiny' there, 'pesto' here\); remove it") as caught:
+        sweep(home, ["mini"], seeds="1,", steps=2, settings={**pesto, "f0": "pesto"}, test_audio=False)
+    assert "\n" not in str(caught.value)
+    record_file = runs.runs_dir(home) / name / runs.RECORD_FILE
+    record = json.loads(record_file.read_text())
+    assert record["config"].pop("f0") is None        # as a run recorded before f0 existed
+    record_file.write_text(json.dumps(record))
+    again = sweep(home, ["mini"], seeds="1,", steps=2, settings={**FAST, "f0": "crepe-tiny"}, test_audio=False)
+    assert [r["status"] for r in again["runs"]] == ["reused"] and model.stat().st_mtime_ns == before
 
 
 def test_an_unreachable_cluster_is_one_line_and_writes_nothing(run_cli, home):
@@ -231,8 +282,15 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_from_its_checkpoint(loca
     is killed mid-run. Its run comes back on a new worker from its checkpoint and ends on the very
     loss curve of the run that was never interrupted."""
     steps, box = 24, {}
-    thread = threading.Thread(target=lambda: box.setdefault("result", sweep(
-        home, ["mini"], voices=["DDX7 VIOLN", None], seeds=1, steps=steps, settings=FAST, test_audio=False)))
+
+    def run_sweep():
+        try:
+            box["result"] = sweep(home, ["mini"], voices=["DDX7 VIOLN", None], seeds=1, steps=steps, settings=FAST,
+                                  test_audio=False)
+        except BaseException as exc:     # re-raised below, in the test's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run_sweep)
     thread.start()
     victim = "sweep-mini-ddx7-ddx7-violn-s0-24steps"
     deadline = time.time() + 90
@@ -245,6 +303,9 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_from_its_checkpoint(loca
     assert pid is not None, "the run never got to step 8 on a Ray worker"
     os.kill(pid, signal.SIGKILL)
     thread.join(timeout=120)
+    assert not thread.is_alive(), "the sweep had not finished 120 s after its worker was killed"
+    if "error" in box:
+        raise AssertionError(f"the sweep raised after its worker was killed: {box['error']!r}") from box["error"]
     result = box["result"]
     assert result["engine"] == "Ray tasks on this machine" and result["retried"] == [victim]
     killed, control = result["runs"]

@@ -12,9 +12,11 @@ Stages:
    every voice resolved once to its fixed configuration (``auto`` ranks the library if needed);
 3. **train** (:func:`train_specs`): each run is :func:`ddx7.fit.run_fit.fit_run` — the same run
    folder, checkpoints and resume as ``dx7tools fit`` — executed by :mod:`ddx7.fit.engine` as Ray
-   tasks (one torch thread each) or one after another. A finished run with the same settings is
-   reused, an unfinished one resumes from its checkpoint (after Ctrl-C, the same command goes on
-   where it stopped), and a run whose worker was killed is run again by Ray and resumes too;
+   tasks (one torch thread each) or one after another. A finished run with the same settings
+   (:func:`other_settings`: every feature and training field) is reused, a run of that name trained
+   otherwise is an error naming the differing fields, an unfinished one resumes from its
+   checkpoint (after Ctrl-C, the same command goes on where it stopped), and a run whose worker
+   was killed is run again by Ray and resumes too;
 4. **tabulate**: per (corpus, model, voice), the best validation loss over the seeds as
    mean ± spread with n (:mod:`ddx7.evaluate.spread`), which rows differ by less than their
    spread, which runs were retried, and a table of the runs that failed.
@@ -51,6 +53,16 @@ METRIC = "best_valid_loss"
 DEFAULT_VOICE_LABEL = "default"
 """A row's voice when none was asked for: the paper's configuration (or the selector's pick on other corpora)."""
 FIT_FIELDS = frozenset(f.name for f in fields(runs.FitConfig))
+SETTING_FIELDS = FIT_FIELDS - {"corpus", "model", "voice", "steps", "minutes"}
+"""The :class:`ddx7.run.FitConfig` fields a sweep's ``settings`` may hold (``seed`` is the run's own)."""
+NOT_COMPARED = frozenset({"threads", "checkpoint_seconds", "steps", "minutes", "voice", "f0", "crepe"})
+"""FitConfig fields a run of the same name may differ in and still be reused: how it ran (torch
+threads, checkpoint interval), its budget (part of the name) and the voice as asked (the fixed
+configuration it resolved to is compared instead). ``f0`` and ``crepe`` are compared as the one
+tracker they name (:attr:`ddx7.run.FitConfig.tracker`), so records from before ``f0`` existed read
+as CREPE ``crepe``."""
+TRACKER_FIELDS = frozenset({"f0", "crepe", "crepe_hop"})
+"""Settings that choose the f0 tracker; with none of them, :data:`ddx7.data.f0.DEFAULT_F0` (as ``fit``)."""
 LEDGER_DIR = "sweep-attempts"
 """``<home>/sweep-attempts/<id>/``: the attempts ledger of a sweep while it runs (removed at the end)."""
 
@@ -91,20 +103,65 @@ class RunSpec:
         return cls(**{f.name: payload[f.name] for f in fields(cls) if f.name in payload})
 
 
+def fit_config(spec: RunSpec) -> runs.FitConfig:
+    """The :class:`ddx7.run.FitConfig` ``spec`` trains with, as :func:`ddx7.fit.run_fit.fit_run`
+    makes it (the f0 tracker :data:`ddx7.data.f0.DEFAULT_F0` when the settings name none).
+
+    Raises:
+        DX7Error: a setting that is not a FitConfig field (not yet :meth:`FitConfig.check`).
+    """
+    from ddx7.data.f0 import DEFAULT_F0
+
+    unknown = sorted(set(spec.settings) - SETTING_FIELDS)
+    if unknown:
+        raise DX7Error(f"unknown fit setting(s): {', '.join(unknown)}")
+    settings = spec.settings if TRACKER_FIELDS & set(spec.settings) else {**DEFAULT_F0, **spec.settings}
+    return runs.FitConfig(corpus=spec.corpus, model=spec.model, voice=spec.voice, steps=spec.steps,
+                          minutes=spec.minutes, **{**settings, "seed": spec.seed})
+
+
 # -- 1. plan --------------------------------------------------------------------------------------
 def budget_tag(minutes: float | None, steps: int | None) -> str:
     """``4m``, ``0p5m`` or ``300steps``: the budget as a run-name part."""
     return f"{steps}steps" if steps is not None else f"{minutes:g}m".replace(".", "p")
 
 
-def parse_seeds(seeds: int | Sequence[int]) -> list[int]:
-    """``N`` (or ``[N]``): seeds 0..N-1; several values: those seeds (no duplicates, none negative)."""
-    values = [seeds] if isinstance(seeds, int) else [int(s) for s in seeds]
+def _seed_values(seeds: int | str | Sequence[int | str]) -> tuple[list[int], bool]:
+    """``(values, listed)``: the integers ``seeds`` holds and whether they are a list of seeds
+    (several values, or a value written with a comma) rather than a count."""
+    items = [seeds] if isinstance(seeds, (int, str)) else list(seeds)
+    values, listed = [], len(items) > 1
+    for item in items:
+        parts = [item] if isinstance(item, int) else [p.strip() for p in str(item).split(",")]
+        listed = listed or len(parts) > 1
+        for part in parts:
+            if part == "":
+                continue
+            try:
+                values.append(int(part))
+            except ValueError:
+                raise DX7Error(f"--seeds: {part!r} is not a whole number") from None
+    return values, listed
+
+
+def parse_seeds(seeds: int | str | Sequence[int | str]) -> list[int]:
+    """The seeds a sweep trains.
+
+    ``N`` alone (or ``[N]``, ``"N"``): a count, seeds 0..N-1. Several values, or values written with
+    a comma (``"3,"``, ``"0,4,7"``): those seeds, in that order, no duplicates, none negative; so
+    ``"3,"`` (``--seeds 3,``) is seed 3 only.
+
+    Raises:
+        DX7Error: no value, a count below 1, a value that is not a whole number, a repeated or
+            negative seed.
+    """
+    values, listed = _seed_values(seeds)
     if not values:
         raise DX7Error("--seeds needs a count or a list of seeds")
-    if len(values) == 1:
+    if not listed:
         if values[0] < 1:
-            raise DX7Error(f"--seeds {values[0]}: the number of seeds must be >= 1")
+            raise DX7Error(f"--seeds {values[0]}: the number of seeds must be >= 1 (seed {values[0]} alone: "
+                           f"--seeds {values[0]},)")
         return list(range(values[0]))
     repeated = sorted({s for s in values if values.count(s) > 1})
     if repeated:
@@ -136,10 +193,11 @@ def plan_sweep(corpora: Sequence[str], voices: Sequence[str | None], models: Seq
     voices = list(dict.fromkeys(voices)) or [None]
     if not corpora:
         raise DX7Error("no corpus given (--corpus NAME ...)")
-    for model in models:
-        runs.FitConfig(corpus=corpora[0], model=model).check()
     if steps is None and not (minutes and minutes > 0):
         raise DX7Error("--minutes must be > 0")
+    for model in models:
+        fit_config(RunSpec("check", corpora[0], model, seed_list[0], steps=steps,
+                           minutes=None if steps is not None else minutes, settings=dict(settings or {}))).check()
     tag = budget_tag(minutes, steps)
     specs = []
     for corpus in corpora:
@@ -170,12 +228,10 @@ def prepare(home, specs: list[RunSpec], *, progress: Progress | None = None,
         built, is_new = open_or_build(home, corpus, progress=lambda d, t: report("corpus", d, t, corpus))
         if is_new:
             tell(f"corpus {corpus!r} did not exist: built the default one (as `dx7tools corpus build {corpus}`)")
-        first = next(s for s in specs if s.corpus == corpus)
-        feature_cfg = runs.FitConfig(corpus=corpus, **{k: v for k, v in first.settings.items() if k in FIT_FIELDS})
-        load_examples(home, corpus, feature_cfg, progress=lambda d, t: report("features", d, t, corpus))
+        first = fit_config(next(s for s in specs if s.corpus == corpus))
+        load_examples(home, corpus, first, progress=lambda d, t: report("features", d, t, corpus))
         for voice in dict.fromkeys(s.voice for s in specs if s.corpus == corpus and s.model == "ddx7"):
-            config, _, message = choose_config(home, corpus, voice, built.instrument,
-                                               feedback_cap=first.settings.get("feedback_cap", True),
+            config, _, message = choose_config(home, corpus, voice, built.instrument, feedback_cap=first.feedback_cap,
                                                progress=lambda stage, d, t: report("configuration", d, t, stage))
             if message:
                 tell(f"{corpus}, voice {voice or DEFAULT_VOICE_LABEL}: {message}")
@@ -195,14 +251,26 @@ def _require_corpus(home, corpus: str) -> None:
                        "workers need the shared data home") from None
 
 
-def _same_settings(record: dict, spec: RunSpec) -> bool:
-    config = record.get("config", {})
-    same = (record.get("model") == spec.model and config.get("seed", 0) == spec.seed
-            and config.get("crepe") == spec.settings.get("crepe", runs.FitConfig.crepe))
-    if spec.config is not None and same:
-        saved = record.get("fixed_config")
-        same = bool(saved) and FixedConfig.from_dict(saved).key == FixedConfig.from_dict(spec.config).key
-    return same
+def _compared(cfg: runs.FitConfig) -> dict:
+    """The settings of ``cfg`` a reused run must share (``f0``: the tracker, as :attr:`FitConfig.tracker`)."""
+    values = {k: v for k, v in asdict(cfg).items() if k not in NOT_COMPARED}
+    values["f0"] = cfg.tracker
+    return values
+
+
+def other_settings(record: dict, spec: RunSpec) -> list[str]:
+    """How the run recorded in ``record`` differs from ``spec``: ``"FIELD THERE there, HERE here"``
+    per differing :class:`ddx7.run.FitConfig` field (every feature and training field, read as
+    :meth:`FitConfig.from_saved` reads them, but those in :data:`NOT_COMPARED`; ``model`` among
+    them) and the fixed configuration (when ``spec`` has one resolved); empty when the run may be
+    reused."""
+    there, here = _compared(runs.FitConfig.from_saved(record["config"])), _compared(fit_config(spec))
+    differ = [f"{k} {there[k]!r} there, {here[k]!r} here" for k in here if there[k] != here[k]]
+    if spec.config is not None:
+        saved, wanted = record.get("fixed_config"), FixedConfig.from_dict(spec.config)
+        if not saved or FixedConfig.from_dict(saved).key != wanted.key:
+            differ.append(f"configuration {(saved or {}).get('name')!r} there, {wanted.name!r} here")
+    return differ
 
 
 def _checkpoint_step(run_dir: Path) -> int:
@@ -232,8 +300,10 @@ def finished_run(home, spec: RunSpec) -> dict | None:
     if not (run_dir / runs.RECORD_FILE).exists():
         return None
     run = runs.Run.at(run_dir)
-    if not _same_settings(run.record, spec):
-        raise DX7Error(f"run {spec.name!r} exists with other settings; remove it or use another --home", str(run_dir))
+    differ = other_settings(run.record, spec)
+    if differ:
+        raise DX7Error(f"run {spec.name!r} exists with other settings ({'; '.join(differ)}); remove it or use "
+                       "another --home", str(run_dir))
     return _summary(run.record, spec, "reused", None) if run.finished else None
 
 
@@ -261,8 +331,9 @@ def train_spec(payload: dict) -> dict:
     resumed_from = _checkpoint_step(run_dir) if resume else None
     cpu = time.process_time()
     try:
+        cfg = fit_config(spec)       # what finished_run compared is what trains
         fit_run(home, spec.corpus, voice=spec.voice, model=spec.model, run=spec.name, resume=resume,
-                steps=spec.steps, minutes=spec.minutes, settings={**spec.settings, "seed": spec.seed},
+                steps=spec.steps, minutes=spec.minutes, settings={k: getattr(cfg, k) for k in SETTING_FIELDS},
                 test_audio=spec.test_audio,
                 fixed_config=FixedConfig.from_dict(spec.config) if spec.config else None)
     except Exception:
@@ -354,6 +425,15 @@ def _describe_voice(row: dict) -> str:
     return row["voice"] + (f" ({name})" if name and name != row["voice"] else "")
 
 
+def _features_text(result: dict) -> str:
+    """``, features by TRACKER[ every N samples]`` (empty for results from before ``features``)."""
+    features = result.get("features")
+    if not features:
+        return ""
+    hop = features.get("crepe_hop")
+    return f", features by {features['f0']}" + (f" every {hop} samples" if hop else "")
+
+
 def to_markdown(result: dict) -> str:
     """The table (mean ± spread, n, the comparison with the best row), the retried and failed runs."""
     from ddx7.evaluate import spread
@@ -362,8 +442,8 @@ def to_markdown(result: dict) -> str:
     spent = f"{budget['steps']} steps" if budget["steps"] else f"{budget['minutes']:g} minutes"
     lines = [f"Best validation loss (multi-scale spectral loss, lower is better) over seeds "
              f"{', '.join(map(str, result['seeds']))}: mean ± sample standard deviation (n runs); training budget "
-             f"{spent} per run, {result['engine']}. A row within the spread of its corpus's best is marked "
-             f"'{spread.SAME}'.", "",
+             f"{spent} per run, {result['engine']}{_features_text(result)}. A row within the spread of its "
+             f"corpus's best is marked '{spread.SAME}'.", "",
              "| corpus | model | voice | best valid loss | vs best in corpus | steps | retried |",
              "|---|---|---|---:|---|---:|---|"]
     for r in result["rows"]:
@@ -423,28 +503,39 @@ def sweep(home, corpora: Sequence[str], *, voices: Sequence[str | None] = (None,
     Args:
         home: data home (corpora, library, runs); on a cluster, the same folder on every machine.
         corpora, voices, models: what to cross (HpN ignores voices; a voice None is the default).
-        seeds: a count N (seeds 0..N-1) or a list of distinct seeds.
+        seeds: a count N (seeds 0..N-1) or a list of distinct seeds; ``"3,"``: seed 3 only
+            (:func:`parse_seeds`).
         minutes / steps: the budget per run (steps, if given, wins). With minutes, runs sharing the
             cores train fewer steps each than a run alone; steps give every run the same work.
-        settings: other :class:`ddx7.run.FitConfig` fields (default CREPE tiny features); on Ray
-            every new run trains with one torch thread.
+        settings: other :class:`ddx7.run.FitConfig` fields (:data:`SETTING_FIELDS`), checked before
+            any work; without ``f0``, ``crepe`` or ``crepe_hop``, the f0 tracker is
+            :data:`ddx7.data.f0.DEFAULT_F0`, as for ``fit``. On Ray every new run trains with one
+            torch thread.
         test_audio: resynthesise each run's test split at its end, as ``fit`` does.
         address, workers: see :func:`ddx7.fit.engine.execute`.
         out_dir: where ``sweep.md``/``.csv``/``.json`` go (default ``<home>/sweep``).
 
     Returns:
-        ``{"engine", "address", "workers", "seeds", "budget", "metric", "runs": [...], "rows": [...],
-        "failed": [...], "retried": [...], "seconds", "markdown", "csv", "files"}``.
+        ``{"engine", "address", "workers", "seeds", "features": {"f0", "crepe_hop"}, "budget",
+        "metric", "runs": [...], "rows": [...], "failed": [...], "retried": [...], "seconds",
+        "markdown", "csv", "files"}``.
 
     Raises:
-        SweepFailed: every run failed (nothing is written); DX7Error: bad input, before any training.
+        SweepFailed: every run failed (nothing is written); DX7Error: bad input, or a run name taken
+        by a run trained with other settings (:func:`other_settings`), before any training.
     """
     from dx7tools.library import resolve_home
 
+    from ddx7.data.f0 import DEFAULT_F0
+
     started = time.perf_counter()
-    settings = {"crepe": "tiny", **(settings or {})}
+    settings = dict(settings or {})
+    if not TRACKER_FIELDS & set(settings):
+        settings = {**DEFAULT_F0, **settings}
     specs = plan_sweep(corpora, voices, models, seeds, minutes=minutes, steps=steps, settings=settings,
                        test_audio=test_audio)
+    for spec in specs:      # a name taken by a run trained otherwise: refused before any work
+        finished_run(home, spec)
     # A cluster is joined (or found unreachable) before any other work; Ray here starts only if there is training.
     with engine.connection(address, workers, on_ray=engine.uses_ray(len(specs), address, workers) and bool(address)):
         specs = prepare(home, specs, progress=progress, say=say)
@@ -452,8 +543,10 @@ def sweep(home, corpora: Sequence[str], *, voices: Sequence[str | None] = (None,
     failed = require_some(results)
     run_rows = _run_rows(specs, results)
     trained = any(r["status"] != "reused" for r in run_rows)
+    cfg = fit_config(specs[0])
     result = {"engine": engine.describe(on_ray, address) if trained else "every run reused",
               "address": address, "workers": workers, "seeds": parse_seeds(seeds),
+              "features": {"f0": cfg.tracker, "crepe_hop": cfg.crepe_hop},
               "budget": {"minutes": None if steps is not None else minutes, "steps": steps}, "metric": METRIC,
               "runs": run_rows, "rows": tabulate(run_rows), "failed": failed,
               "retried": [r["run"] for r in run_rows if r["retried"]],
