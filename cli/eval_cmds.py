@@ -72,6 +72,10 @@ def paper_table_cmd(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Runs at once, as Ray tasks (one torch thread "
                                          "each); 1: one after another in this process.")] = 1,
     address: AddressOption = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Training batch size of new "
+                                                      "runs (fit's default: 8).")] = None,
+    segment_seconds: Annotated[Optional[float], typer.Option("--segment-seconds", min=0.1, help="Training crop "
+                                                             "length of new runs (fit's default: 1.0).")] = None,
     json_: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -83,7 +87,9 @@ def paper_table_cmd(
     with stage_progress() as progress:
         result = paper_table(home, corpora, minutes=minutes, steps=steps, crepe=crepe, f0=f0, embedding=embedding,
                              weights=weights, diagonal=diagonal, out_dir=output, seeds=seeds, workers=workers,
-                             address=address, progress=progress)
+                             address=address, progress=progress,
+                             fit_overrides={k: v for k, v in (("batch_size", batch_size),
+                                                              ("segment_seconds", segment_seconds)) if v is not None})
     if json_:
         print_json({k: v for k, v in result.items() if k not in ("markdown", "csv")})
         return

@@ -123,8 +123,9 @@ def test_paper_table_cli_reuses_runs(table, own_home, dx7tools_exe):
     _, result = table
     home = own_home
     before = {p.name: p.stat().st_mtime for p in (runs.runs_dir(home)).glob("*/model.safetensors")}
+    fast = ["--batch-size", str(FAST["batch_size"]), "--segment-seconds", str(FAST["segment_seconds"])]
     proc = subprocess.run([dx7tools_exe, "paper-table", "--corpus", "mini", "--steps", str(STEPS), "--diagonal",
-                           "--home", str(home), "--json"], capture_output=True, text=True, timeout=300)
+                           *fast, "--home", str(home), "--json"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert all(r["reused"] for r in out["rows"] if r["row"] != "original")
