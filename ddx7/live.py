@@ -213,8 +213,13 @@ def _level_steps(v: int) -> float:
     return (v - 64) * STEP_DB
 
 
+def _semitones(v: int) -> int:
+    return max(-TRANSPOSE_LIMIT, min(TRANSPOSE_LIMIT, v - 64))
+
+
 def _cc_rows() -> tuple[CCRow, ...]:
-    rows = [CCRow(9, "transpose", None, lambda v: v - 64, "transpose, value - 64 semitones (64 = none)"),
+    rows = [CCRow(9, "transpose", None, _semitones,
+                  f"transpose, value - 64 semitones (64 = none), clamped to -{TRANSPOSE_LIMIT}..{TRANSPOSE_LIMIT}"),
             CCRow(14, "brightness_db", None, _level_steps,
                   "brightness: every modulator's level, value - 64 output-level steps (64 = none)"),
             CCRow(15, "feedback", None, lambda v: v // 16, "FEEDBACK = value // 16 (0-7)")]
@@ -259,18 +264,51 @@ def mapped_ccs() -> str:
 @dataclass
 class Timeline:
     """Controls over time: ``base`` from frame 0, then ``events`` (frame, name, op, value)
-    applied in order (stable for equal frames)."""
+    applied in order (stable for equal frames).
+
+    The controls in force are kept as snapshots (one per frame where something changes). A
+    change at or after the last snapshot's frame (the live case: changes arrive in time order)
+    extends them in O(1); an earlier one re-sorts and rebuilds them (counted in :attr:`rebuilds`).
+    :meth:`fold` forgets the changes before a frame, so a live session's timeline stays small.
+    """
 
     base: Controls = field(default_factory=Controls)
     events: list[tuple[int, str, int | None, object]] = field(default_factory=list)
-    _snapshots: list[tuple[int, Controls]] | None = field(default=None, repr=False)
+    _snapshots: list[tuple[int, Controls]] | None = field(default=None, init=False, repr=False, compare=False)
+    rebuilds: int = field(default=0, init=False, repr=False, compare=False)
+    """How many times the snapshots were rebuilt from all the events."""
 
     def add(self, frame: int, name: str, op: int | None, value) -> None:
         """A change from ``frame`` on (checked now)."""
+        frame = int(frame)
+        snaps = self._snaps()
+        if frame >= snaps[-1][0]:  # after every stored change: extend, keep the snapshots
+            controls = snaps[-1][1].apply(name, op, value)
+            self.events.append((frame, name, op, value))
+            if snaps[-1][0] == frame:
+                snaps[-1] = (frame, controls)
+            else:
+                snaps.append((frame, controls))
+            return
         self.at(frame).apply(name, op, value)
-        self.events.append((int(frame), name, op, value))
-        self.events.sort(key=lambda e: e[0])
+        bisect.insort_right(self.events, (frame, name, op, value), key=lambda e: e[0])
         self._snapshots = None
+
+    def fold(self, frame: int) -> None:
+        """Make the controls in force just before ``frame`` the base and drop the changes before
+        it: from ``frame`` on nothing changes; earlier frames answer as ``frame - 1`` did."""
+        cut = bisect.bisect_left(self.events, frame, key=lambda e: e[0])
+        if frame <= 0 or cut == 0:  # (changes before frame 0 act from frame 0)
+            return
+        snaps = self._snaps()
+        self.base = self.at(frame - 1)
+        keep = bisect.bisect_left(snaps, frame, key=lambda snap: snap[0])
+        snaps[:keep] = [(0, self.base)]
+        del self.events[:cut]
+
+    def copy(self) -> "Timeline":
+        """A timeline of the same controls that changes apart from this one."""
+        return Timeline(self.base, list(self.events))
 
     def _snaps(self) -> list[tuple[int, Controls]]:
         if self._snapshots is None:
@@ -282,6 +320,7 @@ class Timeline:
                 else:
                     snaps.append((max(frame, 0), c))
             self._snapshots = snaps
+            self.rebuilds += 1
         return self._snapshots
 
     def at(self, frame: int) -> Controls:
@@ -326,7 +365,8 @@ def read_controls_mid(path) -> ControlsTake:
     outside it and every other message (notes, bends, SysEx) are ignored and counted.
 
     Raises:
-        DX7Error: not a Standard MIDI File.
+        DX7Error: not a Standard MIDI File, or a controller value whose control is out of range
+            (naming the file, the controller and the time).
     """
     from dx7tools.midi import read_midi_events
 
@@ -340,8 +380,16 @@ def read_controls_mid(path) -> ControlsTake:
             ignored[ev.data[1]] += 1
             continue
         frame = math.ceil(ev.time * FRAME_RATE - 1e-9)
-        events.append((frame, row.name, row.op, row.convert(ev.data[2])))
+        events.append((frame, row.name, row.op, _converted(row, ev.data[2], ev.time, path)))
     return ControlsTake(events, len(events), ignored, other)
+
+
+def _converted(row: CCRow, value: int, t: float, path) -> object:
+    """``row``'s control value for controller value ``value`` at ``t`` seconds, checked."""
+    try:
+        return _CHECKS[row.name](row.convert(value))
+    except DX7Error as exc:
+        raise DX7Error(f"CC {row.cc} value {value}: {exc.problem} at {t:.3f} s", str(path)) from None
 
 
 def timeline_from(controls: Controls | None = None, take: ControlsTake | None = None) -> Timeline:

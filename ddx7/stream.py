@@ -39,7 +39,7 @@ from dx7tools.errors import DX7Error
 from ddx7.data import features as feat
 from ddx7.data.examples import CONFIDENCE
 from ddx7.fit.models import scale_inputs
-from ddx7.live import LiveSynth, Timeline, render_frames
+from ddx7.live import Controls, LiveSynth, Timeline, render_frames
 
 LOUDNESS_FFT = 2048
 """Loudness window (samples), as the offline features."""
@@ -256,7 +256,8 @@ class Streamer:
         run: a :class:`ddx7.run.Run` (or a DDX7 model in eval mode).
         block: samples per :meth:`process` call, a positive multiple of the hop (64); sets
             :attr:`latency_ms`.
-        controls: a :class:`ddx7.live.Timeline` (or :class:`ddx7.live.Controls`) of live settings.
+        controls: a :class:`ddx7.live.Timeline` (or :class:`ddx7.live.Controls`) of live settings;
+            the streamer keeps its own copy (:attr:`timeline`), changed by :meth:`set`.
         tracker: CREPE model, "tiny" (default) or "full".
         crepe_every: frames per CREPE window (1 = every frame).
     """
@@ -270,7 +271,7 @@ class Streamer:
             raise DX7Error(f"crepe_every must be a whole number >= 1, got {crepe_every!r}")
         self.model = _ddx7_model(run)
         self.threshold = _threshold(run, tracker)
-        self.timeline = controls if isinstance(controls, Timeline) else Timeline(controls) if controls else Timeline()
+        self.timeline = controls.copy() if isinstance(controls, Timeline) else Timeline(controls or Controls())
         self.features = CausalFeatures(tracker, crepe_every)
         self.decoder = DecoderStream(self.model)
         self.reverb = ReverbStream(self.model.reverb, self.block)
@@ -288,7 +289,8 @@ class Streamer:
         return self.timeline.at(self.frame)
 
     def reset(self) -> None:
-        """Back to the start of a stream (silence before), controls kept."""
+        """Back to the start of a stream (silence before), controls kept (the changes that
+        :meth:`set` folded in hold from the start)."""
         self.features.reset()
         self.decoder.reset()
         self.reverb.reset()
@@ -296,7 +298,13 @@ class Streamer:
 
     def set(self, name: str, op: int | None = None, value=None) -> None:
         """Change a live control from the next block on, e.g. ``set("level_db", 5, -6.0)``,
-        ``set("on", 2, False)``, ``set("transpose", value=12)`` (see :class:`ddx7.live.Controls`)."""
+        ``set("on", 2, False)``, ``set("transpose", value=12)`` (see :class:`ddx7.live.Controls`).
+
+        The changes before the current frame are folded into the timeline's starting controls
+        (:meth:`ddx7.live.Timeline.fold`), so a long live session keeps only the changes of the
+        current block and those still to come, and a change costs O(1) when none of a take's is
+        still to come. After :meth:`reset` the stream starts from the folded controls."""
+        self.timeline.fold(self.frame)
         self.timeline.add(self.frame, name, op, value)
 
     def process(self, block: np.ndarray, sample_rate: float = SAMPLE_RATE) -> np.ndarray:

@@ -1,14 +1,16 @@
 """Streaming resynthesis and live controls.
 
 * :class:`ddx7.stream.Streamer` block by block equals the same causal pipeline on the whole signal
-  (:func:`ddx7.stream.render_causal`), controls changed between blocks included; bad blocks,
-  a rate change, silence and NaN input.
+  (:func:`ddx7.stream.render_causal`), controls changed between blocks included; 10,000 live
+  changes keep the timeline small, never rebuild it and play as the same changes given up front;
+  bad blocks, a rate change, silence and NaN input.
 * Live controls (:mod:`ddx7.live`) on a synth whose six operators are all carriers at ratios 1-6
   and constant levels, so each operator is one partial: a muted operator's partial is gone, a
   level offset moves its partial by the stated dB, a ratio moves it, transpose moves f0, feedback
   adds harmonics; on the violin configuration (modulators too) muting equals zeroing that
   operator's level and brightness equals the same offset on every modulator.
-* A controls .mid: changes at the right frame, CCs outside the map counted; the command line.
+* A controls .mid: changes at the right frame, CCs outside the map counted, transpose clamped, an
+  out-of-range value named with file and time; the command line.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from dx7tools.fixed_config import FixedConfig
 from dx7tools.levels import STEP_DB
 
 from ddx7.fit.models import DDX7
-from ddx7.live import (CC_MAP, Controls, LiveSynth, Timeline, cc_map_markdown, read_controls_mid, settings_controls,
-                       timeline_from)
+from ddx7.live import (CC_MAP, CCRow, Controls, LiveSynth, Timeline, cc_map_markdown, read_controls_mid,
+                       settings_controls, timeline_from)
 from ddx7.rank.choose import paper_config
 from ddx7.stream import Streamer, render_causal
 
@@ -104,6 +106,67 @@ def test_controls_set_between_blocks_equal_a_timeline_at_that_frame(violin):
     plain = render_causal(violin, x)
     assert np.abs(plain[: at * HOP] - whole[: at * HOP]).max() < 1e-6      # nothing changes before
     assert np.abs(plain[at * HOP + HOP:] - whole[at * HOP + HOP:]).max() > 0.05  # and it does after
+
+
+def test_a_long_live_session_keeps_the_timeline_small_and_plays_as_the_same_changes_up_front(violin):
+    """10,000 set() calls, 40 between each of 250 blocks: the stored changes stay at most one
+    block's, the snapshots are never rebuilt (each change extends them), and the output is the
+    output of a streamer given all the changes up front as a timeline."""
+    block, per_block = 64, 40
+    x = glide(250 * block / SAMPLE_RATE)
+    rng = np.random.default_rng(3)
+    choices = [("level_db", lambda: float(rng.uniform(-12, 6))), ("on", lambda: bool(rng.random() > 0.2)),
+               ("brightness_db", lambda: float(rng.uniform(-9, 3))), ("feedback", lambda: int(rng.integers(8))),
+               ("transpose", lambda: int(rng.integers(-3, 4)))]
+    changes = []
+    for k in range(len(x) // block):
+        for _ in range(per_block):
+            name, draw = choices[rng.integers(len(choices))]
+            op = int(rng.integers(1, 7)) if name in ("level_db", "on") else None
+            changes.append((k, name, op, draw()))
+    up_front = Timeline()
+    for change in changes:
+        up_front.add(*change)
+    live, given = Streamer(violin, block=block, crepe_every=64), Streamer(violin, block=block, controls=up_front,
+                                                                          crepe_every=64)
+    outs, most, rebuilds = [], 0, None
+    for k in range(len(x) // block):
+        for _, name, op, value in changes[k * per_block: (k + 1) * per_block]:
+            live.set(name, op, value)
+        rebuilds = live.timeline.rebuilds if rebuilds is None else rebuilds
+        most = max(most, len(live.timeline.events))
+        outs.append((live.process(x[k * block:(k + 1) * block]), given.process(x[k * block:(k + 1) * block])))
+    assert len(changes) == 10_000 and most == per_block and live.timeline.rebuilds == rebuilds == 1
+    assert up_front.rebuilds == 1                      # built in time order: extended, never rebuilt
+    out, expected = (np.concatenate(o) for o in zip(*outs))
+    assert np.abs(expected).max() > 0.05               # it plays
+    np.testing.assert_array_equal(out, expected)
+    assert live.controls == up_front.at(len(x) // block)
+
+
+def test_timeline_changes_in_any_order_and_folded_answer_as_rebuilt_from_scratch():
+    """Changes added out of time order (a re-sort) or in order (extended in place), then folded:
+    every frame from the fold on answers as controls applied change by change."""
+    rng = np.random.default_rng(5)
+    changes = [(int(rng.integers(-2, 60)), "level_db", int(rng.integers(1, 7)), float(rng.integers(-20, 20)))
+               for _ in range(300)]
+    changes += [(60 + i // 3, "transpose", None, int(rng.integers(-5, 6))) for i in range(60)]
+
+    def by_hand(frame: int, applied) -> Controls:
+        c = Controls()
+        for f, name, op, value in sorted(applied, key=lambda e: e[0]):  # stable: equal frames in order added
+            c = c.apply(name, op, value) if max(f, 0) <= frame else c
+        return c
+
+    t = Timeline()
+    for change in changes:
+        t.add(*change)
+    assert [t.at(k) for k in range(-1, 85)] == [by_hand(k, changes) for k in range(-1, 85)]
+    for cut in (0, 30, 61, 70):
+        t.fold(cut)
+        assert all(e[0] >= cut for e in t.events) or cut == 0
+        assert [t.at(k) for k in range(cut, 85)] == [by_hand(k, changes) for k in range(cut, 85)]
+    assert len(t.events) == sum(f >= 70 for f, *_ in changes)
 
 
 def test_bad_blocks_rates_silence_and_nan(violin):
@@ -248,6 +311,25 @@ def test_controls_mid_applies_at_its_time_and_counts_unmapped_ccs(tmp_path):
         return float(np.abs(np.fft.rfft(seg * np.hanning(len(seg))))[round(2 * F0 * len(seg) / SAMPLE_RATE)])
 
     assert partial2(0.3, 0.5) > 1e3 * partial2(0.5 + 1 / FRAME_RATE, 0.7) and partial2(0.71, 0.95) > 1.0
+
+
+def test_controls_mid_transpose_is_clamped_and_an_out_of_range_value_names_file_and_time(tmp_path, monkeypatch):
+    path = tmp_path / "take.mid"
+    controls_mid(path, [(0.1, mido.Message("control_change", control=9, value=0)),
+                        (0.2, mido.Message("control_change", control=9, value=127)),
+                        (0.3, mido.Message("control_change", control=9, value=70))])
+    t = timeline_from(None, read_controls_mid(path))
+    assert [t.at(k).transpose for k in (25, 50, 75)] == [-48, 48, 6]
+    # no shipped controller converts out of range any more: a row that does (FINE = value) stands in
+    fine = next(row for row in CC_MAP.values() if row.name == "fine" and row.op == 3)
+    monkeypatch.setitem(CC_MAP, fine.cc, CCRow(fine.cc, "fine", 3, lambda v: v, fine.meaning))
+    controls_mid(path, [(0.1, mido.Message("control_change", control=fine.cc, value=99)),
+                        (0.25, mido.Message("control_change", control=fine.cc, value=120))])
+    with pytest.raises(DX7Error) as err:
+        read_controls_mid(path)
+    assert err.value.source == str(path)
+    assert str(err.value) == f"{path}: CC {fine.cc} value 120: FREQ FINE must be a whole number from 0 to 99, " \
+                             "got 120 at 0.250 s"
 
 
 def test_docs_hold_the_cc_map_and_bad_settings_name_the_problem():
