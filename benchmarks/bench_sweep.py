@@ -75,7 +75,7 @@ def paper_specs(home: Path, steps: int, overrides: dict) -> list:
     for name in CORPORA:
         plans, notes = plan_runs(home, name, Corpus.open(home, name).instrument, None, steps)
         assert len(plans) == 4, notes    # a caveat about an incomplete ranking is fine: its top row is trained
-        specs += run_specs(plans, name, [0], None, steps, "tiny", overrides)
+        specs += run_specs(plans, name, [0], None, steps, {"crepe": "tiny"}, overrides)
     return specs
 
 
