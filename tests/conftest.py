@@ -123,3 +123,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def violin_phrase(f0: float, seconds: float) -> np.ndarray:
+    """(seconds * 16000,) a phrase the paper's violin configuration plays at ``f0`` (Hz) with fixed
+    operator levels faded in and out over 0.1 s: a known-answer recording for corpora in tests."""
+    import torch
+
+    from ddx7.rank.choose import paper_config
+    from ddx7.synth import FMSynth
+
+    frames = int(seconds * 250)
+    env = np.minimum(1, np.minimum(np.arange(frames), frames - np.arange(frames)) / 25.0)
+    index = torch.from_numpy(np.stack([env * 1.6, env * 0.6, env * 1.2, env * 0.8, env * 0.3, env * 0.05], -1))
+    with torch.no_grad():
+        return FMSynth(paper_config("violin"))(torch.full((1, frames), f0), index.float()[None])[0].numpy() * 0.3

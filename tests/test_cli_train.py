@@ -14,22 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 
-from ddx7.rank.choose import paper_config
-from ddx7.synth import FMSynth
+from tests.conftest import violin_phrase
 
 PATCHES = Path(__file__).parent.parent / "patches" / "dx7tools-starters.syx"
 FIT = ("--voice", "DDX7 VIOLN", "--crepe", "tiny", "--batch-size", "2", "--segment-seconds", "0.5",
        "--valid-every", "5", "--checkpoint-seconds", "0", "--no-test-audio")
-
-
-def phrase(f0: float, seconds: float, sr: int = 16000) -> np.ndarray:
-    frames = int(seconds * 250)
-    env = np.minimum(1, np.minimum(np.arange(frames), frames - np.arange(frames)) / 25.0)
-    index = torch.from_numpy(np.stack([env * 1.6, env * 0.6, env * 1.2, env * 0.8, env * 0.3, env * 0.05], -1))
-    with torch.no_grad():
-        return FMSynth(paper_config("violin"))(torch.full((1, frames), f0), index.float()[None])[0].numpy() * 0.3
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +27,8 @@ def recordings(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("recordings")
     silence = np.zeros(8000, np.float32)
     for i, f0 in enumerate((196.0, 261.6, 392.0)):
-        take = np.concatenate([phrase(f0, 2.0), silence, phrase(f0 * 1.26, 1.5), silence, phrase(f0 * 1.5, 1.0)])
+        take = np.concatenate([violin_phrase(f0, 2.0), silence, violin_phrase(f0 * 1.26, 1.5), silence,
+                               violin_phrase(f0 * 1.5, 1.0)])
         stereo = np.stack([take, take], 1)
         soundfile.write(d / f"take{i}.wav", stereo, 16000)
     return d

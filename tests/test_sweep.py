@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 from dx7tools.errors import DX7Error
 from dx7tools.library import Library
@@ -30,22 +29,13 @@ from ddx7.data.examples import load_examples
 from ddx7.evaluate import spread
 from ddx7.fit import engine
 from ddx7.fit.sweep import RunSpec, SweepFailed, parse_seeds, plan_sweep, sweep, train_spec
-from ddx7.rank.choose import paper_config
-from ddx7.synth import FMSynth
+from tests.conftest import violin_phrase
 
 PATCHES = Path(__file__).parent.parent / "patches" / "dx7tools-starters.syx"
 FAST = {"batch_size": 2, "segment_seconds": 0.5, "valid_every": 5, "checkpoint_seconds": 0, "crepe": "tiny",
         "crepe_hop": 320, "threads": 1}
 CLI_FAST = ("--batch-size", "2", "--segment-seconds", "0.5", "--valid-every", "5", "--checkpoint-seconds", "0",
             "--no-test-audio", "--crepe-hop", "320", "--threads", "1")
-
-
-def phrase(f0: float, seconds: float) -> np.ndarray:
-    frames = int(seconds * 250)
-    env = np.minimum(1, np.minimum(np.arange(frames), frames - np.arange(frames)) / 25.0)
-    index = torch.from_numpy(np.stack([env * 1.6, env * 0.6, env * 1.2, env * 0.8, env * 0.3, env * 0.05], -1))
-    with torch.no_grad():
-        return FMSynth(paper_config("violin"))(torch.full((1, frames), f0), index.float()[None])[0].numpy() * 0.3
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +47,8 @@ def prepared_home(tmp_path_factory) -> Path:
     rec.mkdir()
     silence = np.zeros(4000, np.float32)
     for i, f0 in enumerate((196.0, 261.6, 392.0)):
-        take = [phrase(f0, 1.2), silence, phrase(f0 * 1.26, 1.0), silence, phrase(f0 * 1.5, 0.8)]
+        take = [violin_phrase(f0, 1.2), silence, violin_phrase(f0 * 1.26, 1.0), silence,
+                violin_phrase(f0 * 1.5, 0.8)]
         soundfile.write(rec / f"take{i}.wav", np.concatenate(take), 16000)
     add_corpus(home, "mini", audio_dir=rec, instrument="violin")
     Library(home).import_files([PATCHES])

@@ -32,8 +32,6 @@ different corpus and embedding: compare rankings, not numbers.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,11 +282,7 @@ CSV_COLUMNS = ("corpus", "instrument", "row", "label", "run", "model", "voice", 
 
 
 def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+    return spread.rows_csv(rows, CSV_COLUMNS)
 
 
 def _fmt(value, spec: str = ".3f") -> str:

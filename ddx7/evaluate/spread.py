@@ -61,3 +61,15 @@ def format_value(row: dict, spec: str = ".3f") -> str:
     if row["spread"] is not None:
         text += f" ± {format(row['spread'], spec)}"
     return f"{text} (n={row['n']})"
+
+
+def rows_csv(rows: Iterable[dict], columns: Sequence[str]) -> str:
+    """``rows`` as CSV text with a header of ``columns`` (other keys left out)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

@@ -27,9 +27,7 @@ folder on every machine (see docs/sweeps.md).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import re
 import shutil
@@ -467,11 +465,9 @@ CSV_COLUMNS = ("run", "corpus", "model", "voice", "configuration", "seed", "stat
 
 def to_csv(run_rows: list[dict]) -> str:
     """One line per run."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(run_rows)
-    return buf.getvalue()
+    from ddx7.evaluate import spread
+
+    return spread.rows_csv(run_rows, CSV_COLUMNS)
 
 
 def write_tables(result: dict, out_dir: Path, stem: str) -> list[str]:
