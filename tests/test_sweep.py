@@ -161,10 +161,12 @@ def test_ctrl_c_then_the_same_command_goes_on(run_cli, home, dx7tools_exe):
     STEPS = 40
     args = ["sweep", "--corpus", "mini", "--seeds", "2", "--steps", str(STEPS), *CLI_FAST, "--json"]
     env = {**os.environ, engine.NO_RAY_ENV: "1"}
-    # a child inherits an ignored SIGINT (as Ray leaves it in this process after a local start)
+    def default_sigint():  # a child inherits an ignored or blocked SIGINT, which an earlier test can leave
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen([dx7tools_exe, *args, "--home", str(home)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     second = runs.runs_dir(home) / f"sweep-mini-ddx7-default-s1-{STEPS}steps"
     checkpoint, deadline = second / runs.CHECKPOINT_FILE, time.time() + 90
     while time.time() < deadline and not checkpoint.exists():  # the second run has trained a step
