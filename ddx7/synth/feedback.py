@@ -98,50 +98,59 @@ def feedback_beta(feedback, algorithm: int):
 
 
 @numba.njit(cache=True, nogil=True)
-def _forward(theta, amp, beta, memory, out):  # pragma: no cover - compiled
+def _forward(theta, amp, beta, memory, out, const):  # pragma: no cover - compiled
+    # ``const`` = (4 pi, 1/2) in the arrays' dtype, so that float32 inputs run in float32 (sinf),
+    # float64 ones in float64: numba promotes any arithmetic with a Python float to float64.
+    four_pi, half_unit = const[0], const[1]
     batch, length, n = theta.shape
     for b in range(batch):
         m1 = memory[b, 0]
         m2 = memory[b, 1]
-        half = 0.5 * beta[b]
+        half = half_unit * beta[b]
         for i in range(n):
             # Every value is read back from ``out`` so that it carries the array's precision:
             # the next block (memory) and the backward pass see exactly what was used here.
             out[b, 0, i] = amp[b, 0, i] * math.sin(theta[b, 0, i] + half * (m1 + m2))
             for k in range(1, length):
-                out[b, k, i] = amp[b, k, i] * math.sin(theta[b, k, i] + FOUR_PI * out[b, k - 1, i])
+                out[b, k, i] = amp[b, k, i] * math.sin(theta[b, k, i] + four_pi * out[b, k - 1, i])
             m2 = m1
             m1 = out[b, length - 1, i]
 
 
 @numba.njit(cache=True, nogil=True)
-def _backward(theta, amp, beta, memory, out, grad_out, g_theta, g_amp, g_beta):  # pragma: no cover
+def _backward(theta, amp, beta, memory, out, grad_out, g_theta, g_amp, g_beta, const):  # pragma: no cover
+    four_pi, half_unit, limit = const[0], const[1], const[2]
     batch, length, n = theta.shape
     last = length - 1
     for b in range(batch):
-        half = 0.5 * beta[b]
-        pend0 = 0.0  # adjoint waiting for y_src[i] from the feedback inputs of samples i+1, i+2
-        pend1 = 0.0  # ... for y_src[i-1] from sample i+1
-        acc_beta = 0.0
+        half = half_unit * beta[b]
+        pend0 = const[3]  # 0: adjoint waiting for y_src[i] from the feedback inputs of samples i+1, i+2
+        pend1 = const[3]  # ... for y_src[i-1] from sample i+1
+        acc_beta = 0.0  # float64: a sum over every sample of the block
         for i in range(n - 1, -1, -1):
             g_y = grad_out[b, last, i] + pend0
             for k in range(last, 0, -1):
-                arg = theta[b, k, i] + FOUR_PI * out[b, k - 1, i]
+                arg = theta[b, k, i] + four_pi * out[b, k - 1, i]
                 g_amp[b, k, i] = g_y * math.sin(arg)
                 g_arg = g_y * amp[b, k, i] * math.cos(arg)
                 g_theta[b, k, i] = g_arg
-                g_y = grad_out[b, k - 1, i] + FOUR_PI * g_arg
+                g_y = grad_out[b, k - 1, i] + four_pi * g_arg
             y1 = out[b, last, i - 1] if i >= 1 else memory[b, 0]
             y2 = out[b, last, i - 2] if i >= 2 else (memory[b, 0] if i == 1 else memory[b, 1])
             arg = theta[b, 0, i] + half * (y1 + y2)
             g_amp[b, 0, i] = g_y * math.sin(arg)
             g_arg = g_y * amp[b, 0, i] * math.cos(arg)
             g_theta[b, 0, i] = g_arg
-            acc_beta += g_arg * 0.5 * (y1 + y2)
+            acc_beta += g_arg * half_unit * (y1 + y2)
             h = g_arg * half
-            pend0 = min(max(pend1 + h, -ADJOINT_LIMIT), ADJOINT_LIMIT)
-            pend1 = min(max(h, -ADJOINT_LIMIT), ADJOINT_LIMIT)
+            pend0 = min(max(pend1 + h, -limit), limit)
+            pend1 = min(max(h, -limit), limit)
         g_beta[b] = acc_beta
+
+
+def _constants(dtype) -> np.ndarray:
+    """The kernels' constants in the arrays' dtype: 4 pi, 1/2, :data:`ADJOINT_LIMIT`, 0."""
+    return np.array([FOUR_PI, 0.5, ADJOINT_LIMIT, 0.0], dtype=dtype)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -155,7 +164,7 @@ class FeedbackChain(torch.autograd.Function):
     def forward(ctx, theta, amp, beta, memory):
         th, am, be, me = _numpy(theta), _numpy(amp), _numpy(beta), _numpy(memory)
         out = np.empty_like(th)
-        _forward(th, am, be, me, out)
+        _forward(th, am, be, me, out, _constants(th.dtype))
         ctx.arrays = (th, am, be, me, out)
         return torch.from_numpy(out).to(theta.device)
 
@@ -163,7 +172,8 @@ class FeedbackChain(torch.autograd.Function):
     def backward(ctx, grad_out):
         th, am, be, me, out = ctx.arrays
         g_theta, g_amp, g_beta = np.empty_like(th), np.empty_like(th), np.empty_like(be)
-        _backward(th, am, be, me, out, _numpy(grad_out).astype(th.dtype, copy=False), g_theta, g_amp, g_beta)
+        _backward(th, am, be, me, out, _numpy(grad_out).astype(th.dtype, copy=False), g_theta, g_amp, g_beta,
+                  _constants(th.dtype))
         dev = grad_out.device
         return (torch.from_numpy(g_theta).to(dev), torch.from_numpy(g_amp).to(dev),
                 torch.from_numpy(g_beta).to(dev), None)
