@@ -107,7 +107,7 @@ def block_times(owner, x: np.ndarray, block: int, every: int) -> dict:
 def components(owner, model, block: int = 256, repeat: int = 200) -> dict:
     """Best of ``repeat`` (ms) for each stage of one block, and whole blocks with and without a
     CREPE window: what a block costs when nothing else wants the CPU."""
-    from ddx7.stream import CausalFeatures, DecoderStream, ReverbStream, crepe_frames, loudness_frames
+    from ddx7.stream import LOUDNESS_FFT, CausalFeatures, DecoderStream, ReverbStream, crepe_frames, loudness_frames
 
     def best(fn) -> float:
         times = []
@@ -134,7 +134,7 @@ def components(owner, model, block: int = 256, repeat: int = 200) -> dict:
 
     return {"block": block,
             "crepe_window": best(lambda: crepe_frames(np.zeros((1, 1024), np.float32) + x[:1], "tiny")),
-            "loudness": best(lambda: loudness_frames(np.zeros((n, 2048), np.float32))),
+            "loudness": best(lambda: loudness_frames(np.zeros((n, LOUDNESS_FFT), np.float32))),
             "features_without_crepe": best(lambda: quiet(x)),
             "decoder": best(lambda: decoder(f0, loud)),
             "synth": best(lambda: s.live.render(f0, index, 0, None)),

@@ -8,7 +8,7 @@
 The causal pipeline, frame ``k`` covering samples ``[k * hop, (k + 1) * hop)``:
 
 * Features from windows that **end at the frame's last sample** (lookahead 0): A-weighted
-  loudness over the last 2048 samples, f0 and voicing confidence by CREPE over the last 1024
+  loudness over the last 1024 samples, f0 and voicing confidence by CREPE over the same 1024
   (audio before the start is zeros). CREPE runs on every ``crepe_every``-th frame only (frames
   ``k % crepe_every == 0``) and the frames between hold its last answer.
 * The DDX7 decoder (a causal TCN) carries each layer's last ``(kernel - 1) * dilation`` inputs,
@@ -41,8 +41,12 @@ from ddx7.data.examples import CONFIDENCE
 from ddx7.fit.models import scale_inputs
 from ddx7.live import Controls, LiveSynth, Timeline, render_frames
 
-LOUDNESS_FFT = 2048
-"""Loudness window (samples), as the offline features."""
+LOUDNESS_FFT = 1024
+"""Loudness window (samples): the offline features' formula over a window half as long as theirs
+(2048, centred), so the loudness lags the input by 32 ms instead of 64. Measured on the test
+excerpts of three trained runs (benchmarks/bench_stream.py, docs/live.md): closer to the
+recording than 2048 on every corpus (violin 9.02 vs 9.12 dB spectral, 11.45 vs 12.47 dB loudness
+error), and half the FFT work. It must hold a CREPE window (1024)."""
 LOOKAHEAD = 0
 """Samples of input after a frame's last sample that its features read."""
 TRACKER = "tiny"
@@ -97,7 +101,7 @@ def _hold(values: np.ndarray, at: np.ndarray, n: int, previous: float) -> np.nda
     return out
 
 
-_CHUNK = 1024  # frames per loudness batch in a whole-signal run (8 MB of windows)
+_CHUNK = 1024  # frames per loudness batch in a whole-signal run (4 MB of windows)
 
 
 def causal_features(audio: np.ndarray, *, tracker: str = TRACKER, crepe_every: int = CREPE_EVERY) -> dict:
