@@ -238,6 +238,121 @@ class HeldNotes:
         return (outs * self.carriers).sum(1).reshape(e, k, n)
 
 
+@dataclass
+class _FitTargets:
+    """The excerpts as :func:`fit_distance` compares against them: spectra, pitches and contours."""
+
+    held: HeldNotes
+    target: torch.Tensor     # (E, bins) dB
+    f0: torch.Tensor         # (E,) Hz, the octave applied
+    contour: torch.Tensor    # (E, frames): the pitch contour relative to f0 (ones where flat)
+
+    @property
+    def n_ex(self) -> int:
+        """How many excerpts."""
+        return len(self.f0)
+
+    def pitch_of(self, cents: torch.Tensor, follow: torch.Tensor) -> torch.Tensor:
+        """(E, K) cents, (E, K) bool (on the contour) -> (E, K, frames) Hz."""
+        flat = (self.f0[:, None] * torch.exp2(cents / 1200.0))[..., None]
+        return (flat * torch.where(follow[..., None], self.contour[:, None, :], torch.ones(()))).float()
+
+    def distances(self, pred: torch.Tensor) -> torch.Tensor:
+        """(E, ...) predicted spectra (dB) -> each excerpt's :func:`spectral_distance` to its target."""
+        return torch.stack([spectral_distance(pred[e], self.target[e]) for e in range(self.n_ex)])
+
+    def evaluate(self, index: torch.Tensor, cents: torch.Tensor, follow: torch.Tensor | None = None) -> torch.Tensor:
+        """(E, K, 6) indexes, (E, K) pitch offsets in cents (on the contour where ``follow``) -> (E, K) distances."""
+        follow = torch.zeros(cents.shape, dtype=torch.bool) if follow is None else follow
+        return self.distances(log_power_db(self.held.render(self.pitch_of(cents, follow), index)))
+
+
+def _fit_targets(config: FixedConfig, excerpts: list[Excerpt], octave: int) -> _FitTargets:
+    """The excerpts' spectra, note pitches and tracked contours, and the held notes that render trials."""
+    n_ex = len(excerpts)
+    frames = len(excerpts[0].audio) // HOP
+    held = HeldNotes(config, frames)
+    target = log_power_db(torch.from_numpy(np.stack([e.audio for e in excerpts])))   # (E, bins)
+    f0 = torch.tensor([e.f0_hz * 2.0 ** octave for e in excerpts], dtype=torch.float64)
+    # The pitch coordinate: an offset in cents, on a flat pitch or on the window's tracked
+    # contour (a vibrato or glide smears high partials, which a flat pitch cannot match).
+    contour = torch.ones(n_ex, frames, dtype=torch.float64)
+    for k, e in enumerate(excerpts):
+        if e.pitch_contour is not None and len(e.pitch_contour) == frames:
+            contour[k] = torch.from_numpy(np.asarray(e.pitch_contour, dtype=np.float64))
+    return _FitTargets(held, target, f0, contour)
+
+
+def _pitch_grid(contour: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pitch coordinate's trials: :data:`PITCH_CENTS` flat, and again on the contour where there is one."""
+    cents_grid = torch.tensor(PITCH_CENTS, dtype=torch.float64)
+    follow_grid = torch.zeros(len(PITCH_CENTS), dtype=torch.bool)
+    if bool((contour != 1.0).any()):
+        cents_grid = torch.cat([cents_grid, cents_grid])
+        follow_grid = torch.cat([follow_grid, torch.ones(len(PITCH_CENTS), dtype=torch.bool)])
+    return cents_grid, follow_grid
+
+
+def _best_start(fit: _FitTargets, ceiling: torch.Tensor, n_random: int, seed: int,
+                starts: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each excerpt's best starting point (random grid points and ``starts``) and its distance."""
+    grid = INDEX_GRID
+    gen = torch.Generator().manual_seed(seed)
+    start = grid[torch.randint(len(grid), (fit.n_ex, n_random, 6), generator=gen)]
+    if starts is not None and np.size(starts):
+        start = torch.cat([start, torch.as_tensor(np.asarray(starts), dtype=start.dtype)], 1)
+    start = torch.minimum(start, ceiling)
+    dist = fit.evaluate(start, torch.zeros(start.shape[:2], dtype=torch.float64))
+    best_d, best_k = dist.min(1)
+    return start[torch.arange(fit.n_ex), best_k], best_d                                 # (E, 6), (E,)
+
+
+def _coordinate_descent(fit: _FitTargets, current: torch.Tensor, best_d: torch.Tensor, op_levels: list,
+                        sweeps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``sweeps`` rounds over the pitch, then each operator's levels; returns (indexes, distances, cents, follow)."""
+    n_ex = fit.n_ex
+    rows = torch.arange(n_ex)
+    cents_grid, follow_grid = _pitch_grid(fit.contour)
+    cents = torch.zeros(n_ex, dtype=torch.float64)                                       # (E,)
+    follow = torch.zeros(n_ex, dtype=torch.bool)
+    for _ in range(sweeps):
+        # A pitch tracker's few cents put high partials a bin off, which the comparison would
+        # punish like a wrong configuration: the pitch is a coordinate too, within a few cents.
+        d = fit.evaluate(current[:, None, :].expand(-1, len(cents_grid), 6), cents_grid[None, :].expand(n_ex, -1),
+                         follow_grid[None, :].expand(n_ex, -1))
+        d_min, k = d.min(1)
+        better = d_min < best_d
+        cents = torch.where(better, cents_grid[k], cents)
+        follow = torch.where(better, follow_grid[k], follow)
+        best_d = torch.minimum(best_d, d_min)
+        for op in range(6):
+            levels = op_levels[op]
+            trial = current[:, None, :].repeat(1, len(levels), 1)
+            trial[:, :, op] = levels
+            d = fit.evaluate(trial, cents[:, None].expand(-1, len(levels)), follow[:, None].expand(-1, len(levels)))
+            d_min, k = d.min(1)
+            better = d_min < best_d
+            current = torch.where(better[:, None], trial[rows, k], current)
+            best_d = torch.minimum(best_d, d_min)
+    return current, best_d, cents, follow
+
+
+def _refine_levels(fit: _FitTargets, current: torch.Tensor, best_d: torch.Tensor, cents: torch.Tensor,
+                   follow: torch.Tensor, ceiling: torch.Tensor, refine: int) -> torch.Tensor:
+    """``refine`` Adam steps on the log levels, off the grid; returns the best distances reached."""
+    pitch = fit.pitch_of(cents[:, None], follow[:, None])
+    log_index = torch.log(current.clamp(min=1e-3)).float().requires_grad_()
+    opt = torch.optim.Adam([log_index], lr=REFINE_LR)
+    for _ in range(refine):
+        index = torch.minimum(torch.exp(log_index), ceiling.float())
+        d = fit.distances(log_power_db(fit.held.render(pitch, index[:, None], grad=True))[:, 0])
+        best_d = torch.minimum(best_d, d.detach())
+        opt.zero_grad()
+        d.sum().backward()
+        opt.step()
+    return best_d
+
+
 def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 0, n_random: int = 24,
                  sweeps: int = 1, refine: int = 0, seed: int = 0, starts: np.ndarray | None = None,
                  feedback_cap: bool = True) -> float:
@@ -262,80 +377,15 @@ def fit_distance(config: FixedConfig, excerpts: list[Excerpt], *, octave: int = 
     """
     if not excerpts:
         raise DX7Error("no excerpts to fit")
-    n_ex = len(excerpts)
-    frames = len(excerpts[0].audio) // HOP
-    held = HeldNotes(config, frames)
-    target = log_power_db(torch.from_numpy(np.stack([e.audio for e in excerpts])))   # (E, bins)
-    f0 = torch.tensor([e.f0_hz * 2.0 ** octave for e in excerpts], dtype=torch.float64)
-    # The pitch coordinate: an offset in cents, on a flat pitch or on the window's tracked
-    # contour (a vibrato or glide smears high partials, which a flat pitch cannot match).
-    contour = torch.ones(n_ex, frames, dtype=torch.float64)
-    for k, e in enumerate(excerpts):
-        if e.pitch_contour is not None and len(e.pitch_contour) == frames:
-            contour[k] = torch.from_numpy(np.asarray(e.pitch_contour, dtype=np.float64))
+    fit = _fit_targets(config, excerpts, octave)
     grid = INDEX_GRID
     ceiling = index_ceiling(config.algorithm, config.feedback, feedback_cap, float(grid.max())).to(grid.dtype)
     # each operator's grid below its ceiling, the ceiling itself once (not one render per capped point)
     op_levels = [torch.unique(grid.clamp(max=c)) for c in ceiling]
-    cents_grid = torch.tensor(PITCH_CENTS, dtype=torch.float64)
-    follow_grid = torch.zeros(len(PITCH_CENTS), dtype=torch.bool)
-    if bool((contour != 1.0).any()):
-        cents_grid = torch.cat([cents_grid, cents_grid])
-        follow_grid = torch.cat([follow_grid, torch.ones(len(PITCH_CENTS), dtype=torch.bool)])
-
-    def pitch_of(cents: torch.Tensor, follow: torch.Tensor) -> torch.Tensor:
-        # (E, K) cents, (E, K) bool -> (E, K, frames) Hz
-        flat = (f0[:, None] * torch.exp2(cents / 1200.0))[..., None]
-        return (flat * torch.where(follow[..., None], contour[:, None, :], torch.ones(()))).float()
-
-    def evaluate(index: torch.Tensor, cents: torch.Tensor, follow: torch.Tensor | None = None) -> torch.Tensor:
-        # (E, K, 6) indexes, (E, K) pitch offsets in cents (on the contour where ``follow``) -> (E, K) distances
-        follow = torch.zeros(cents.shape, dtype=torch.bool) if follow is None else follow
-        pred = log_power_db(held.render(pitch_of(cents, follow), index))
-        return torch.stack([spectral_distance(pred[e], target[e]) for e in range(n_ex)])
-
-    rows = torch.arange(n_ex)
-    gen = torch.Generator().manual_seed(seed)
-    start = grid[torch.randint(len(grid), (n_ex, n_random, 6), generator=gen)]
-    if starts is not None and np.size(starts):
-        start = torch.cat([start, torch.as_tensor(np.asarray(starts), dtype=start.dtype)], 1)
-    start = torch.minimum(start, ceiling)
-    dist = evaluate(start, torch.zeros(start.shape[:2], dtype=torch.float64))
-    best_d, best_k = dist.min(1)
-    current = start[rows, best_k]                                                        # (E, 6)
-    cents = torch.zeros(n_ex, dtype=torch.float64)                                       # (E,)
-    follow = torch.zeros(n_ex, dtype=torch.bool)
-    for _ in range(sweeps):
-        # A pitch tracker's few cents put high partials a bin off, which the comparison would
-        # punish like a wrong configuration: the pitch is a coordinate too, within a few cents.
-        d = evaluate(current[:, None, :].expand(-1, len(cents_grid), 6), cents_grid[None, :].expand(n_ex, -1),
-                     follow_grid[None, :].expand(n_ex, -1))
-        d_min, k = d.min(1)
-        better = d_min < best_d
-        cents = torch.where(better, cents_grid[k], cents)
-        follow = torch.where(better, follow_grid[k], follow)
-        best_d = torch.minimum(best_d, d_min)
-        for op in range(6):
-            levels = op_levels[op]
-            trial = current[:, None, :].repeat(1, len(levels), 1)
-            trial[:, :, op] = levels
-            d = evaluate(trial, cents[:, None].expand(-1, len(levels)), follow[:, None].expand(-1, len(levels)))
-            d_min, k = d.min(1)
-            better = d_min < best_d
-            current = torch.where(better[:, None], trial[rows, k], current)
-            best_d = torch.minimum(best_d, d_min)
+    current, best_d = _best_start(fit, ceiling, n_random, seed, starts)
+    current, best_d, cents, follow = _coordinate_descent(fit, current, best_d, op_levels, sweeps)
     if refine:
-        pitch = pitch_of(cents[:, None], follow[:, None])
-        log_index = torch.log(current.clamp(min=1e-3)).float().requires_grad_()
-        opt = torch.optim.Adam([log_index], lr=REFINE_LR)
-        for _ in range(refine):
-            index = torch.minimum(torch.exp(log_index), ceiling.float())
-            pred = log_power_db(held.render(pitch, index[:, None], grad=True))[:, 0]
-            d = torch.stack([spectral_distance(pred[e], target[e]) for e in range(n_ex)])
-            best_d = torch.minimum(best_d, d.detach())
-            opt.zero_grad()
-            d.sum().backward()
-            opt.step()
+        best_d = _refine_levels(fit, current, best_d, cents, follow, ceiling, refine)
     return float(best_d.mean())
 
 
