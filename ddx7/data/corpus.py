@@ -34,7 +34,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -534,80 +534,96 @@ def _dynamics(rng: np.random.Generator, profile: _Profile, shape: str, duration:
     return [(0.0, level), (duration, level)]
 
 
-def _phrase(profile: _Profile, rng: np.random.Generator):
-    """One phrase: its notes and CC 11 keypoints (each keypoint list covers the notes it follows)."""
-    kinds, weights = zip(*profile.kinds)
-    kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
-    beat = float(rng.uniform(*profile.beat))
+_SHAPES = ("crescendo", "decrescendo", "hairpin", "steady")
+"""The dynamics shapes a phrase's expression keypoints follow (:func:`_dynamics`)."""
+
+
+def _sustained_notes(profile: _Profile, rng: np.random.Generator):
+    """One to three long notes in a major key, each with its own dynamics."""
     vel_lo, vel_hi = profile.velocity
     notes: list[_Note] = []
     curves: list[list[tuple[float, float]]] = []   # absolute-time expression keypoints, in order
     t = 0.0
-    shapes = ("crescendo", "decrescendo", "hairpin", "steady")
+    keys = _keys_in(profile, int(rng.integers(12)), _SCALES["major"])
+    pos, step = _start_index(rng, keys), int(rng.choice([-1, 1]))
+    for _ in range(int(rng.integers(1, 4))):
+        dur = float(rng.uniform(1.5, 4.5))
+        vel = int(rng.integers(vel_lo, vel_hi + 1))
+        notes.append(_Note(t, dur, keys[pos], vel, _vibrato(profile, rng, dur)))
+        shape = str(rng.choice(_SHAPES, p=[0.3, 0.3, 0.3, 0.1]))
+        curves.append([(t + a, v) for a, v in _dynamics(rng, profile, shape, dur)])
+        t += dur + (float(rng.uniform(0.05, 0.25)) if rng.random() < 0.6 else 0.0)
+        pos, step = _walk(pos, step * int(rng.integers(1, 3)), len(keys))
+        step = 1 if step > 0 else -1
+    return notes, curves
 
-    if kind == "sustained":
-        keys = _keys_in(profile, int(rng.integers(12)), _SCALES["major"])
-        pos, step = _start_index(rng, keys), int(rng.choice([-1, 1]))
-        for _ in range(int(rng.integers(1, 4))):
-            dur = float(rng.uniform(1.5, 4.5))
-            vel = int(rng.integers(vel_lo, vel_hi + 1))
-            notes.append(_Note(t, dur, keys[pos], vel, _vibrato(profile, rng, dur)))
-            shape = str(rng.choice(shapes, p=[0.3, 0.3, 0.3, 0.1]))
-            curves.append([(t + a, v) for a, v in _dynamics(rng, profile, shape, dur)])
-            t += dur + (float(rng.uniform(0.05, 0.25)) if rng.random() < 0.6 else 0.0)
-            pos, step = _walk(pos, step * int(rng.integers(1, 3)), len(keys))
-            step = 1 if step > 0 else -1
-        end = notes[-1].start + notes[-1].dur
-        return kind, notes, curves, end
 
-    if kind in ("scale", "arpeggio"):
-        tonic = int(rng.integers(12))
-        if kind == "scale":
-            steps = _SCALES[str(rng.choice(list(_SCALES), p=[0.45, 0.2, 0.2, 0.15]))]
-            count = int(rng.integers(6, 17))
-            dur_each = beat * float(rng.choice([0.5, 0.5, 1.0, 0.25 * 3]))
-            legato = rng.random() < 0.7
-        else:
-            steps = _CHORDS[str(rng.choice(list(_CHORDS)))]
-            count = int(rng.integers(5, 13))
-            dur_each = beat * float(rng.choice([0.5, 0.75, 1.0]))
-            legato = rng.random() < 0.35
-        keys = _keys_in(profile, tonic, steps)
-        pos, step = _start_index(rng, keys), int(rng.choice([-1, 1]))
-        turn = int(rng.integers(count // 2, count + 1)) if rng.random() < 0.5 else count
-        for i in range(count):
-            dur = dur_each * (2.0 if i == count - 1 else 1.0)
-            sound = dur if legato else dur * float(rng.uniform(0.6, 0.85))
-            vel = int(np.clip(rng.normal((vel_lo + vel_hi) / 2, 12), vel_lo, vel_hi))
-            notes.append(_Note(t, sound, keys[pos], vel, _vibrato(profile, rng, sound, 0.6)))
-            t += dur
-            if i == turn:
-                step = -step
-            pos, step = _walk(pos, step, len(keys))
-        shape = str(rng.choice(shapes, p=[0.3, 0.3, 0.25, 0.15]))
-        curves.append(_dynamics(rng, profile, shape, t))
-        return kind, notes, curves, notes[-1].start + notes[-1].dur
+def _line_steps(kind: str, rng: np.random.Generator, beat: float):
+    """A scale's or an arpeggio's pitch set, note count, note length and legato."""
+    if kind == "scale":
+        steps = _SCALES[str(rng.choice(list(_SCALES), p=[0.45, 0.2, 0.2, 0.15]))]
+        count = int(rng.integers(6, 17))
+        dur_each = beat * float(rng.choice([0.5, 0.5, 1.0, 0.25 * 3]))
+        legato = rng.random() < 0.7
+    else:
+        steps = _CHORDS[str(rng.choice(list(_CHORDS)))]
+        count = int(rng.integers(5, 13))
+        dur_each = beat * float(rng.choice([0.5, 0.75, 1.0]))
+        legato = rng.random() < 0.35
+    return steps, count, dur_each, legato
 
-    if kind == "repeated":
-        keys = _keys_in(profile, int(rng.integers(12)), _SCALES["major"])
-        pos = _start_index(rng, keys)
-        for _group in range(int(rng.integers(1, 4))):
-            dur_each = beat * float(rng.choice([0.25, 0.5, 0.5, 1.0]))
-            accent_every = int(rng.choice([2, 3, 4]))
-            for i in range(int(rng.integers(4, 13))):
-                vel = int(rng.integers(vel_lo, (vel_lo + vel_hi) // 2 + 1))
-                if i % accent_every == 0:
-                    vel = min(127, vel + 20)
-                notes.append(_Note(t, dur_each * float(rng.uniform(0.45, 0.75)), keys[pos], vel))
-                t += dur_each
-            pos, _ = _walk(pos, int(rng.choice([-2, -1, 1, 2])), len(keys))
-            t += beat * 0.5
-        curves.append(_dynamics(rng, profile, str(rng.choice(shapes)), t))
-        return kind, notes, curves, notes[-1].start + notes[-1].dur
 
-    # melody: a random walk in a key, mostly steps, some leaps, long final note
+def _line_notes(kind: str, profile: _Profile, rng: np.random.Generator, beat: float):
+    """A scale or an arpeggio up or down, perhaps turning once, under one dynamics shape."""
+    vel_lo, vel_hi = profile.velocity
+    notes: list[_Note] = []
+    t = 0.0
+    tonic = int(rng.integers(12))
+    steps, count, dur_each, legato = _line_steps(kind, rng, beat)
+    keys = _keys_in(profile, tonic, steps)
+    pos, step = _start_index(rng, keys), int(rng.choice([-1, 1]))
+    turn = int(rng.integers(count // 2, count + 1)) if rng.random() < 0.5 else count
+    for i in range(count):
+        dur = dur_each * (2.0 if i == count - 1 else 1.0)
+        sound = dur if legato else dur * float(rng.uniform(0.6, 0.85))
+        vel = int(np.clip(rng.normal((vel_lo + vel_hi) / 2, 12), vel_lo, vel_hi))
+        notes.append(_Note(t, sound, keys[pos], vel, _vibrato(profile, rng, sound, 0.6)))
+        t += dur
+        if i == turn:
+            step = -step
+        pos, step = _walk(pos, step, len(keys))
+    shape = str(rng.choice(_SHAPES, p=[0.3, 0.3, 0.25, 0.15]))
+    return notes, [_dynamics(rng, profile, shape, t)]
+
+
+def _repeated_notes(profile: _Profile, rng: np.random.Generator, beat: float):
+    """One to three groups of short repeated notes with regular accents."""
+    vel_lo, vel_hi = profile.velocity
+    notes: list[_Note] = []
+    t = 0.0
+    keys = _keys_in(profile, int(rng.integers(12)), _SCALES["major"])
+    pos = _start_index(rng, keys)
+    for _group in range(int(rng.integers(1, 4))):
+        dur_each = beat * float(rng.choice([0.25, 0.5, 0.5, 1.0]))
+        accent_every = int(rng.choice([2, 3, 4]))
+        for i in range(int(rng.integers(4, 13))):
+            vel = int(rng.integers(vel_lo, (vel_lo + vel_hi) // 2 + 1))
+            if i % accent_every == 0:
+                vel = min(127, vel + 20)
+            notes.append(_Note(t, dur_each * float(rng.uniform(0.45, 0.75)), keys[pos], vel))
+            t += dur_each
+        pos, _ = _walk(pos, int(rng.choice([-2, -1, 1, 2])), len(keys))
+        t += beat * 0.5
+    return notes, [_dynamics(rng, profile, str(rng.choice(_SHAPES)), t)]
+
+
+def _melody_notes(profile: _Profile, rng: np.random.Generator, beat: float):
+    """A random walk in a key, mostly steps, some leaps, long final note."""
+    vel_lo, vel_hi = profile.velocity
+    notes: list[_Note] = []
+    t = 0.0
     keys = _keys_in(profile, int(rng.integers(12)), _SCALES[str(rng.choice(["major", "minor", "harmonic minor"]))])
-    pos, step = _start_index(rng, keys), 1
+    pos = _start_index(rng, keys)
     count = int(rng.integers(5, 13))
     for i in range(count):
         beats = float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0, 3.0])) if i < count - 1 else float(rng.uniform(3.0, 5.0))
@@ -618,7 +634,22 @@ def _phrase(profile: _Profile, rng: np.random.Generator):
         t += dur
         move = int(rng.choice([1, 1, 1, 2, 2, 3, 4])) * (1 if rng.random() < 0.5 else -1)
         pos, _ = _walk(pos, move, len(keys))
-    curves.append(_dynamics(rng, profile, str(rng.choice(shapes, p=[0.25, 0.25, 0.4, 0.1])), t))
+    return notes, [_dynamics(rng, profile, str(rng.choice(_SHAPES, p=[0.25, 0.25, 0.4, 0.1])), t)]
+
+
+def _phrase(profile: _Profile, rng: np.random.Generator):
+    """One phrase: its notes and CC 11 keypoints (each keypoint list covers the notes it follows)."""
+    kinds, weights = zip(*profile.kinds)
+    kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
+    beat = float(rng.uniform(*profile.beat))
+    if kind == "sustained":
+        notes, curves = _sustained_notes(profile, rng)
+    elif kind in ("scale", "arpeggio"):
+        notes, curves = _line_notes(kind, profile, rng, beat)
+    elif kind == "repeated":
+        notes, curves = _repeated_notes(profile, rng, beat)
+    else:
+        notes, curves = _melody_notes(profile, rng, beat)
     return kind, notes, curves, notes[-1].start + notes[-1].dur
 
 
@@ -958,6 +989,83 @@ def _read_source(path: Path) -> tuple[np.ndarray | None, int, str | None]:
     return audio, sr, None
 
 
+def _check_add_arguments(audio_dir, urmp_dir, max_seconds, min_seconds) -> None:
+    """DX7Error unless exactly one folder is given and the segment lengths make sense."""
+    if (audio_dir is None) == (urmp_dir is None):
+        raise DX7Error("give exactly one of audio_dir (--audio DIR) or urmp_dir (--urmp DIR)")
+    if not (isinstance(max_seconds, (int, float)) and max_seconds >= 1.0):
+        raise DX7Error(f"max_seconds must be at least 1, got {max_seconds!r}")
+    if not (isinstance(min_seconds, (int, float)) and 0.2 <= min_seconds <= max_seconds):
+        raise DX7Error(f"min_seconds must be 0.2 s or more and at most max_seconds, got {min_seconds!r}")
+
+
+def _sources(audio_dir, urmp_dir, instrument: str | None, max_seconds: float, min_seconds: float):
+    """``(kind, instrument label, root folder, files, settings)`` of a corpus made by :func:`add_corpus`."""
+    if urmp_dir is not None:
+        code = _urmp_code(instrument)
+        label = URMP_INSTRUMENTS[code]
+        root = _check_folder(urmp_dir, "URMP")
+        files = _urmp_files(root, code)
+        if not files:
+            raise DX7Error(f"no URMP stems AuSep_<track>_{code}_<piece>.wav for {label} in this folder", str(root))
+        settings = {"urmp_dir": str(root.resolve()), "urmp_code": code, "max_seconds": float(max_seconds),
+                    "min_seconds": float(min_seconds)}
+        return "urmp", label, root, files, settings
+    label = _instrument_label(instrument)
+    root = _check_folder(audio_dir, "audio")
+    files = _audio_files(root)
+    if not files:
+        raise DX7Error("no audio files (wav, flac, ogg, mp3, ...) in this folder", str(root))
+    settings = {"audio_dir": str(root.resolve()), "max_seconds": float(max_seconds),
+                "min_seconds": float(min_seconds)}
+    return "audio", label, root, files, settings
+
+
+@dataclass
+class _Tally:
+    """What :func:`add_corpus` made of its files: warnings, and how many were readable, silent and used."""
+
+    warnings: list[str] = field(default_factory=list)
+    readable: int = 0
+    silent: int = 0
+    used: int = 0
+
+
+def _add_source(builder: _Builder, path: Path, rel: str, tally: _Tally, max_seconds: float,
+                min_seconds: float) -> None:
+    """Cut one file into segments for ``builder``, or say in ``tally.warnings`` why it was skipped."""
+    audio, sr, problem = _read_source(path)
+    if audio is not None:
+        tally.readable += 1
+        if float(np.max(np.abs(audio))) < SILENT_PEAK:
+            tally.silent += 1
+            problem = "it is silent"
+        else:
+            audio = _to_16k(audio, sr)
+            pieces = segment_audio(audio, SAMPLE_RATE, max_seconds=max_seconds, min_seconds=min_seconds)
+            if pieces:
+                builder.add(rel, audio, pieces)
+                tally.used += 1
+            else:
+                problem = f"no sound in it lasts {min_seconds:g} s or more"
+    if problem:
+        tally.warnings.append(" ".join(f"{rel}: skipped, {problem}".split()))
+
+
+def _nothing_usable(tally: _Tally, n_files: int, root: Path, min_seconds: float) -> DX7Error:
+    """The error for files that gave no segment at all: all silent, all skipped, or all too short."""
+    where = str(root)
+    if tally.readable and tally.silent == tally.readable:
+        return DX7Error(f"all {tally.readable} readable audio files are silent; nothing to make a corpus from",
+                        where)
+    if not tally.readable:
+        warnings = tally.warnings
+        return DX7Error(f"no usable audio: all {n_files} files were skipped "
+                        f"({'; '.join(warnings[:3])}{'; ...' if len(warnings) > 3 else ''})", where)
+    return DX7Error(f"no usable audio: no file has a sound of {min_seconds:g} s or more "
+                    "(short notes: lower --min-seconds)", where)
+
+
 def add_corpus(home, name: str, *, audio_dir=None, urmp_dir=None, instrument: str | None = None,
                max_seconds: float = 8.0, min_seconds: float = 0.5, overwrite: bool = False,
                progress: ProgressFn | None = None) -> Corpus:
@@ -980,69 +1088,22 @@ def add_corpus(home, name: str, *, audio_dir=None, urmp_dir=None, instrument: st
             name without ``overwrite``.
     """
     check_name(name)
-    if (audio_dir is None) == (urmp_dir is None):
-        raise DX7Error("give exactly one of audio_dir (--audio DIR) or urmp_dir (--urmp DIR)")
-    if not (isinstance(max_seconds, (int, float)) and max_seconds >= 1.0):
-        raise DX7Error(f"max_seconds must be at least 1, got {max_seconds!r}")
-    if not (isinstance(min_seconds, (int, float)) and 0.2 <= min_seconds <= max_seconds):
-        raise DX7Error(f"min_seconds must be 0.2 s or more and at most max_seconds, got {min_seconds!r}")
-    if urmp_dir is not None:
-        code = _urmp_code(instrument)
-        label = URMP_INSTRUMENTS[code]
-        root = _check_folder(urmp_dir, "URMP")
-        files = _urmp_files(root, code)
-        if not files:
-            raise DX7Error(f"no URMP stems AuSep_<track>_{code}_<piece>.wav for {label} in this folder", str(root))
-        kind = "urmp"
-        settings = {"urmp_dir": str(root.resolve()), "urmp_code": code, "max_seconds": float(max_seconds),
-                    "min_seconds": float(min_seconds)}
-    else:
-        label = _instrument_label(instrument)
-        root = _check_folder(audio_dir, "audio")
-        files = _audio_files(root)
-        if not files:
-            raise DX7Error("no audio files (wav, flac, ogg, mp3, ...) in this folder", str(root))
-        kind = "audio"
-        settings = {"audio_dir": str(root.resolve()), "max_seconds": float(max_seconds),
-                    "min_seconds": float(min_seconds)}
+    _check_add_arguments(audio_dir, urmp_dir, max_seconds, min_seconds)
+    kind, label, root, files, settings = _sources(audio_dir, urmp_dir, instrument, max_seconds, min_seconds)
 
     builder = _Builder(home, name, overwrite)
     try:
-        warnings: list[str] = []
-        readable = silent = used = 0
+        tally = _Tally()
         for i, path in enumerate(files):
-            rel = path.relative_to(root).as_posix()
-            audio, sr, problem = _read_source(path)
-            if audio is not None:
-                readable += 1
-                if float(np.max(np.abs(audio))) < SILENT_PEAK:
-                    silent += 1
-                    problem = "it is silent"
-                else:
-                    audio = _to_16k(audio, sr)
-                    pieces = segment_audio(audio, SAMPLE_RATE, max_seconds=max_seconds, min_seconds=min_seconds)
-                    if pieces:
-                        builder.add(rel, audio, pieces)
-                        used += 1
-                    else:
-                        problem = f"no sound in it lasts {min_seconds:g} s or more"
-            if problem:
-                warnings.append(" ".join(f"{rel}: skipped, {problem}".split()))
+            _add_source(builder, path, path.relative_to(root).as_posix(), tally, max_seconds, min_seconds)
             if progress:
                 progress(i + 1, len(files))
         if not builder.segments:
-            where = str(root)
-            if readable and silent == readable:
-                raise DX7Error(f"all {readable} readable audio files are silent; nothing to make a corpus from",
-                               where)
-            if not readable:
-                raise DX7Error(f"no usable audio: all {len(files)} files were skipped "
-                               f"({'; '.join(warnings[:3])}{'; ...' if len(warnings) > 3 else ''})", where)
-            raise DX7Error(f"no usable audio: no file has a sound of {min_seconds:g} s or more "
-                           "(short notes: lower --min-seconds)", where)
+            raise _nothing_usable(tally, len(files), root, min_seconds)
         settings["files"] = len(files)
-        settings["files_used"] = used
-        corpus = builder.finish({"kind": kind, "instrument": label, "settings": settings, "warnings": warnings})
+        settings["files_used"] = tally.used
+        corpus = builder.finish({"kind": kind, "instrument": label, "settings": settings,
+                                 "warnings": tally.warnings})
     except BaseException:
         builder.discard()
         raise
