@@ -556,6 +556,65 @@ def all_notes_off(channels: Iterable[int]) -> list[bytes]:
     return out
 
 
+class _Sender:
+    """One run of :func:`send_events`: the port, its pacing and clock, the report, the notes held."""
+
+    def __init__(self, port, pacing: Pacing, clock, report: SendReport):
+        self.port = port
+        self.pacing = pacing
+        self.clock = clock
+        self.report = report
+        self.held: dict[tuple[int, int], int] = {}
+        self.channels = {0}
+        self.failure: Exception | None = None   # the port's own error, when it failed
+
+    def send_all(self, events: Sequence[Event], times, kinds: Sequence[str], messages: Sequence,
+                 progress: Callable[[int, int], None] | None) -> None:
+        """Every message at its scheduled time (from ``report.started``); DX7Error if the port fails."""
+        report, clock = self.report, self.clock
+        start = not_before = report.started
+        for i, (e, when, kind, message) in enumerate(zip(events, times, kinds, messages)):
+            # On schedule, and never sooner after the previous message than the wire allows
+            # (should that one have left late).
+            clock.sleep_until(max(start + when, not_before))
+            sent_at = clock.now()
+            report.max_timing_error = max(report.max_timing_error, sent_at - (start + when))
+            not_before = sent_at + self.pacing.busy_seconds(e.data, None if kind == "channel" else kind)
+            try:
+                self.port.send(message)
+            except Exception as exc:  # the port went away (rtmidi and OS errors differ by platform)
+                self.failure = exc
+                raise DX7Error(f"MIDI port {report.port!r} failed after {report.messages} of {len(events)} "
+                               f"messages: {exc}") from None
+            report.messages += 1
+            report.bytes += len(e.data)
+            self._follow(e.data)
+            if progress:
+                progress(i + 1, len(events))
+
+    def _follow(self, d: bytes) -> None:
+        """Note the channel a sent message used and the note it started or ended."""
+        if 0x80 <= d[0] < 0xF0:
+            self.channels.add(d[0] & 0x0F)
+        status = d[0] & 0xF0
+        if status == 0x90 and d[2] > 0:
+            self.held[(d[0] & 0x0F, d[1])] = self.held.get((d[0] & 0x0F, d[1]), 0) + 1
+        elif status in (0x80, 0x90):
+            self.held.pop((d[0] & 0x0F, d[1]), None)
+
+    def release(self) -> None:
+        """Note-offs for the notes still held, then sustain off and All Notes Off on every channel used."""
+        cleanup = [bytes([0x80 | ch, note, 0]) for (ch, note) in self.held] + all_notes_off(self.channels)
+        self.report.notes_released = len(self.held)
+        for data in cleanup:
+            try:
+                self.port.send(_to_mido(data))
+                self.report.messages += 1
+                self.report.bytes += len(data)
+            except Exception:
+                break
+
+
 def send_events(port, events: Sequence[Event], pacing: Pacing = Pacing(), clock=None,
                 progress: Callable[[int, int], None] | None = None) -> SendReport:
     """Send ``events`` to ``port`` in real time at wire-safe pacing.
@@ -579,55 +638,19 @@ def send_events(port, events: Sequence[Event], pacing: Pacing = Pacing(), clock=
     kinds = [message_kind(e.data) for e in events]  # validation first: nothing leaves on a bad message
     messages = [_to_mido(e.data) for e in events]  # converted up front: nothing slow between sends
     plan = schedule(events, pacing)
-    name = getattr(port, "name", str(port))
-    report = SendReport(port=name, max_lag=plan.max_lag)
+    report = SendReport(port=getattr(port, "name", str(port)), max_lag=plan.max_lag)
     for k in kinds:
         report.kinds[k] = report.kinds.get(k, 0) + 1
-    held: dict[tuple[int, int], int] = {}
-    channels = {0}
+    sender = _Sender(port, pacing, clock, report)
     start = report.started = clock.now()
-    failure: Exception | None = None
     try:
-        not_before = start
-        for i, (e, when, kind, message) in enumerate(zip(events, plan.times, kinds, messages)):
-            # On schedule, and never sooner after the previous message than the wire allows
-            # (should that one have left late).
-            clock.sleep_until(max(start + when, not_before))
-            sent_at = clock.now()
-            report.max_timing_error = max(report.max_timing_error, sent_at - (start + when))
-            not_before = sent_at + pacing.busy_seconds(e.data, None if kind == "channel" else kind)
-            try:
-                port.send(message)
-            except Exception as exc:  # the port went away (rtmidi and OS errors differ by platform)
-                failure = exc
-                raise DX7Error(f"MIDI port {name!r} failed after {report.messages} of {len(events)} messages: "
-                               f"{exc}") from None
-            report.messages += 1
-            report.bytes += len(e.data)
-            d = e.data
-            if 0x80 <= d[0] < 0xF0:
-                channels.add(d[0] & 0x0F)
-            status = d[0] & 0xF0
-            if status == 0x90 and d[2] > 0:
-                held[(d[0] & 0x0F, d[1])] = held.get((d[0] & 0x0F, d[1]), 0) + 1
-            elif status in (0x80, 0x90):
-                held.pop((d[0] & 0x0F, d[1]), None)
-            if progress:
-                progress(i + 1, len(events))
+        sender.send_all(events, plan.times, kinds, messages, progress)
     except KeyboardInterrupt:
         report.interrupted = True
         raise
     finally:
-        if failure is None:
-            cleanup = [bytes([0x80 | ch, note, 0]) for (ch, note) in held] + all_notes_off(channels)
-            report.notes_released = len(held)
-            for data in cleanup:
-                try:
-                    port.send(_to_mido(data))
-                    report.messages += 1
-                    report.bytes += len(data)
-                except Exception:
-                    break
+        if sender.failure is None:
+            sender.release()
         report.seconds = clock.now() - start
     return report
 
