@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -25,6 +26,68 @@ def _voice_or_file(ref: str, home) -> tuple:
     from dx7tools.library import Library
 
     return Library(home).get(ref).voice, None, None
+
+
+@contextmanager
+def _stage(label: str):
+    """A progress bar for one stage of an export, full when the stage ends."""
+    with progress_bar(label) as bar:
+        task = bar.add_task(label, total=1)
+        yield
+        bar.update(task, completed=1)
+
+
+def _print_syx(info: dict, syx: Path) -> None:
+    """The SysEx file written and, when measured, its distance to the model beside the unfitted voice's."""
+    out.print(f"wrote {info['syx']['format']} -> {syx}", highlight=False)
+    fid = info.get("fidelity")
+    if fid:
+        out.print(f"distance to the model's notes (multi-resolution spectral loss / mean dB): exported "
+                  f"{fid['exported']['spectral_loss']:.2f} / {fid['exported']['spectral_db']:.2f} dB, "
+                  f"unfitted {fid['baseline_voice']} {fid['baseline']['spectral_loss']:.2f} / "
+                  f"{fid['baseline']['spectral_db']:.2f} dB", highlight=False)
+
+
+def _print_mid(info: dict, mid: Path) -> None:
+    """The .mid written: for a Mark I its notes, bends and controller lane, else its parameter-change stream."""
+    if info["mid"].get("target") == "mk1":
+        s, lane = info["mid"]["stream"], info["mid"]["controllers"]["lane"]
+        fitted = info["mid"]["level_fit"]
+        out.print(f"wrote {info['mid']['notes']} notes for a DX7 Mark I -> {mid} (sidecar {info['mid']['sidecar']}): "
+                  f"bends, " + (f"a {lane['controller']} lane on EG bias (operator levels RMS "
+                                f"{fitted['rms_db_voice_alone']:.1f} dB from the model with the voice alone, "
+                                f"{fitted['rms_db_with_lane']:.1f} dB with the lane)" if lane else "no controller lane")
+                  + f"; at most {s['max_bytes_in_one_second']} bytes in one second", highlight=False)
+    else:
+        s = info["mid"]["stream"]
+        out.print(f"wrote {info['mid']['notes']} notes, {s['parameter_changes']} parameter changes -> {mid} "
+                  f"(sidecar {info['mid']['sidecar']}); at most {s['max_bytes_in_one_second']} bytes in one second "
+                  f"(budget {s['budget_bytes_per_second']:.0f}), level error RMS {s['level_rms_levels']:.2f} levels "
+                  f"({s['level_rms_db']:.2f} dB)", highlight=False)
+
+
+def _print_check(info: dict) -> None:
+    """The --check table: each row's distances to the recording, and where they are kept."""
+    from ddx7.evaluate.e2e import ROW_LABELS
+
+    rows = info["check"]["rows"]
+    print_rows([{"row": ROW_LABELS[k], **v} for k, v in rows.items()], ["row", "spectral dB", "loudness dB"],
+               lambda r: [r["row"], f"{r['spectral_db']:.2f}", f"{r['loudness_db']:.2f}"], False)
+    out.print(f"distances to the recording (lower is better; multi-resolution log spectra and A-weighted loudness "
+              f"envelope); kept in {info['check']['json']}", highlight=False)
+
+
+def _print_export(info: dict, syx: Optional[Path], mid: Optional[Path], check: bool) -> None:
+    """What an export wrote, in words: the fit, then the SysEx, the .mid and the check where asked for."""
+    out.print(f"voice {info['voice']!r} fitted in {info['fit_seconds']:.1f} s (per-operator RMS error, dB: "
+              + ", ".join(f"OP{o['op']} {o['rms_db']:.1f}" for o in info["operators"] if not o["silent"]) + ")",
+              highlight=False)
+    if syx is not None:
+        _print_syx(info, syx)
+    if mid is not None:
+        _print_mid(info, mid)
+    if check:
+        _print_check(info)
 
 
 def export(
@@ -58,57 +121,16 @@ def export(
 ) -> None:
     """Fit a DX7 voice to a trained DDX7 run; write it as SysEx and/or a MIDI performance
     (Python: ddx7.export.export_run; its parts export_voice, write_voice, fidelity, export_performance)."""
-    from contextlib import contextmanager
-
     from ddx7.export import export_run
-
-    @contextmanager
-    def stage(label: str):
-        with progress_bar(label) as bar:
-            task = bar.add_task(label, total=1)
-            yield
-            bar.update(task, completed=1)
 
     info = export_run(home, run, syx=syx, bank=bank, mid=mid, wav=from_, channel=channel, budget=budget,
                       breath=breath, cc_lanes=cc_lanes, fidelity=fidelity, target=target, controller=controller,
-                      check=check, stage=stage,
+                      check=check, stage=_stage,
                       warn=lambda line: warn([line]))
     if json_:
         print_json(info)
         return
-    out.print(f"voice {info['voice']!r} fitted in {info['fit_seconds']:.1f} s (per-operator RMS error, dB: "
-              + ", ".join(f"OP{o['op']} {o['rms_db']:.1f}" for o in info["operators"] if not o["silent"]) + ")",
-              highlight=False)
-    if syx is not None:
-        out.print(f"wrote {info['syx']['format']} -> {syx}", highlight=False)
-        fid = info.get("fidelity")
-        if fid:
-            out.print(f"distance to the model's notes (multi-resolution spectral loss / mean dB): exported "
-                      f"{fid['exported']['spectral_loss']:.2f} / {fid['exported']['spectral_db']:.2f} dB, "
-                      f"unfitted {fid['baseline_voice']} {fid['baseline']['spectral_loss']:.2f} / "
-                      f"{fid['baseline']['spectral_db']:.2f} dB", highlight=False)
-    if mid is not None and info["mid"].get("target") == "mk1":
-        s, lane = info["mid"]["stream"], info["mid"]["controllers"]["lane"]
-        fitted = info["mid"]["level_fit"]
-        out.print(f"wrote {info['mid']['notes']} notes for a DX7 Mark I -> {mid} (sidecar {info['mid']['sidecar']}): "
-                  f"bends, " + (f"a {lane['controller']} lane on EG bias (operator levels RMS "
-                                f"{fitted['rms_db_voice_alone']:.1f} dB from the model with the voice alone, "
-                                f"{fitted['rms_db_with_lane']:.1f} dB with the lane)" if lane else "no controller lane")
-                  + f"; at most {s['max_bytes_in_one_second']} bytes in one second", highlight=False)
-    elif mid is not None:
-        s = info["mid"]["stream"]
-        out.print(f"wrote {info['mid']['notes']} notes, {s['parameter_changes']} parameter changes -> {mid} "
-                  f"(sidecar {info['mid']['sidecar']}); at most {s['max_bytes_in_one_second']} bytes in one second "
-                  f"(budget {s['budget_bytes_per_second']:.0f}), level error RMS {s['level_rms_levels']:.2f} levels "
-                  f"({s['level_rms_db']:.2f} dB)", highlight=False)
-    if check:
-        from ddx7.evaluate.e2e import ROW_LABELS
-
-        rows = info["check"]["rows"]
-        print_rows([{"row": ROW_LABELS[k], **v} for k, v in rows.items()], ["row", "spectral dB", "loudness dB"],
-                   lambda r: [r["row"], f"{r['spectral_db']:.2f}", f"{r['loudness_db']:.2f}"], False)
-        out.print(f"distances to the recording (lower is better; multi-resolution log spectra and A-weighted loudness "
-                  f"envelope); kept in {info['check']['json']}", highlight=False)
+    _print_export(info, syx, mid, check)
 
 
 def ports(json_: JsonOption = False) -> None:
