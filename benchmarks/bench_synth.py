@@ -85,7 +85,7 @@ def render_speed(seconds: float) -> None:
     import dexed
 
     torch.set_num_threads(1)
-    print(f"\n2. Render speed, one thread, {seconds:g} s of audio (real-time factor = audio s / wall s)")
+    print(f"\n2. Render speed, one thread, {seconds:g} s of audio, best of 10 (real-time factor = audio s / wall s)")
     for fb in (7, 0):
         voice = violin_voice(fb)
         synth = FMSynth(FixedConfig.from_voice(voice))
@@ -94,10 +94,10 @@ def render_speed(seconds: float) -> None:
         f0 = torch.full((1, frames), 261.63)
         with torch.no_grad():
             synth(f0[:, :10], index[:, :10])  # compile / warm up
-            ours = best_of(3, lambda: synth(f0, index))
+            ours = best_of(10, lambda: synth(f0, index))
         dx = dexed.DexedSynth(sample_rate=SAMPLE_RATE)
         dx.load_patch(dexed.Patch.from_raw(voice.values))
-        theirs = best_of(3, lambda: dx.render(60, 100, seconds, seconds))
+        theirs = best_of(10, lambda: dx.render(60, 100, seconds, seconds))
         print(f"   violin config, feedback {fb}: ddx7 {seconds / ours:8.0f}x real time, dexed-py "
               f"{seconds / theirs:8.0f}x; ours / dexed = {theirs / ours:.2f} (goal >= 0.5)")
 
