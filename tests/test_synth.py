@@ -139,6 +139,19 @@ def test_feedback_kernel_matches_a_per_sample_loop(rng):
         np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
 
 
+def test_feedback_kernel_in_float32_follows_float64(rng):
+    """float32 inputs run the kernel in float32 (its constants cast to the arrays' dtype): the
+    result stays float32 and within float32 rounding of the float64 run, over a chain of 2 and a
+    loop gain that is not chaotic (so rounding differences do not grow)."""
+    theta = rng.uniform(-4, 4, (1, 2, 4000))
+    amp = rng.uniform(0, 0.5, (1, 2, 4000))
+    beta, memory = np.array([0.8]), rng.normal(0, 0.3, (1, 2))
+    wide = feedback_chain(*(torch.from_numpy(a) for a in (theta, amp, beta, memory))).numpy()
+    narrow = feedback_chain(*(torch.from_numpy(a.astype(np.float32)) for a in (theta, amp, beta, memory)))
+    assert narrow.dtype == torch.float32
+    np.testing.assert_allclose(narrow.numpy(), wide, rtol=0, atol=5e-5)
+
+
 def test_feedback_scale():
     assert feedback_beta(0, 1) == 0.0
     assert feedback_beta(7, 1) == pytest.approx(2 * np.pi)

@@ -14,7 +14,7 @@ from ddx7 import run as runs
 
 from ddx7.fit import train
 from ddx7.fit.loss import multiscale_spectral_loss
-from ddx7.fit.models import DDX7, HpN, Reverb, count_parameters
+from ddx7.fit.models import DDX7, HpN, Reverb, count_parameters, partitioned_convolution
 from ddx7.rank.choose import paper_config, resolve_config
 from ddx7.synth import FMSynth
 from dx7tools.errors import DX7Error
@@ -69,6 +69,22 @@ def test_reverb_streams_like_a_whole_render():
             y, tail = r(x[:, a:a + 7000], tail)
             parts.append(y)
     torch.testing.assert_close(torch.cat(parts, 1), whole, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("n, m", [(1, 1), (5, 300), (64, 64), (65, 130), (1000, 1), (3000, 700)])
+def test_partitioned_convolution_is_the_full_convolution(n, m):
+    rng = np.random.default_rng(n + m)
+    x, h = rng.normal(size=(2, n)), rng.normal(size=m)
+    got = partitioned_convolution(torch.from_numpy(x), torch.from_numpy(h), part=64)
+    want = np.stack([np.convolve(row, h) for row in x])
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-9)
+
+
+def test_partitioned_convolution_has_the_full_gradient():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(1, 150))).requires_grad_(True)
+    h = torch.from_numpy(rng.normal(size=70)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: partitioned_convolution(a, b, part=32), (x, h))
 
 
 def test_hpn_renders_harmonics_and_noise():
