@@ -140,9 +140,8 @@ def test_feedback_kernel_matches_a_per_sample_loop(rng):
 
 
 def test_feedback_kernel_in_float32_follows_float64(rng):
-    """float32 inputs run the kernel in float32 (its constants cast to the arrays' dtype): the
-    result stays float32 and within float32 rounding of the float64 run, over a chain of 2 and a
-    loop gain that is not chaotic (so rounding differences do not grow)."""
+    """float32 inputs give float32 output within float32 rounding of the float64 run (a chain of 2,
+    a loop gain below the chaotic regime, so rounding differences do not grow)."""
     theta = rng.uniform(-4, 4, (1, 2, 4000))
     amp = rng.uniform(0, 0.5, (1, 2, 4000))
     beta, memory = np.array([0.8]), rng.normal(0, 0.3, (1, 2))
@@ -150,6 +149,24 @@ def test_feedback_kernel_in_float32_follows_float64(rng):
     narrow = feedback_chain(*(torch.from_numpy(a.astype(np.float32)) for a in (theta, amp, beta, memory)))
     assert narrow.dtype == torch.float32
     np.testing.assert_allclose(narrow.numpy(), wide, rtol=0, atol=5e-5)
+
+
+def test_feedback_kernels_take_float32_sines_for_float32_audio():
+    """The point of casting the kernels' constants: with float32 arrays, numba types every sine and
+    cosine of the forward and backward loops as float32 -> float32 (a Python float in the
+    arithmetic would promote them to float64, which the output's dtype alone would not show)."""
+    import io
+
+    from ddx7.synth.feedback import _backward, _forward
+
+    args = [torch.rand(1, 2, 50), torch.rand(1, 2, 50, requires_grad=True), torch.tensor([0.5]), torch.zeros(1, 2)]
+    feedback_chain(*args).sum().backward()
+    for kernel in (_forward, _backward):
+        sig = next(s for s in kernel.signatures if str(s[0]).startswith("array(float32"))
+        buf = io.StringIO()
+        kernel.inspect_types(file=buf, signature=sig)
+        calls = [line for line in buf.getvalue().splitlines() if "= call $" in line and "load_attr" in line]
+        assert calls and all(line.endswith(":: (float32,) -> float32") for line in calls), kernel
 
 
 def test_feedback_scale():

@@ -14,7 +14,7 @@ from ddx7 import run as runs
 
 from ddx7.fit import train
 from ddx7.fit.loss import multiscale_spectral_loss
-from ddx7.fit.models import DDX7, HpN, Reverb, count_parameters, partitioned_convolution
+from ddx7.fit.models import DDX7, HpN, Reverb, count_parameters, fft_convolution, partitioned_convolution
 from ddx7.rank.choose import paper_config, resolve_config
 from ddx7.synth import FMSynth
 from dx7tools.errors import DX7Error
@@ -71,13 +71,37 @@ def test_reverb_streams_like_a_whole_render():
     torch.testing.assert_close(torch.cat(parts, 1), whole, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("n, m", [(1, 1), (5, 300), (64, 64), (65, 130), (1000, 1), (3000, 700)])
+@pytest.mark.parametrize("n, m", [(1, 1), (5, 300), (64, 64), (65, 130), (1000, 1), (3000, 700), (200, 128),
+                                  (10, 192)])
 def test_partitioned_convolution_is_the_full_convolution(n, m):
     rng = np.random.default_rng(n + m)
     x, h = rng.normal(size=(2, n)), rng.normal(size=m)
     got = partitioned_convolution(torch.from_numpy(x), torch.from_numpy(h), part=64)
     want = np.stack([np.convolve(row, h) for row in x])
     np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fft_convolution(torch.from_numpy(x), torch.from_numpy(h)).numpy(), want, rtol=0,
+                               atol=1e-9)
+
+
+def test_partitioned_convolution_in_float32_at_the_default_part_any_leading_shape():
+    rng = np.random.default_rng(1)
+    x, h = rng.normal(size=(2, 3, 9000)).astype(np.float32), rng.normal(size=16000).astype(np.float32)
+    got = partitioned_convolution(torch.from_numpy(x), torch.from_numpy(h))
+    assert got.dtype == torch.float32 and got.shape == (2, 3, 9000 + 16000 - 1)
+    want = np.convolve(x[1, 2].astype(np.float64), h.astype(np.float64))
+    np.testing.assert_allclose(got[1, 2].numpy(), want, rtol=0, atol=2e-3)   # float32 over 16,000 taps
+    assert np.abs(want).max() > 50
+
+
+def test_reverb_trains_and_renders_the_same_convolution():
+    """Reverb takes the single FFT when a gradient is wanted and the partitioned one when not."""
+    r = Reverb()
+    x = torch.randn(2, 20000)
+    trained = r(x)
+    assert trained.requires_grad
+    with torch.no_grad():
+        rendered = r(x)
+    torch.testing.assert_close(rendered, trained.detach(), atol=1e-5, rtol=0)
 
 
 def test_partitioned_convolution_has_the_full_gradient():

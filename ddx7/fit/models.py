@@ -59,7 +59,7 @@ class Reverb(nn.Module):
         (block-by-block rendering equals rendering at once)."""
         ir = self.impulse_response()
         n, m = audio.shape[-1], ir.shape[0]
-        wet = partitioned_convolution(audio, ir)
+        wet = fft_convolution(audio, ir) if ir.requires_grad or audio.requires_grad else partitioned_convolution(audio, ir)
         out = audio + wet[..., :n]
         if tail is None:
             return out
@@ -69,20 +69,33 @@ class Reverb(nn.Module):
 
 
 PARTITION = 4096
-"""Samples per part of :func:`partitioned_convolution`: FFTs of 8192 points, the fastest size per
-sample on the development machine (2.9 ms for 10 s of audio against a 1 s response, where one FFT of
-the whole signal took 14-21 ms; ``benchmarks/bench_stream.py``)."""
+"""Samples per part of :func:`partitioned_convolution`: FFTs of 8192 points. On the development
+machine 10 s of audio against the 1 s response took 1.7-2.9 ms this way (benchmarks/bench_stream.py
+times it) and 14-21 ms as one FFT over the whole signal; parts of 1024, 2048 and 8192 samples took
+5.0, 4.1 and 4.0 ms in one comparison."""
+
+
+def fft_convolution(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Full linear convolution ``x * h`` by one FFT over the whole signal: (..., N), (M,) -> (..., N + M - 1).
+
+    What :class:`Reverb` trains with: its backward pass is a few large FFTs, where the partitioned
+    form's is many copies (2-3x slower on a training batch)."""
+    n, m = x.shape[-1], h.shape[0]
+    size = 1 << math.ceil(math.log2(n + m - 1))
+    return torch.fft.irfft(torch.fft.rfft(x, size) * torch.fft.rfft(h, size), size)[..., : n + m - 1]
 
 
 def partitioned_convolution(x: torch.Tensor, h: torch.Tensor, part: int = PARTITION) -> torch.Tensor:
-    """Full linear convolution ``x * h``: (B, N), (M,) -> (B, N + M - 1), differentiable.
+    """Full linear convolution ``x * h``: (..., N), (M,) -> (..., N + M - 1), differentiable.
 
     Both are cut into parts of ``part`` samples; every pair of parts meets in one batch of FFTs of
     ``2 part`` points (a uniformly partitioned convolution, overlap-add), which keeps each FFT small
-    enough to stay in cache. Equals one FFT over the whole signal up to float rounding.
+    enough to stay in cache: what :class:`Reverb` renders with when no gradient is wanted. Equals
+    :func:`fft_convolution` up to float rounding.
     """
-    b, n = x.shape
-    m = h.shape[0]
+    lead, n = x.shape[:-1], x.shape[-1]
+    x = x.reshape(-1, n)
+    b, m = x.shape[0], h.shape[0]
     k = -(-m // part)
     blocks = -(-(n + m - 1) // part)
     hs = torch.fft.rfft(F.pad(h, (0, k * part - m)).reshape(k, part), 2 * part)          # (k, part + 1)
@@ -92,7 +105,7 @@ def partitioned_convolution(x: torch.Tensor, h: torch.Tensor, part: int = PARTIT
         ys[:, j:] += xs[:, :-j] * hs[j]        # part j of h delays its product by j blocks
     y = torch.fft.irfft(ys, 2 * part)                                                  # (b, blocks, 2 part)
     out = y[..., :part] + F.pad(y[:, :-1, part:], (0, 0, 1, 0))                          # overlap-add
-    return out.reshape(b, blocks * part)[:, : n + m - 1]
+    return out.reshape(b, blocks * part)[:, : n + m - 1].reshape(*lead, n + m - 1)
 
 
 # -- DDX7 ---------------------------------------------------------------------------------------
