@@ -12,7 +12,9 @@
    voicing agreement).
 3. Where a 256-sample block's time goes: each stage's best of 200 calls, and whole blocks with
    and without a CREPE window (the cost when nothing else wants the CPU).
-4. The offline path's speed on one thread: decoder + synth + reverb on ready features, x real time.
+4. The offline path's speed on one thread: decoder + synth + reverb on ready features, best of 15, x real
+   time, each stage's time, and the machine's practical peak MAC rate (:func:`timing.peak_mac_rate`)
+   against the decoder's own rate.
 
 The machine's load average is printed before and after (timings on a shared machine vary;
 compare rows of one run).
@@ -247,7 +249,8 @@ def main() -> None:
           f"(goal >= 200x); load average now {os.getloadavg()[0]:.2f}")
     print("  stages (ms for {:g} s): ".format(speed["seconds"])
           + ", ".join(f"{k} {v:.1f}" for k, v in speed["stage_ms"].items()))
-    print(f"  machine peak (float32 1024x1024 matrix products, one thread): {speed['peak_gmac_s']:.1f} GMAC/s; "
+    print(f"  machine peak (the fastest float32 256-1024 square matrix product, one thread): "
+          f"{speed['peak_gmac_s']:.1f} GMAC/s; "
           f"the decoder runs at {speed['decoder_gmac_s']:.1f} GMAC/s "
           f"({speed['decoder_gmac_s'] / speed['peak_gmac_s']:.0%} of it); the decoder alone at peak would be "
           f"{speed['decoder_at_peak_real_time']:.0f}x real time, the ceiling of this model on this core")

@@ -59,7 +59,8 @@ class Reverb(nn.Module):
         (block-by-block rendering equals rendering at once)."""
         ir = self.impulse_response()
         n, m = audio.shape[-1], ir.shape[0]
-        wet = fft_convolution(audio, ir) if ir.requires_grad or audio.requires_grad else partitioned_convolution(audio, ir)
+        training = ir.requires_grad or audio.requires_grad
+        wet = fft_convolution(audio, ir) if training else partitioned_convolution(audio, ir)
         out = audio + wet[..., :n]
         if tail is None:
             return out
