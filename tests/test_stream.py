@@ -372,10 +372,10 @@ def test_cli_stream_reports_latency_and_block_times_and_counts_ignored_ccs(run_c
     controls_mid(path, [(0.1, mido.Message("control_change", control=74, value=1)),
                         (0.2, mido.Message("control_change", control=15, value=127))])
     r = run_cli("resynth", run_dir, src, "-o", tmp_path / "out.wav", "--stream", "--block", "128", "--op", "5=-6dB",
-                "--controls", path, "--json")
+                "--controls", path, "--crepe-every", "8", "--json")
     assert r.returncode == 0, r.stderr
     info = r.json()
-    assert info["latency_ms"] == 8.0 and info["block"] == 128
+    assert info["latency_ms"] == 8.0 and info["block"] == 128 and info["crepe_every"] == 8
     assert 0 < info["block_ms"]["median"] <= info["block_ms"]["p99"] <= info["block_ms"]["max"]
     assert info["controls"] == {"settings": {"level_db": {"5": -6.0}},
                                 "file": {"applied": 1, "ignored_cc": 1, "ignored_cc_numbers": [74],
