@@ -65,7 +65,8 @@ def fit(
     out.print(f"run {info['run']}: {info['model']}, {info['parameters']:,} parameters, {info['steps']} steps in "
               f"{info['seconds'] / 60:.1f} min, best validation loss {info['best_valid_loss']:.4f}", highlight=False)
     if info["test_audio"]:
-        out.print(f"test split resynthesised: {info['test_audio']} ({info['test_excerpts']} excerpts)",
+        level = "" if info["test_level_db"] is None else f", {info['test_level_db']:+.1f} dB against the recordings"
+        out.print(f"test split resynthesised: {info['test_audio']} ({info['test_excerpts']} excerpts{level})",
                   highlight=False)
 
 

@@ -135,3 +135,28 @@ def test_corpus_add_min_seconds(run_cli, tmp_path):
     r = run_cli("corpus", "add", "plucks", "--audio", str(short), "--min-seconds", "0.25", "--json")
     assert r.returncode == 0, r.stderr
     assert sum(r.json()["segments"].values()) == 1
+
+
+def test_level_db_is_the_rms_ratio_and_none_for_a_silent_original():
+    from ddx7.fit.train import level_db
+
+    x = np.sin(np.arange(1600) / 5.0)
+    assert level_db(0.5 * x, x) == pytest.approx(-6.0206, abs=1e-4)
+    assert level_db(x, x) == pytest.approx(0.0, abs=1e-9)
+    assert level_db(np.zeros(1600), x) < -200
+    assert level_db(x, np.zeros(1600)) is None
+
+
+def test_fit_reports_the_test_level_and_warns_when_the_model_plays_far_below(mini, home, monkeypatch):
+    from ddx7.fit import train
+    from ddx7.fit.run_fit import fit_run
+
+    settings = {"crepe": "tiny", "batch_size": 2, "segment_seconds": 0.5, "valid_every": 5, "checkpoint_seconds": 0}
+    lines: list[str] = []
+    info = fit_run(home, "mini", voice="DDX7 VIOLN", run="plays", steps=1, settings=settings, say=lines.append)
+    assert isinstance(info["test_level_db"], float) and info["test_excerpts"] > 0
+    assert not any(line.startswith("warning: the model plays") for line in lines)
+    monkeypatch.setattr(train, "QUIET_DB", info["test_level_db"] + 0.01)   # this run's level counts as quiet
+    info = fit_run(home, "mini", voice="DDX7 VIOLN", run="quiet", steps=1, settings=settings, say=lines.append)
+    warned = [line for line in lines if line.startswith("warning: the model plays")]
+    assert len(warned) == 1 and "runs/quiet/test" in warned[0]

@@ -120,7 +120,8 @@ def fit_run(home, corpus: str, *, voice: str | None = None, model: str = "ddx7",
 
     Returns:
         ``{"run", "path", "model", "steps", "best_valid_loss", "parameters", "seconds",
-        "test_audio", "fixed_config", "selection"?}`` — what ``dx7tools fit --json`` prints.
+        "test_audio", "test_level_db", "fixed_config", "selection"?}`` — what ``dx7tools fit --json``
+        prints; ``test_level_db``: the test resynthesis' level against the recordings (median dB).
     """
     progress, say = progress or _quiet, say or (lambda line: None)
     if steps is None and minutes is None:
@@ -151,11 +152,16 @@ def fit_run(home, corpus: str, *, voice: str | None = None, model: str = "ddx7",
                  f"step {ev['step']}  loss {ev['loss']:.3f}  best valid {ev['best_valid']:.3f}")
 
     result = train.fit(home, run_dir, cfg, config, resume=resume, progress=on_step, data=data, extra=extra)
-    files = train.write_test_resynthesis(run_dir, data) if test_audio and data["test"] else []
+    files, level = train.write_test_resynthesis(run_dir, data) if test_audio and data["test"] else ([], None)
+    if level is not None and level <= train.QUIET_DB:
+        say(f"warning: the model plays {-level:.0f} dB below the recordings of the test split (median over "
+            f"{len(files) // 2} excerpts): listen to {run_dir / runs.TEST_DIR} before using it; another --seed or "
+            "--learning-rate may train one that plays (docs/training.md)")
     info = {"run": name, "path": str(run_dir), "model": cfg.model, "steps": result.steps,
             "best_valid_loss": round(result.best_valid, 6), "parameters": result.parameters,
             "seconds": round(result.elapsed_s, 1), "test_audio": str(run_dir / runs.TEST_DIR) if files else None,
-            "test_excerpts": len(files) // 2, "fixed_config": config.to_dict() if config is not None else None}
+            "test_excerpts": len(files) // 2, "test_level_db": None if level is None else round(level, 2),
+            "fixed_config": config.to_dict() if config is not None else None}
     if extra.get("selection"):
         info["selection"] = extra["selection"]
     return info

@@ -270,19 +270,40 @@ def fit(home, run_dir: Path, cfg: FitConfig, config: FixedConfig | None, *, resu
     return FitResult(run_dir, tally.step, tally.best, record["parameters"], elapsed)
 
 
-def write_test_resynthesis(run_dir: Path, data: dict, limit: int | None = None) -> list[Path]:
-    """Resynthesise the test split with the run's best model into ``run_dir/test``."""
+QUIET_DB = -15.0
+"""A run whose test resynthesis is at least this much quieter than the recordings (median over
+the excerpts, RMS) is reported by ``fit``: the multi-resolution loss can prefer a near-silent model
+(docs/training.md, "A quiet flute model the loss prefers")."""
+
+
+def level_db(resynth: np.ndarray, original: np.ndarray) -> float | None:
+    """RMS level of ``resynth`` relative to ``original`` in dB; None when the original is silent."""
+    ref = float(np.sqrt(np.mean(np.square(original, dtype=np.float64))))
+    if ref < 1e-6:
+        return None
+    return 20.0 * math.log10(max(float(np.sqrt(np.mean(np.square(resynth, dtype=np.float64)))), 1e-12) / ref)
+
+
+def write_test_resynthesis(run_dir: Path, data: dict, limit: int | None = None) -> tuple[list[Path], float | None]:
+    """Resynthesise the test split with the run's best model into ``run_dir/test``.
+
+    Returns:
+        ``(files, level)``: the WAVs written (resynthesis and original per excerpt) and the median
+        over the excerpts of :func:`level_db` (None without a sounding excerpt).
+    """
     from dx7tools.audio import write_wav
 
     model = runs.Run.at(run_dir).model()
     out_dir = Path(run_dir) / runs.TEST_DIR
     out_dir.mkdir(exist_ok=True)
-    written = []
+    written, levels = [], []
     with torch.no_grad():
         for i, e in enumerate(data["test"][:limit]):
             y = model(torch.from_numpy(e.f0_hz)[None], torch.from_numpy(e.loudness_db)[None])[0].numpy()
+            levels.append(level_db(y[: len(e.audio)], e.audio))
             for tag, audio in (("resynth", y), ("original", e.audio)):
                 path = out_dir / f"{i:03d}-{tag}.wav"
                 write_wav(path, audio, SAMPLE_RATE)
                 written.append(path)
-    return written
+    sounding = [x for x in levels if x is not None]
+    return written, (float(np.median(sounding)) if sounding else None)
